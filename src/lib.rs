@@ -1,0 +1,1 @@
+//! Word- and character-level recurrent language models on libtorch.
