@@ -1,1 +1,21 @@
 //! Word- and character-level recurrent language models on libtorch.
+//!
+//! - [`vocab`]: tokenization and the vocabulary;
+//! - [`data`]: corpora as batches of sentences or as a token stream;
+//! - [`model`]: the RNN language model (tanh RNN, GRU, LSTM) and its output layer ([`output`]);
+//! - [`train`]: training by backpropagation through time;
+//! - [`score`]: sentence log-probabilities by the chain rule, and [`rescore`] for CSV files;
+//! - [`sample`]: drawing new sequences;
+//! - [`checkpoint`]: the model directory; [`device`]: `--device`; [`plot`]: `loss.png`.
+
+pub mod checkpoint;
+pub mod data;
+pub mod device;
+pub mod model;
+pub mod output;
+pub mod plot;
+pub mod rescore;
+pub mod sample;
+pub mod score;
+pub mod train;
+pub mod vocab;

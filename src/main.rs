@@ -1,5 +1,368 @@
-fn main() {
-    println!("cuda {}", tch::Cuda::is_available());
-    let t = tch::Tensor::from_slice(&[1.0f32, 2.0]);
-    t.print();
+//! The `rnnlm` command line: parses arguments and calls the library.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use rnnlm::checkpoint::ModelDir;
+use rnnlm::data::Corpus;
+use rnnlm::device::{DeviceChoice, DeviceUnavailable};
+use rnnlm::model::{Cell, ModelConfig};
+use rnnlm::rescore::{Format, ScoreOptions};
+use rnnlm::sample::Sampler;
+use rnnlm::score::{evaluate, SCORE_BATCH};
+use rnnlm::train::{OptimizerKind, TrainConfig};
+use rnnlm::vocab::{Level, Tokenizer, VocabLimits};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Word- and character-level recurrent language models: train, evaluate, score
+/// (rescore speech-recognition candidates), sample.
+#[derive(Parser)]
+#[command(name = "rnnlm", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model on DIR/train.txt, validating on DIR/valid.txt.
+    Train(TrainArgs),
+    /// Perplexity of a text file, every line scored on its own from zero state.
+    Eval(EvalArgs),
+    /// Log-probability of every sentence of a CSV (or text) file.
+    Score(ScoreArgs),
+    /// Draw new sequences from a trained model.
+    Sample(SampleArgs),
+}
+
+#[derive(Args)]
+struct DeviceArgs {
+    /// Device: auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+}
+
+#[derive(Args)]
+struct TokenizerArgs {
+    /// Token level.
+    #[arg(long, value_enum, default_value = "word")]
+    level: Level,
+    /// Lowercase the text.
+    #[arg(long)]
+    lowercase: bool,
+    /// Split leading and trailing punctuation off words.
+    #[arg(long)]
+    split_punct: bool,
+    /// Drop punctuation-only tokens.
+    #[arg(long)]
+    drop_punct: bool,
+    /// Keep tokens seen at least this often in train.txt; rarer ones become <UNK>
+    /// [default: 4 for words, 1 for characters].
+    #[arg(long)]
+    min_count: Option<usize>,
+    /// Keep at most this many tokens besides <EOS> and <UNK>.
+    #[arg(long)]
+    max_size: Option<usize>,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Directory with train.txt and valid.txt, one sequence per line.
+    #[arg(long)]
+    data: PathBuf,
+    /// Model directory to write.
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    tokenizer: TokenizerArgs,
+    /// Recurrent cell.
+    #[arg(long, value_enum, default_value = "lstm")]
+    cell: Cell,
+    /// Embedding size.
+    #[arg(long, default_value_t = 256)]
+    embed: i64,
+    /// Hidden units per layer.
+    #[arg(long, default_value_t = 256)]
+    hidden: i64,
+    /// Recurrent layers.
+    #[arg(long, default_value_t = 2)]
+    layers: i64,
+    /// Dropout on embeddings, between layers and before the output layer.
+    #[arg(long, default_value_t = 0.3)]
+    dropout: f64,
+    /// Tie the output matrix to the embedding matrix (needs --embed = --hidden).
+    #[arg(long)]
+    tie: bool,
+    /// Sentences per batch (rows per batch with --stream).
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Read the data as one token stream with truncated BPTT instead of sentence by sentence.
+    #[arg(long)]
+    stream: bool,
+    /// Steps per truncated-BPTT chunk with --stream.
+    #[arg(long, default_value_t = 35)]
+    bptt: usize,
+    /// Optimizer.
+    #[arg(long, value_enum, default_value = "adam")]
+    optimizer: OptimizerKind,
+    /// Learning rate.
+    #[arg(long, default_value_t = 0.002)]
+    lr: f64,
+    /// Multiply the learning rate by this when the valid loss does not improve.
+    #[arg(long, default_value_t = 0.5)]
+    lr_decay: f64,
+    /// Clip the gradient norm to this (0 = no clipping).
+    #[arg(long, default_value_t = 1.0)]
+    clip: f64,
+    /// Epochs (in all, when resuming).
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    /// Stop at the first batch boundary after this many seconds, keeping the best model.
+    #[arg(long)]
+    time_limit: Option<f64>,
+    /// Seed for initialization, dropout and shuffling.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Continue training the model in --out.
+    #[arg(long)]
+    resume: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// Model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// Text file, one sentence per line.
+    #[arg(long)]
+    data: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+#[derive(Args)]
+struct ScoreArgs {
+    /// Model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// Input file, or - for standard input.
+    #[arg(long, default_value = "-")]
+    input: String,
+    /// Output file, or - for standard output.
+    #[arg(long, default_value = "-")]
+    output: String,
+    /// Input format: CSV with a header, or plain text with one sentence per line.
+    #[arg(long, value_enum, default_value = "csv")]
+    format: Format,
+    /// Column with the sentence.
+    #[arg(long, default_value = "sentence")]
+    text_column: String,
+    /// Column that groups the candidates of one utterance (default: utterance_id when present).
+    #[arg(long)]
+    group_column: Option<String>,
+    /// Column with a first-pass (acoustic) log score, combined into `score`.
+    #[arg(long)]
+    am_column: Option<String>,
+    /// score = am + lm_weight * logprob + length_penalty * tokens.
+    #[arg(long, default_value_t = 1.0)]
+    lm_weight: f64,
+    /// Added to score per token.
+    #[arg(long, default_value_t = 0.0)]
+    length_penalty: f64,
+    /// Report bad rows on stderr and score the good ones instead of stopping.
+    #[arg(long)]
+    skip_bad: bool,
+    /// Write per-token log-probabilities (row, position, token, logprob) to this CSV file.
+    #[arg(long)]
+    per_token: Option<PathBuf>,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+#[derive(Args)]
+struct SampleArgs {
+    /// Model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// Number of sequences.
+    #[arg(long, default_value_t = 10)]
+    count: usize,
+    /// Stop a sequence after this many tokens.
+    #[arg(long, default_value_t = 100)]
+    max_len: usize,
+    /// Seed for the draws.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Text to continue (tokenized as the model was trained).
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Print a tab and the sample's natural-log probability after each sample.
+    #[arg(long)]
+    show_logprob: bool,
+    /// Word level: print tokens separated by single spaces instead of readable text.
+    #[arg(long)]
+    tokens: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => train(args),
+        Command::Eval(args) => eval(args),
+        Command::Score(args) => score(args),
+        Command::Sample(args) => sample(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<DeviceUnavailable>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+fn train(args: TrainArgs) -> Result<()> {
+    let device = args.device.device.resolve()?;
+    let t = &args.tokenizer;
+    let config = TrainConfig {
+        data: args.data,
+        out: args.out,
+        tokenizer: Tokenizer { level: t.level, lowercase: t.lowercase, split_punct: t.split_punct, drop_punct: t.drop_punct },
+        vocab_limits: VocabLimits {
+            min_count: t.min_count.unwrap_or(if t.level == Level::Word { 4 } else { 1 }),
+            max_size: t.max_size,
+        },
+        model: ModelConfig {
+            cell: args.cell,
+            vocab_size: 0,
+            embed: args.embed,
+            hidden: args.hidden,
+            layers: args.layers,
+            dropout: args.dropout,
+            tie: args.tie,
+        },
+        batch_size: args.batch_size,
+        stream: args.stream,
+        bptt: args.bptt,
+        optimizer: args.optimizer,
+        lr: args.lr,
+        lr_decay: args.lr_decay,
+        clip: args.clip,
+        epochs: args.epochs,
+        time_limit: args.time_limit,
+        seed: args.seed,
+        resume: args.resume,
+    };
+    let summary = rnnlm::train::train(&config, device)?;
+    let best = summary.best_valid_loss;
+    tracing::info!(
+        "best valid loss {best:.4} nats/token, perplexity {:.2}, {:.4} bits/token; model in {}",
+        best.exp(),
+        best / std::f64::consts::LN_2,
+        config.out.display()
+    );
+    Ok(())
+}
+
+fn eval(args: EvalArgs) -> Result<()> {
+    let device = args.device.device.resolve()?;
+    let loaded = ModelDir::new(&args.model).load(device)?;
+    let corpus = Corpus::load(&args.data, &loaded.config.tokenizer, &loaded.vocab)?;
+    let e = evaluate(&loaded.model, &corpus, SCORE_BATCH)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&e)?)?;
+    } else {
+        writeln!(
+            out,
+            "{}: {} sentences, {} tokens (<EOS> included), {} <UNK>\nperplexity {:.2} | {:.4} nats/token | {:.4} bits/token",
+            args.data.display(),
+            e.sentences,
+            e.tokens,
+            e.unk,
+            e.perplexity,
+            e.nats_per_token,
+            e.bits_per_token
+        )?;
+    }
+    Ok(())
+}
+
+fn path_or_std(arg: &str) -> Option<PathBuf> {
+    (arg != "-").then(|| PathBuf::from(arg))
+}
+
+fn score(args: ScoreArgs) -> Result<()> {
+    let device = args.device.device.resolve()?;
+    let loaded = ModelDir::new(&args.model).load(device)?;
+    let options = ScoreOptions {
+        input: path_or_std(&args.input),
+        output: path_or_std(&args.output),
+        format: args.format,
+        text_column: args.text_column,
+        group_column: args.group_column,
+        am_column: args.am_column,
+        lm_weight: args.lm_weight,
+        length_penalty: args.length_penalty,
+        skip_bad: args.skip_bad,
+        per_token: args.per_token,
+    };
+    let summary = rnnlm::rescore::score_file(&loaded, &options)?;
+    tracing::debug!("{} rows scored, {} bad rows skipped", summary.rows, summary.bad_rows);
+    Ok(())
+}
+
+fn sample(args: SampleArgs) -> Result<()> {
+    let device = args.device.device.resolve()?;
+    let loaded = ModelDir::new(&args.model).load(device)?;
+    let tokenizer = &loaded.config.tokenizer;
+    let prefix: Vec<i64> = match &args.prefix {
+        Some(text) => tokenizer.tokenize(text).iter().map(|t| loaded.vocab.id(t)).collect(),
+        None => Vec::new(),
+    };
+    let mut sampler = Sampler::new(args.seed);
+    let samples = rnnlm::sample::sample(&loaded.model, &prefix, args.count, args.max_len, &mut sampler)
+        .context("sampling failed")?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for s in &samples {
+        let tokens: Vec<String> = s.tokens.iter().map(|&id| loaded.vocab.token(id).to_string()).collect();
+        let text = if args.tokens { tokens.join(" ") } else { tokenizer.detokenize(&tokens) };
+        if args.show_logprob {
+            writeln!(out, "{text}\t{:.4}", s.log_prob)?;
+        } else {
+            writeln!(out, "{text}")?;
+        }
+    }
+    out.flush()?;
+    let cut = samples.iter().filter(|s| s.truncated).count();
+    tracing::info!("{} samples, {cut} cut at --max-len {}", samples.len(), args.max_len);
+    Ok(())
 }

@@ -1,0 +1,170 @@
+//! Corpora as tensors: batches of whole sentences, or one token stream in columns.
+//!
+//! Sentence mode pads a batch of sentences to its longest one:
+//!
+//! ```text
+//!  targets  y<1>  y<2>  y<3>  <EOS>          inputs   0    y<1>  y<2>  y<3>
+//!           y<1>  <EOS> pad   pad                     0    y<1>  pad   pad
+//! ```
+//!
+//! The inputs are the targets shifted right by one with the zero vector in front
+//! (x<1> = 0, x<t> = y<t-1>). The RNN is causal, so padding after a sentence cannot
+//! change its outputs; the loss is taken only at the real positions, listed in
+//! `positions`, so it never sees the padding either.
+
+use crate::model::ZERO_INPUT;
+use crate::vocab::{read_lines, Tokenizer, Vocab, EOS_ID};
+use anyhow::Result;
+use rand::seq::SliceRandom;
+use rand::Rng;
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+/// A text file as encoded sentences, each ending in `<EOS>`.
+#[derive(Clone, Debug, Default)]
+pub struct Corpus {
+    /// Token indices per non-empty line, `<EOS>` appended.
+    pub sentences: Vec<Vec<i64>>,
+    /// Tokens mapped to `<UNK>`.
+    pub unknown: usize,
+    /// Empty lines skipped.
+    pub empty_lines: usize,
+}
+
+impl Corpus {
+    /// Reads, tokenizes and encodes a file.
+    pub fn load(path: &Path, tokenizer: &Tokenizer, vocab: &Vocab) -> Result<Self> {
+        let (lines, empty_lines) = read_lines(path)?;
+        Ok(Self::encode(lines.iter().map(|l| tokenizer.tokenize(l)), vocab, empty_lines))
+    }
+
+    /// Encodes tokenized sentences.
+    pub fn encode(sentences: impl Iterator<Item = Vec<String>>, vocab: &Vocab, empty_lines: usize) -> Self {
+        let mut corpus = Corpus { empty_lines, ..Default::default() };
+        for tokens in sentences {
+            let (ids, unknown) = vocab.encode(&tokens);
+            corpus.unknown += unknown;
+            corpus.sentences.push(ids);
+        }
+        corpus
+    }
+
+    /// Tokens, `<EOS>` included.
+    pub fn tokens(&self) -> usize {
+        self.sentences.iter().map(Vec::len).sum()
+    }
+}
+
+/// A padded batch of sentences on a device.
+#[derive(Debug)]
+pub struct SentenceBatch {
+    /// `[batch, time]` previous-token indices, [`ZERO_INPUT`] first.
+    pub inputs: Tensor,
+    /// `[n]` the targets at the real positions, row by row.
+    pub targets: Tensor,
+    /// `[n]` flat indices (`row * time + t`) of the real positions.
+    pub positions: Tensor,
+    /// Length of each row, `<EOS>` included.
+    pub lengths: Vec<usize>,
+}
+
+impl SentenceBatch {
+    /// Pads `sentences` into one batch on `device`.
+    pub fn new(sentences: &[&[i64]], device: Device) -> Self {
+        let time = sentences.iter().map(|s| s.len()).max().unwrap_or(0);
+        let mut inputs = vec![EOS_ID; sentences.len() * time];
+        let mut targets = Vec::new();
+        let mut positions = Vec::new();
+        for (row, sentence) in sentences.iter().enumerate() {
+            let base = row * time;
+            inputs[base] = ZERO_INPUT;
+            inputs[base + 1..base + sentence.len()].copy_from_slice(&sentence[..sentence.len() - 1]);
+            targets.extend_from_slice(sentence);
+            positions.extend((base..base + sentence.len()).map(|p| p as i64));
+        }
+        SentenceBatch {
+            inputs: Tensor::from_slice(&inputs).view([sentences.len() as i64, time as i64]).to(device),
+            targets: Tensor::from_slice(&targets).to(device),
+            positions: Tensor::from_slice(&positions).to(device),
+            lengths: sentences.iter().map(|s| s.len()).collect(),
+        }
+    }
+
+    /// Rows in the batch.
+    pub fn size(&self) -> i64 {
+        self.lengths.len() as i64
+    }
+
+    /// The hidden states `[batch, time, hidden]` at the real positions, `[n, hidden]`.
+    pub fn gather(&self, hidden: &Tensor) -> Tensor {
+        let width = hidden.size()[2];
+        hidden.reshape([-1, width]).index_select(0, &self.positions)
+    }
+}
+
+/// Groups sentence indices into batches of similar length, so little is padded.
+///
+/// With `rng`, ties in length are broken at random and the batches are shuffled; without,
+/// the order is deterministic (sorted by length).
+pub fn length_batches(lengths: &[usize], batch_size: usize, rng: Option<&mut impl Rng>) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    let mut batches: Vec<Vec<usize>>;
+    match rng {
+        Some(rng) => {
+            order.shuffle(rng);
+            order.sort_by_key(|&i| lengths[i]);
+            batches = order.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect();
+            batches.shuffle(rng);
+        }
+        None => {
+            order.sort_by_key(|&i| lengths[i]);
+            batches = order.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect();
+        }
+    }
+    batches
+}
+
+/// A corpus laid out as one token stream in `batch` rows, for truncated BPTT:
+///
+/// ```text
+///  stream  a b c d e f g h i j k l     batch = 3, bptt = 2
+///  rows    a b c d | chunk 0 = [a b]  chunk 1 = [c d]
+///          e f g h |           [e f]            [g h]
+///          i j k l |           [i j]            [k l]
+/// ```
+///
+/// Each row is read left to right and the recurrent state is carried from one chunk
+/// to the next, so the model sees each row as one long sequence.
+#[derive(Debug)]
+pub struct TokenStream {
+    /// `[batch, length]` targets.
+    targets: Tensor,
+    /// `[batch, length]` inputs: the targets shifted right, [`ZERO_INPUT`] first.
+    inputs: Tensor,
+}
+
+impl TokenStream {
+    /// Lays the corpus out in `batch` rows; the tail that does not fill a row is dropped.
+    pub fn new(corpus: &Corpus, batch: usize, device: Device) -> Self {
+        let flat: Vec<i64> = corpus.sentences.iter().flatten().copied().collect();
+        let length = (flat.len() / batch.max(1)) as i64;
+        let targets = Tensor::from_slice(&flat[..(length as usize) * batch]).view([batch as i64, length]);
+        let zero = Tensor::full([batch as i64, 1], ZERO_INPUT, (Kind::Int64, Device::Cpu));
+        let inputs = Tensor::cat(&[zero, targets.narrow(1, 0, length - 1)], 1);
+        TokenStream { targets: targets.to(device), inputs: inputs.to(device) }
+    }
+
+    /// `(inputs, targets)` of each chunk of at most `bptt` steps, in order.
+    pub fn chunks(&self, bptt: usize) -> impl Iterator<Item = (Tensor, Tensor)> + '_ {
+        let length = self.targets.size()[1];
+        (0..length).step_by(bptt.max(1)).map(move |start| {
+            let width = (bptt as i64).min(length - start);
+            (self.inputs.narrow(1, start, width), self.targets.narrow(1, start, width))
+        })
+    }
+
+    /// Tokens laid out.
+    pub fn tokens(&self) -> i64 {
+        self.targets.numel() as i64
+    }
+}

@@ -1,0 +1,251 @@
+//! The recurrent language model.
+//!
+//! At step t the model reads x<t>, the embedding of the previous true token (x<1> is
+//! the zero vector), updates a<t> from a<t-1> (a<0> = 0) with a tanh RNN, GRU or LSTM
+//! cell, and the output layer turns a<t> into log ŷ<t>, a distribution over the
+//! vocabulary. The same parameters serve every step.
+//!
+//! Layout: batch first. Token tensors are `[batch, time]` of i64, hidden states are
+//! `[batch, time, hidden]`, a recurrent state is `[layers, batch, hidden]`. Parameter
+//! names are PyTorch's (`encoder.weight`, `rnn.weight_ih_l0`, `decoder.bias`), so the
+//! saved weights load into a PyTorch `nn.Embedding` + `nn.LSTM`/`nn.GRU`/`nn.RNN` +
+//! `nn.Linear` by name.
+
+use crate::output::SoftmaxOutput;
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Kind, Tensor};
+
+/// An input index that stands for the zero vector: x<1>, before any token is seen.
+pub const ZERO_INPUT: i64 = -1;
+
+/// The recurrent cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Cell {
+    /// a<t> = tanh(W_aa a<t-1> + W_ax x<t> + b_a), the textbook RNN.
+    Rnn,
+    /// Gated recurrent unit.
+    Gru,
+    /// Long short-term memory.
+    Lstm,
+}
+
+impl Cell {
+    /// Rows of `weight_ih` per hidden unit: one per gate.
+    fn gates(self) -> i64 {
+        match self {
+            Cell::Rnn => 1,
+            Cell::Gru => 3,
+            Cell::Lstm => 4,
+        }
+    }
+}
+
+/// The shape of the network; saved in `config.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Recurrent cell.
+    pub cell: Cell,
+    /// Vocabulary size, `<EOS>` and `<UNK>` included.
+    pub vocab_size: i64,
+    /// Embedding size (the width of x<t>).
+    pub embed: i64,
+    /// Hidden units per layer (the width of a<t>).
+    pub hidden: i64,
+    /// Stacked recurrent layers.
+    pub layers: i64,
+    /// Dropout on the embeddings, between layers and before the output layer.
+    pub dropout: f64,
+    /// Output matrix = embedding matrix (needs `embed == hidden`).
+    pub tie: bool,
+}
+
+/// The recurrent state a<t> of every layer.
+#[derive(Debug)]
+pub enum State {
+    /// Hidden state of a tanh RNN or GRU, `[layers, batch, hidden]`.
+    Hidden(Tensor),
+    /// LSTM hidden and cell state, each `[layers, batch, hidden]`.
+    Lstm(Tensor, Tensor),
+}
+
+impl State {
+    /// A copy cut off from the autograd graph (truncated backpropagation through time).
+    pub fn detach(&self) -> State {
+        match self {
+            State::Hidden(h) => State::Hidden(h.detach()),
+            State::Lstm(h, c) => State::Lstm(h.detach(), c.detach()),
+        }
+    }
+
+    /// The rows of the batch selected by `index` (a 1-D i64 tensor).
+    pub fn select(&self, index: &Tensor) -> State {
+        match self {
+            State::Hidden(h) => State::Hidden(h.index_select(1, index)),
+            State::Lstm(h, c) => State::Lstm(h.index_select(1, index), c.index_select(1, index)),
+        }
+    }
+}
+
+/// The recurrent language model: embedding → recurrent layers → output layer.
+#[derive(Debug)]
+pub struct RnnLm {
+    config: ModelConfig,
+    encoder: Tensor,
+    /// Per layer: weight_ih, weight_hh, bias_ih, bias_hh, in the order the fused ops take.
+    rnn_weights: Vec<Tensor>,
+    output: SoftmaxOutput,
+    device: Device,
+}
+
+impl RnnLm {
+    /// Creates the model's parameters under `vs` (`encoder`, `rnn`, `decoder`),
+    /// initialized as PyTorch's word_language_model does.
+    ///
+    /// # Panics
+    /// If `config.tie` is set and `embed != hidden`; [`ModelConfig`]s made by the
+    /// command line are checked before they get here.
+    pub fn new(vs: &nn::Path, config: &ModelConfig) -> Self {
+        assert!(!config.tie || config.embed == config.hidden, "--tie needs --embed equal to --hidden");
+        let encoder = vs.sub("encoder").var(
+            "weight",
+            &[config.vocab_size, config.embed],
+            nn::Init::Uniform { lo: -0.1, up: 0.1 },
+        );
+        let rnn_weights = recurrent_weights(&(vs / "rnn"), config);
+        let tied = config.tie.then(|| encoder.shallow_clone());
+        let output = SoftmaxOutput::new(&(vs / "decoder"), config.hidden, config.vocab_size, tied);
+        RnnLm { config: config.clone(), encoder, rnn_weights, output, device: vs.device() }
+    }
+
+    /// The configuration this model was built from.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// a<0> = 0 for a batch.
+    pub fn zero_state(&self, batch: i64) -> State {
+        let zeros = || Tensor::zeros([self.config.layers, batch, self.config.hidden], (Kind::Float, self.device));
+        match self.config.cell {
+            Cell::Lstm => State::Lstm(zeros(), zeros()),
+            _ => State::Hidden(zeros()),
+        }
+    }
+
+    /// x<t> for input indices `[batch, time]`: embedding rows, and the zero vector
+    /// wherever the index is [`ZERO_INPUT`].
+    fn embed(&self, inputs: &Tensor) -> Tensor {
+        let is_token = inputs.ge(0);
+        let rows = Tensor::embedding(&self.encoder, &inputs.clamp_min(0), -1, false, false);
+        rows * is_token.unsqueeze(-1).to_kind(Kind::Float)
+    }
+
+    /// Runs the recurrent layers over whole sequences with libtorch's fused kernels.
+    ///
+    /// `inputs`: `[batch, time]` previous-token indices ([`ZERO_INPUT`] for the zero
+    /// vector). Returns the top layer's a<t>, `[batch, time, hidden]`, and the final
+    /// state. `train` turns dropout on.
+    pub fn forward(&self, inputs: &Tensor, state: &State, train: bool) -> (Tensor, State) {
+        let c = &self.config;
+        let x = self.embed(inputs).dropout(c.dropout, train);
+        let weights: Vec<&Tensor> = self.rnn_weights.iter().collect();
+        let (hidden, state) = match (c.cell, state) {
+            (Cell::Lstm, State::Lstm(h, cs)) => {
+                let (out, h, cs) =
+                    x.lstm(&[h, cs], &weights, true, c.layers, c.dropout, train, false, true);
+                (out, State::Lstm(h, cs))
+            }
+            (Cell::Gru, State::Hidden(h)) => {
+                let (out, h) = x.gru(h, &weights, true, c.layers, c.dropout, train, false, true);
+                (out, State::Hidden(h))
+            }
+            (Cell::Rnn, State::Hidden(h)) => {
+                let (out, h) = x.rnn_tanh(h, &weights, true, c.layers, c.dropout, train, false, true);
+                (out, State::Hidden(h))
+            }
+            _ => panic!("state does not match the {:?} cell", c.cell),
+        };
+        (hidden.dropout(c.dropout, train), state)
+    }
+
+    /// One time step for a batch, with the single-step cell ops (no dropout).
+    ///
+    /// `input`: `[batch]` previous-token indices ([`ZERO_INPUT`] for the zero vector).
+    /// Returns log ŷ<t>, `[batch, vocab]`, and a<t>.
+    pub fn step(&self, input: &Tensor, state: &State) -> (Tensor, State) {
+        let c = &self.config;
+        let mut x = self.embed(&input.unsqueeze(1)).squeeze_dim(1);
+        let mut hs = Vec::new();
+        let mut cs = Vec::new();
+        for layer in 0..c.layers {
+            let w = &self.rnn_weights[4 * layer as usize..4 * layer as usize + 4];
+            let (w_ih, w_hh, b_ih, b_hh) = (&w[0], &w[1], Some(&w[2]), Some(&w[3]));
+            match state {
+                State::Lstm(h, cell) => {
+                    let (h_layer, c_layer) = (h.get(layer), cell.get(layer));
+                    let (h, cell) = x.lstm_cell(&[&h_layer, &c_layer], w_ih, w_hh, b_ih, b_hh);
+                    x = h.shallow_clone();
+                    hs.push(h);
+                    cs.push(cell);
+                }
+                State::Hidden(h) => {
+                    let h = match c.cell {
+                        Cell::Gru => x.gru_cell(&h.get(layer), w_ih, w_hh, b_ih, b_hh),
+                        _ => x.rnn_tanh_cell(&h.get(layer), w_ih, w_hh, b_ih, b_hh),
+                    };
+                    x = h.shallow_clone();
+                    hs.push(h);
+                }
+            }
+        }
+        let state = match state {
+            State::Lstm(..) => State::Lstm(Tensor::stack(&hs, 0), Tensor::stack(&cs, 0)),
+            State::Hidden(_) => State::Hidden(Tensor::stack(&hs, 0)),
+        };
+        (self.output.log_probs(&x), state)
+    }
+
+    /// log ŷ over the whole vocabulary for hidden states `[..., hidden]` → `[..., vocab]`.
+    pub fn log_probs(&self, hidden: &Tensor) -> Tensor {
+        self.output.log_probs(hidden)
+    }
+
+    /// log ŷ<t>[y<t>]: the log-probability of each target, for hidden states
+    /// `[n, hidden]` and targets `[n]` → `[n]`.
+    pub fn target_log_probs(&self, hidden: &Tensor, targets: &Tensor) -> Tensor {
+        self.output.target_log_probs(hidden, targets)
+    }
+}
+
+/// The recurrent parameters with PyTorch's names and initialization, U(-1/√H, 1/√H).
+fn recurrent_weights(vs: &nn::Path, c: &ModelConfig) -> Vec<Tensor> {
+    let bound = 1.0 / (c.hidden as f64).sqrt();
+    let init = nn::Init::Uniform { lo: -bound, up: bound };
+    let gate_rows = c.cell.gates() * c.hidden;
+    let mut weights = Vec::new();
+    for layer in 0..c.layers {
+        let in_dim = if layer == 0 { c.embed } else { c.hidden };
+        weights.push(vs.var(&format!("weight_ih_l{layer}"), &[gate_rows, in_dim], init));
+        weights.push(vs.var(&format!("weight_hh_l{layer}"), &[gate_rows, c.hidden], init));
+        weights.push(vs.var(&format!("bias_ih_l{layer}"), &[gate_rows], init));
+        weights.push(vs.var(&format!("bias_hh_l{layer}"), &[gate_rows], init));
+    }
+    if vs.device().is_cuda() && tch::Cuda::cudnn_is_available() {
+        // cuDNN wants the weights in one contiguous buffer; this makes the parameters
+        // views into it, as PyTorch's flatten_parameters does.
+        let mode = match c.cell {
+            Cell::Rnn => 1,
+            Cell::Lstm => 2,
+            Cell::Gru => 3,
+        };
+        let _ = Tensor::internal_cudnn_rnn_flatten_weight(
+            &weights, 4, c.embed, mode, c.hidden, 0, c.layers, true, false,
+        );
+    }
+    weights
+}

@@ -1,0 +1,107 @@
+//! Drawing new sequences from a trained model.
+//!
+//! Start from a<0> = 0 and x<1> = 0 (or run the model over a prefix first); at each
+//! step draw the next token from the model's full softmax, feed it back in as the
+//! next input, stop at `<EOS>` or after `max_len` tokens. `<UNK>` is never emitted:
+//! its probability is set to zero and the rest renormalized, which is the same
+//! distribution as redrawing until the draw is not `<UNK>`.
+
+use crate::model::{RnnLm, ZERO_INPUT};
+use crate::vocab::{EOS_ID, UNK_ID};
+use anyhow::Result;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tch::{Device, Kind, Tensor};
+
+/// A categorical sampler that owns its seeded random number generator.
+///
+/// Draws by inverse transform: a uniform u per row, and the first index whose
+/// cumulative probability reaches u times the row's total. The uniforms come from
+/// this generator, not torch's global one, so a seed reproduces a run.
+pub struct Sampler {
+    rng: StdRng,
+}
+
+impl Sampler {
+    /// A sampler seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        Sampler { rng: StdRng::seed_from_u64(seed) }
+    }
+
+    /// One index per row of `weights` `[n, vocab]` (non-negative, not necessarily
+    /// normalized), drawn with probability proportional to the weight. An index of
+    /// weight zero is never drawn.
+    pub fn draw(&mut self, weights: &Tensor) -> Tensor {
+        let rows = weights.size()[0];
+        let cumulative = weights.to_kind(Kind::Double).cumsum(-1, Kind::Double);
+        let total = cumulative.select(1, -1).unsqueeze(1);
+        let uniforms: Vec<f64> = (0..rows).map(|_| self.rng.gen::<f64>()).collect();
+        let target = Tensor::from_slice(&uniforms).to(weights.device()).unsqueeze(1) * total;
+        // Index of the first cumulative value ≥ target; a zero-weight index repeats its
+        // predecessor's cumulative value, so it is never the first.
+        let below = cumulative.lt_tensor(&target).sum_dim_intlist(1, false, Kind::Int64);
+        below.clamp_max(weights.size()[1] - 1)
+    }
+}
+
+/// One drawn sequence.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// The prefix tokens, then the drawn ones; `<EOS>` not included.
+    pub tokens: Vec<i64>,
+    /// log P of the prefix and the drawn tokens, `<EOS>` included when it was drawn
+    /// (natural log, under the model's full distribution, as `score` computes it).
+    pub log_prob: f64,
+    /// Stopped by `max_len` rather than by `<EOS>`.
+    pub truncated: bool,
+}
+
+/// Draws `count` sequences in one batch under `no_grad`: each continues `prefix`
+/// (token indices, no `<EOS>`) by at most `max_len` tokens.
+pub fn sample(model: &RnnLm, prefix: &[i64], count: usize, max_len: usize, sampler: &mut Sampler) -> Result<Vec<Sample>> {
+    let _guard = tch::no_grad_guard();
+    let device = model.device();
+    let n = count as i64;
+    let mut state = model.zero_state(n);
+    let mut input = Tensor::full([n], ZERO_INPUT, (Kind::Int64, device));
+    let mut log_prob = Tensor::zeros([n], (Kind::Double, device));
+    for &token in prefix {
+        let (log_probs, next) = model.step(&input, &state);
+        state = next;
+        log_prob += log_probs.select(1, token).to_kind(Kind::Double);
+        input = Tensor::full([n], token, (Kind::Int64, device));
+    }
+    let mut samples: Vec<Sample> =
+        (0..count).map(|_| Sample { tokens: prefix.to_vec(), log_prob: 0.0, truncated: true }).collect();
+    let mut running = Tensor::ones([n], (Kind::Bool, device));
+    for _ in 0..max_len {
+        let (log_probs, next) = model.step(&input, &state);
+        state = next;
+        let weights = log_probs.exp().index_fill(1, &Tensor::from_slice(&[UNK_ID]).to(device), 0.0);
+        let drawn = sampler.draw(&weights);
+        let drawn_log_prob = log_probs.gather(1, &drawn.unsqueeze(1), false).squeeze_dim(1);
+        log_prob += drawn_log_prob.to_kind(Kind::Double) * running.to_kind(Kind::Double);
+        let drawn_cpu = Vec::<i64>::try_from(drawn.to_device(Device::Cpu))?;
+        let running_cpu = Vec::<bool>::try_from(running.to_device(Device::Cpu))?;
+        for ((sample, &token), &live) in samples.iter_mut().zip(&drawn_cpu).zip(&running_cpu) {
+            if !live {
+                continue;
+            }
+            if token == EOS_ID {
+                sample.truncated = false;
+            } else {
+                sample.tokens.push(token);
+            }
+        }
+        running = running.logical_and(&drawn.ne(EOS_ID));
+        if !running_cpu.iter().zip(&drawn_cpu).any(|(&live, &t)| live && t != EOS_ID) {
+            break;
+        }
+        input = drawn;
+    }
+    let log_prob = Vec::<f64>::try_from(log_prob.to_device(Device::Cpu))?;
+    for (sample, lp) in samples.iter_mut().zip(log_prob) {
+        sample.log_prob = lp;
+    }
+    Ok(samples)
+}

@@ -1,0 +1,84 @@
+//! Sentence probabilities by the chain rule.
+//!
+//! log P(y<1>…y<T>) = Σ_t log P(y<t> | y<1>…y<t-1>), natural log, where y<T> is the
+//! `<EOS>` that ends every sentence and the model starts from a<0> = 0 and x<1> = 0.
+//! Sentences are scored in batches of similar length; each one's score is independent
+//! of its batch because the model is causal and the padding is never read.
+
+use crate::data::{length_batches, Corpus, SentenceBatch};
+use crate::model::RnnLm;
+use anyhow::Result;
+use rand::rngs::StdRng;
+use serde::Serialize;
+
+/// Sentences per forward pass when scoring.
+pub const SCORE_BATCH: usize = 64;
+
+/// The chain rule: a sentence's log-probability (nats) is the sum of its tokens'
+/// conditional log-probabilities, `<EOS>` included.
+pub fn sentence_log_prob(token_log_probs: &[f32]) -> f64 {
+    token_log_probs.iter().map(|&lp| lp as f64).sum()
+}
+
+/// log P(y<t> | y<1>…y<t-1>) for every token of every sentence, in input order.
+///
+/// Runs under `no_grad` with dropout off, `batch_size` sentences per forward pass.
+pub fn token_log_probs(model: &RnnLm, sentences: &[Vec<i64>], batch_size: usize) -> Result<Vec<Vec<f32>>> {
+    let _guard = tch::no_grad_guard();
+    let lengths: Vec<usize> = sentences.iter().map(Vec::len).collect();
+    let mut result = vec![Vec::new(); sentences.len()];
+    for batch_rows in length_batches(&lengths, batch_size, None::<&mut StdRng>) {
+        let rows: Vec<&[i64]> = batch_rows.iter().map(|&i| sentences[i].as_slice()).collect();
+        let batch = SentenceBatch::new(&rows, model.device());
+        let (hidden, _) = model.forward(&batch.inputs, &model.zero_state(batch.size()), false);
+        let flat = model.target_log_probs(&batch.gather(&hidden), &batch.targets);
+        let flat = Vec::<f32>::try_from(flat.to_device(tch::Device::Cpu))?;
+        let mut offset = 0;
+        for (&row, &len) in batch_rows.iter().zip(&batch.lengths) {
+            result[row] = flat[offset..offset + len].to_vec();
+            offset += len;
+        }
+    }
+    Ok(result)
+}
+
+/// Perplexity and friends of a corpus, as `rnnlm eval` prints them.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Evaluation {
+    /// Tokens scored, `<EOS>` included.
+    pub tokens: usize,
+    /// Tokens that were `<UNK>` (scored as `<UNK>`).
+    pub unk: usize,
+    /// Sentences scored.
+    pub sentences: usize,
+    /// Mean negative log-probability per token, natural log.
+    pub nats_per_token: f64,
+    /// The same in bits.
+    pub bits_per_token: f64,
+    /// exp(nats per token).
+    pub perplexity: f64,
+}
+
+impl Evaluation {
+    /// Summarizes a total log-probability over `tokens` tokens.
+    pub fn from_total(log_prob: f64, tokens: usize, unk: usize, sentences: usize) -> Self {
+        let nats = -log_prob / tokens.max(1) as f64;
+        Evaluation {
+            tokens,
+            unk,
+            sentences,
+            nats_per_token: nats,
+            bits_per_token: nats / std::f64::consts::LN_2,
+            perplexity: nats.exp(),
+        }
+    }
+}
+
+/// Scores every sentence of a corpus on its own from zero state.
+pub fn evaluate(model: &RnnLm, corpus: &Corpus, batch_size: usize) -> Result<Evaluation> {
+    let total: f64 = token_log_probs(model, &corpus.sentences, batch_size)?
+        .iter()
+        .map(|lps| sentence_log_prob(lps))
+        .sum();
+    Ok(Evaluation::from_total(total, corpus.tokens(), corpus.unknown, corpus.sentences.len()))
+}

@@ -1,0 +1,398 @@
+//! Training by backpropagation through time.
+//!
+//! The loss of a sentence is Σ_t −log ŷ<t>[y<t>]; a step minimizes its mean per token
+//! over the batch (the same minimizer, a learning rate that does not depend on
+//! sentence length). Sentence mode starts every line from a<0> = 0; stream mode reads
+//! the file as one token stream and backpropagates through `bptt` steps at a time,
+//! carrying the state forward detached.
+
+use crate::checkpoint::{write_atomic, ModelDir, SavedConfig, TrainState, FORMAT};
+use crate::data::{length_batches, Corpus, SentenceBatch, TokenStream};
+use crate::model::{ModelConfig, RnnLm};
+use crate::score::{evaluate, SCORE_BATCH};
+use crate::vocab::{read_lines, Tokenizer, Vocab, VocabLimits};
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Instant;
+use tch::{nn, nn::OptimizerConfig, Device, Tensor};
+
+/// The optimizer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// Adam with PyTorch's default betas.
+    Adam,
+    /// Plain stochastic gradient descent.
+    Sgd,
+}
+
+/// Everything `rnnlm train` takes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Directory with train.txt and valid.txt.
+    pub data: PathBuf,
+    /// Model directory to write.
+    pub out: PathBuf,
+    /// Tokenizer settings.
+    pub tokenizer: Tokenizer,
+    /// Vocabulary cut.
+    pub vocab_limits: VocabLimits,
+    /// Network shape; `vocab_size` is filled in from the vocabulary.
+    pub model: ModelConfig,
+    /// Sentences (or stream rows) per batch.
+    pub batch_size: usize,
+    /// Read the file as one token stream with truncated BPTT.
+    pub stream: bool,
+    /// Steps per truncated-BPTT chunk in stream mode.
+    pub bptt: usize,
+    /// Adam or SGD.
+    pub optimizer: OptimizerKind,
+    /// Initial learning rate.
+    pub lr: f64,
+    /// Factor applied to the learning rate when the valid loss does not improve.
+    pub lr_decay: f64,
+    /// Maximum gradient norm (0 = no clipping).
+    pub clip: f64,
+    /// Total epochs (counting those of a resumed run).
+    pub epochs: usize,
+    /// Wall-clock budget in seconds for this run, the last validation included.
+    pub time_limit: Option<f64>,
+    /// Seed for initialization, dropout and shuffling.
+    pub seed: u64,
+    /// Continue the model in `out`.
+    pub resume: bool,
+}
+
+/// One row of `metrics.csv`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochRecord {
+    /// Epochs completed (fractional when a run stopped mid-epoch).
+    pub epoch: f64,
+    /// Mean training loss, nats per token.
+    pub train_loss: f64,
+    /// Validation loss, nats per token.
+    pub valid_loss: f64,
+    /// Training tokens per second of training time.
+    pub tokens_per_s: f64,
+    /// Training seconds in this epoch.
+    pub seconds: f64,
+    /// Learning rate used in the epoch.
+    pub lr: f64,
+}
+
+const METRICS_HEADER: &str = "epoch,train_loss,valid_loss,valid_ppl,tokens_per_s,seconds,lr";
+
+/// What a finished run reports.
+#[derive(Debug)]
+pub struct TrainSummary {
+    /// Every epoch's record, those of earlier runs included.
+    pub history: Vec<EpochRecord>,
+    /// Best validation loss (nats per token).
+    pub best_valid_loss: f64,
+}
+
+/// The training data, tokenized and encoded.
+struct Data {
+    train: Corpus,
+    valid: Corpus,
+}
+
+/// Trains a model as `config` says and writes its directory; returns the history.
+pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
+    tch::manual_seed(config.seed as i64);
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let dir = ModelDir::new(&config.out);
+    let (saved, vocab, mut state, mut history) = if config.resume {
+        resume_header(&dir)?
+    } else {
+        fresh_header(config)?
+    };
+    let data = load_data(config, &saved.tokenizer, &vocab)?;
+
+    let mut vs = nn::VarStore::new(device);
+    let model = RnnLm::new(&vs.root(), &saved.model);
+    if config.resume {
+        crate::checkpoint::load_weights(&mut vs, &dir.weights())?;
+    } else {
+        dir.save_header(&saved, &vocab)?;
+    }
+    let mut optimizer = match config.optimizer {
+        OptimizerKind::Adam => nn::Adam::default().build(&vs, state.lr)?,
+        OptimizerKind::Sgd => nn::Sgd::default().build(&vs, state.lr)?,
+    };
+    tracing::info!(
+        "{} parameters, vocabulary {}, {} train / {} valid tokens, device {:?}",
+        vs.trainable_variables().iter().map(|t| t.numel()).sum::<usize>(),
+        vocab.len(),
+        data.train.tokens(),
+        data.valid.tokens(),
+        device
+    );
+
+    let start = Instant::now();
+    let mut last_validation = 0.0;
+    while state.epoch < config.epochs {
+        let deadline = config.time_limit.map(|limit| limit - last_validation);
+        let epoch = run_epoch(config, &model, &mut optimizer, &data.train, &mut rng, start, deadline)?;
+        if epoch.tokens == 0 {
+            break;
+        }
+        let validation_start = Instant::now();
+        let valid_loss = validate(config, &model, &data.valid)?;
+        last_validation = validation_start.elapsed().as_secs_f64();
+        let record = EpochRecord {
+            epoch: state.epoch as f64 + epoch.fraction,
+            train_loss: epoch.loss_sum / epoch.tokens as f64,
+            valid_loss,
+            tokens_per_s: epoch.tokens as f64 / epoch.seconds,
+            seconds: epoch.seconds,
+            lr: state.lr,
+        };
+        log_epoch(&record);
+        history.push(record);
+        state.seconds += epoch.seconds;
+        if epoch.fraction >= 1.0 {
+            state.epoch += 1;
+        }
+        if valid_loss < state.best_valid_loss {
+            state.best_valid_loss = valid_loss;
+            dir.save_weights(&vs, &state)?;
+        } else {
+            state.lr *= config.lr_decay;
+            optimizer.set_lr(state.lr);
+            // The state file follows even when the weights do not: the epoch and rate move on.
+            write_atomic(&dir.state(), |w| Ok(serde_json::to_writer_pretty(w, &state)?))?;
+        }
+        write_metrics(&dir, &history)?;
+        if let Err(e) = crate::plot::plot_losses(&dir.plot(), &history) {
+            tracing::warn!("cannot draw {}: {e:#}", dir.plot().display());
+        }
+        if epoch.fraction < 1.0 {
+            tracing::info!("time limit reached; the best model is kept in {}", dir.root.display());
+            break;
+        }
+    }
+    Ok(TrainSummary { history, best_valid_loss: state.best_valid_loss })
+}
+
+fn fresh_header(config: &TrainConfig) -> Result<(SavedConfig, Vocab, TrainState, Vec<EpochRecord>)> {
+    if config.model.tie && config.model.embed != config.model.hidden {
+        bail!("--tie needs --embed equal to --hidden (got {} and {})", config.model.embed, config.model.hidden);
+    }
+    let train_path = config.data.join("train.txt");
+    let (lines, _) = read_lines(&train_path)?;
+    let tokenized: Vec<Vec<String>> = lines.iter().map(|l| config.tokenizer.tokenize(l)).collect();
+    let vocab = Vocab::build(&tokenized, config.vocab_limits);
+    let mut model = config.model.clone();
+    model.vocab_size = vocab.len() as i64;
+    let saved = SavedConfig {
+        format: FORMAT.to_string(),
+        model,
+        tokenizer: config.tokenizer.clone(),
+        vocab_limits: config.vocab_limits,
+        training: serde_json::to_value(config)?,
+    };
+    let state = TrainState { epoch: 0, lr: config.lr, best_valid_loss: f64::INFINITY, seconds: 0.0 };
+    Ok((saved, vocab, state, Vec::new()))
+}
+
+fn resume_header(dir: &ModelDir) -> Result<(SavedConfig, Vocab, TrainState, Vec<EpochRecord>)> {
+    let (saved, vocab) = dir.load_header().context("--resume")?;
+    let state = dir.load_state().context("--resume")?;
+    let history = read_metrics(dir)?;
+    tracing::info!("resuming {} after epoch {} at lr {}", dir.root.display(), state.epoch, state.lr);
+    Ok((saved, vocab, state, history))
+}
+
+fn load_data(config: &TrainConfig, tokenizer: &Tokenizer, vocab: &Vocab) -> Result<Data> {
+    let train = Corpus::load(&config.data.join("train.txt"), tokenizer, vocab)?;
+    let valid = Corpus::load(&config.data.join("valid.txt"), tokenizer, vocab)?;
+    for (name, corpus) in [("train", &train), ("valid", &valid)] {
+        if corpus.sentences.is_empty() {
+            bail!("{}: no sentences", config.data.join(format!("{name}.txt")).display());
+        }
+        tracing::info!(
+            "{name}.txt: {} sentences, {} tokens, {} <UNK>, {} empty lines skipped",
+            corpus.sentences.len(),
+            corpus.tokens(),
+            corpus.unknown,
+            corpus.empty_lines
+        );
+    }
+    Ok(Data { train, valid })
+}
+
+/// What one pass over the training data did.
+struct EpochStats {
+    loss_sum: f64,
+    tokens: usize,
+    seconds: f64,
+    /// Share of the epoch's batches done: below 1 when the time limit cut it short.
+    fraction: f64,
+}
+
+/// One pass over the training data, stopping early at `deadline` (seconds since `start`).
+fn run_epoch(
+    config: &TrainConfig,
+    model: &RnnLm,
+    optimizer: &mut nn::Optimizer,
+    corpus: &Corpus,
+    rng: &mut StdRng,
+    start: Instant,
+    deadline: Option<f64>,
+) -> Result<EpochStats> {
+    let epoch_start = Instant::now();
+    let progress = progress_bar(corpus.tokens() as u64);
+    let mut stats = EpochStats { loss_sum: 0.0, tokens: 0, seconds: 0.0, fraction: 1.0 };
+    let mut step = |loss_sum: Tensor, tokens: usize, stats: &mut EpochStats| -> Result<()> {
+        optimizer.zero_grad();
+        (&loss_sum / tokens as f64).backward();
+        if config.clip > 0.0 {
+            optimizer.clip_grad_norm(config.clip);
+        }
+        optimizer.step();
+        let loss = f64::try_from(&loss_sum)?;
+        let per_token = loss / tokens as f64;
+        if !per_token.is_finite() || per_token > 100.0 {
+            bail!(
+                "training diverged (loss {per_token:.3e} nats/token); the last good model stays in {}; try a lower --lr or --clip",
+                config.out.display()
+            );
+        }
+        stats.loss_sum += loss;
+        stats.tokens += tokens;
+        progress.inc(tokens as u64);
+        progress.set_message(format!("{:.3}", stats.loss_sum / stats.tokens as f64));
+        Ok(())
+    };
+    let past_deadline = || deadline.is_some_and(|d| start.elapsed().as_secs_f64() >= d);
+
+    if config.stream {
+        let stream = TokenStream::new(corpus, config.batch_size, model.device());
+        let chunks: Vec<(Tensor, Tensor)> = stream.chunks(config.bptt).collect();
+        let mut state = model.zero_state(config.batch_size as i64);
+        for (i, (inputs, targets)) in chunks.iter().enumerate() {
+            if past_deadline() {
+                stats.fraction = i as f64 / chunks.len() as f64;
+                break;
+            }
+            let (hidden, next) = model.forward(inputs, &state.detach(), true);
+            state = next;
+            let width = hidden.size()[2];
+            let log_probs = model.target_log_probs(&hidden.reshape([-1, width]), &targets.reshape([-1]));
+            step(-log_probs.sum(None), targets.numel(), &mut stats)?;
+        }
+    } else {
+        let lengths: Vec<usize> = corpus.sentences.iter().map(Vec::len).collect();
+        let batches = length_batches(&lengths, config.batch_size, Some(rng));
+        for (i, rows) in batches.iter().enumerate() {
+            if past_deadline() {
+                stats.fraction = i as f64 / batches.len() as f64;
+                break;
+            }
+            let sentences: Vec<&[i64]> = rows.iter().map(|&r| corpus.sentences[r].as_slice()).collect();
+            let batch = SentenceBatch::new(&sentences, model.device());
+            let (hidden, _) = model.forward(&batch.inputs, &model.zero_state(batch.size()), true);
+            let log_probs = model.target_log_probs(&batch.gather(&hidden), &batch.targets);
+            step(-log_probs.sum(None), batch.lengths.iter().sum(), &mut stats)?;
+        }
+    }
+    progress.finish_and_clear();
+    stats.seconds = epoch_start.elapsed().as_secs_f64();
+    Ok(stats)
+}
+
+/// Validation loss in nats per token, read the way training reads.
+fn validate(config: &TrainConfig, model: &RnnLm, corpus: &Corpus) -> Result<f64> {
+    if !config.stream {
+        return Ok(evaluate(model, corpus, SCORE_BATCH)?.nats_per_token);
+    }
+    let _guard = tch::no_grad_guard();
+    let stream = TokenStream::new(corpus, config.batch_size, model.device());
+    let mut state = model.zero_state(config.batch_size as i64);
+    let mut total = 0.0;
+    for (inputs, targets) in stream.chunks(config.bptt) {
+        let (hidden, next) = model.forward(&inputs, &state, false);
+        state = next;
+        let width = hidden.size()[2];
+        let log_probs = model.target_log_probs(&hidden.reshape([-1, width]), &targets.reshape([-1]));
+        total -= f64::try_from(log_probs.sum(None))?;
+    }
+    Ok(total / stream.tokens().max(1) as f64)
+}
+
+fn progress_bar(len: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    let style = ProgressStyle::with_template(
+        "{bar:30} {percent:>3}% {human_pos}/{human_len} tokens {per_sec:>12} loss {msg} ETA {eta}",
+    );
+    if let Ok(style) = style {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn log_epoch(r: &EpochRecord) {
+    tracing::info!(
+        "epoch {:>6.2} | train loss {:6.3} | valid loss {:6.3} | valid ppl {:9.2} | {:8.0} tok/s | {:7.1} s | lr {:.2e}",
+        r.epoch,
+        r.train_loss,
+        r.valid_loss,
+        r.valid_loss.exp(),
+        r.tokens_per_s,
+        r.seconds,
+        r.lr
+    );
+}
+
+fn write_metrics(dir: &ModelDir, history: &[EpochRecord]) -> Result<()> {
+    write_atomic(&dir.metrics(), |w| {
+        writeln!(w, "{METRICS_HEADER}")?;
+        for r in history {
+            writeln!(
+                w,
+                "{:.4},{:.6},{:.6},{:.4},{:.1},{:.2},{:.6e}",
+                r.epoch,
+                r.train_loss,
+                r.valid_loss,
+                r.valid_loss.exp(),
+                r.tokens_per_s,
+                r.seconds,
+                r.lr
+            )?;
+        }
+        Ok(())
+    })
+}
+
+fn read_metrics(dir: &ModelDir) -> Result<Vec<EpochRecord>> {
+    let path = dir.metrics();
+    let mut reader = csv::Reader::from_path(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut history = Vec::new();
+    for (n, record) in reader.records().enumerate() {
+        let record = record.with_context(|| format!("{}: row {}", path.display(), n + 2))?;
+        let field = |i: usize| -> Result<f64> {
+            record
+                .get(i)
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("{}: row {}: column {} is not a number", path.display(), n + 2, i + 1))
+        };
+        history.push(EpochRecord {
+            epoch: field(0)?,
+            train_loss: field(1)?,
+            valid_loss: field(2)?,
+            tokens_per_s: field(4)?,
+            seconds: field(5)?,
+            lr: field(6)?,
+        });
+    }
+    Ok(history)
+}
