@@ -13,7 +13,7 @@
 
 use crate::output::SoftmaxOutput;
 use serde::{Deserialize, Serialize};
-use tch::{nn, Device, Kind, Tensor};
+use tch::{nn, Device, Tensor};
 
 /// An input index that stands for the zero vector: x<1>, before any token is seen.
 pub const ZERO_INPUT: i64 = -1;
@@ -130,7 +130,7 @@ impl RnnLm {
 
     /// a<0> = 0 for a batch.
     pub fn zero_state(&self, batch: i64) -> State {
-        let zeros = || Tensor::zeros([self.config.layers, batch, self.config.hidden], (Kind::Float, self.device));
+        let zeros = || Tensor::zeros([self.config.layers, batch, self.config.hidden], (self.encoder.kind(), self.device));
         match self.config.cell {
             Cell::Lstm => State::Lstm(zeros(), zeros()),
             _ => State::Hidden(zeros()),
@@ -142,7 +142,8 @@ impl RnnLm {
     fn embed(&self, inputs: &Tensor) -> Tensor {
         let is_token = inputs.ge(0);
         let rows = Tensor::embedding(&self.encoder, &inputs.clamp_min(0), -1, false, false);
-        rows * is_token.unsqueeze(-1).to_kind(Kind::Float)
+        let mask = is_token.unsqueeze(-1).to_kind(rows.kind());
+        rows * mask
     }
 
     /// Runs the recurrent layers over whole sequences with libtorch's fused kernels.

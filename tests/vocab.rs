@@ -1,0 +1,101 @@
+//! Tokenization, the vocabulary and reading text files.
+
+use rnnlm::device::DeviceChoice;
+use rnnlm::vocab::{read_lines, Level, Tokenizer, Vocab, VocabLimits, EOS_ID, UNK_ID};
+
+fn words(s: &str) -> Vec<String> {
+    s.split(' ').map(String::from).collect()
+}
+
+#[test]
+fn word_tokenizer_options() {
+    let mut t = Tokenizer::new(Level::Word);
+    assert_eq!(t.tokenize("  The cat,  sat. "), words("The cat, sat."));
+    t.split_punct = true;
+    assert_eq!(t.tokenize("(The cat, sat.)"), words("( The cat , sat . )"));
+    assert_eq!(t.tokenize("don't stop"), words("don't stop"), "inner apostrophes stay");
+    t.lowercase = true;
+    assert_eq!(t.tokenize("The CAT."), words("the cat ."));
+    t.drop_punct = true;
+    assert_eq!(t.tokenize("The cat, -- sat."), words("the cat sat"));
+}
+
+#[test]
+fn char_tokenizer_uses_unicode_scalars() {
+    let t = Tokenizer::new(Level::Char);
+    assert_eq!(t.tokenize("añb 日"), vec!["a", "ñ", "b", " ", "日"]);
+    let tokens: Vec<String> = t.tokenize("añb");
+    assert_eq!(t.detokenize(&tokens), "añb");
+}
+
+#[test]
+fn detokenize_is_readable() {
+    let t = Tokenizer::new(Level::Word);
+    let tokens = words("`` He said , `` it 's fine ( really ) . ''");
+    assert_eq!(t.detokenize(&tokens), "``He said, ``it's fine (really).''");
+    assert_eq!(t.detokenize(&words("John 's car is n't red .")), "John's car isn't red.");
+}
+
+fn corpus(lines: &[&str]) -> Vec<Vec<String>> {
+    lines.iter().map(|l| words(l)).collect()
+}
+
+#[test]
+fn min_count_and_max_size_cut_the_vocabulary() {
+    let sentences = corpus(&["a a a a b b b c", "a b c c d"]);
+    let v = Vocab::build(&sentences, VocabLimits { min_count: 2, max_size: None });
+    assert_eq!(v.len(), 5, "<EOS> <UNK> a b c");
+    assert_eq!((v.token(0), v.token(1), v.token(2), v.token(3), v.token(4)), ("<EOS>", "<UNK>", "a", "b", "c"));
+    assert_eq!(v.id("d"), UNK_ID, "seen once, below min-count");
+    let v = Vocab::build(&sentences, VocabLimits { min_count: 1, max_size: Some(2) });
+    assert_eq!(v.len(), 4);
+    assert_eq!(v.id("c"), UNK_ID, "cut by max-size");
+}
+
+#[test]
+fn encode_appends_eos_and_counts_unknowns() {
+    let v = Vocab::build(&corpus(&["x y x y"]), VocabLimits { min_count: 1, max_size: None });
+    let (ids, unknown) = v.encode(&words("x z y q"));
+    assert_eq!(ids, vec![v.id("x"), UNK_ID, v.id("y"), UNK_ID, EOS_ID]);
+    assert_eq!(unknown, 2);
+}
+
+#[test]
+fn vocabulary_save_load_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let sentences = corpus(&["the cat sat on the mat", "a dog , a \"cat\""]);
+    let v = Vocab::build(&sentences, VocabLimits { min_count: 1, max_size: None });
+    let path = dir.path().join("vocab.txt");
+    v.save(&path).unwrap();
+    assert_eq!(Vocab::load(&path).unwrap(), v);
+    std::fs::write(&path, "hello\nworld\n").unwrap();
+    let err = Vocab::load(&path).unwrap_err().to_string();
+    assert!(err.contains("not a vocabulary"), "{err}");
+}
+
+#[test]
+fn read_lines_skips_and_counts_empty_lines_and_names_bad_utf8() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("train.txt");
+    std::fs::write(&path, "one\r\n\n  \ntwo\n").unwrap();
+    let (lines, empty) = read_lines(&path).unwrap();
+    assert_eq!(lines, vec!["one", "two"]);
+    assert_eq!(empty, 2);
+    std::fs::write(&path, b"fine\nbad \xff byte\n").unwrap();
+    let err = read_lines(&path).unwrap_err().to_string();
+    assert!(err.contains("train.txt:2: invalid UTF-8"), "{err}");
+}
+
+#[test]
+fn device_parsing() {
+    assert_eq!("auto".parse::<DeviceChoice>(), Ok(DeviceChoice::Auto));
+    assert_eq!("cpu".parse::<DeviceChoice>(), Ok(DeviceChoice::Cpu));
+    assert_eq!("cuda".parse::<DeviceChoice>(), Ok(DeviceChoice::Cuda(0)));
+    assert_eq!("cuda:3".parse::<DeviceChoice>(), Ok(DeviceChoice::Cuda(3)));
+    assert!("gpu".parse::<DeviceChoice>().is_err());
+    assert!("cuda:x".parse::<DeviceChoice>().is_err());
+    if !tch::Cuda::is_available() {
+        let err = DeviceChoice::Cuda(0).resolve().unwrap_err().to_string();
+        assert!(err.contains("no CUDA device"), "{err}");
+    }
+}
