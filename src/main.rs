@@ -335,8 +335,15 @@ fn score(args: ScoreArgs) -> Result<()> {
         skip_bad: args.skip_bad,
         per_token: args.per_token,
     };
+    let start = std::time::Instant::now();
     let summary = rnnlm::rescore::score_file(&loaded, &options)?;
-    tracing::debug!("{} rows scored, {} bad rows skipped", summary.rows, summary.bad_rows);
+    let seconds = start.elapsed().as_secs_f64();
+    tracing::info!(
+        "scored {} sentences ({} tokens) in {seconds:.3} s: {:.1} sentences/s",
+        summary.rows,
+        summary.tokens,
+        summary.rows as f64 / seconds
+    );
     Ok(())
 }
 
@@ -349,8 +356,10 @@ fn sample(args: SampleArgs) -> Result<()> {
         None => Vec::new(),
     };
     let mut sampler = Sampler::new(args.seed);
+    let start = std::time::Instant::now();
     let samples = rnnlm::sample::sample(&loaded.model, &prefix, args.count, args.max_len, &mut sampler)
         .context("sampling failed")?;
+    let seconds = start.elapsed().as_secs_f64();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for s in &samples {
         let tokens: Vec<String> = s.tokens.iter().map(|&id| loaded.vocab.token(id).to_string()).collect();
@@ -363,6 +372,13 @@ fn sample(args: SampleArgs) -> Result<()> {
     }
     out.flush()?;
     let cut = samples.iter().filter(|s| s.truncated).count();
-    tracing::info!("{} samples, {cut} cut at --max-len {}", samples.len(), args.max_len);
+    // Drawn tokens: the words or characters after the prefix, and each <EOS>.
+    let drawn: usize = samples.iter().map(|s| s.tokens.len() - prefix.len() + usize::from(!s.truncated)).sum();
+    tracing::info!(
+        "{} samples, {cut} cut at --max-len {}; {drawn} tokens drawn in {seconds:.3} s: {:.1} tokens/s",
+        samples.len(),
+        args.max_len,
+        drawn as f64 / seconds
+    );
     Ok(())
 }

@@ -244,3 +244,24 @@ fn bad_training_text_names_file_and_line() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("train.txt:2: invalid UTF-8"), "{}", stderr(&o));
 }
+
+#[test]
+fn same_seed_same_training_run() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "train.txt", (SENTENCES.join("\n") + "\n").as_bytes());
+    write(dir.path(), "valid.txt", SENTENCES[..2].join("\n").as_bytes());
+    let run = |name: &str| {
+        let out = dir.path().join(name);
+        let o = rnnlm(&[
+            "train", "--data", dir.path().to_str().unwrap(), "--out", out.to_str().unwrap(), "--min-count", "1",
+            "--cell", "gru", "--embed", "8", "--hidden", "8", "--dropout", "0.3", "--epochs", "3", "--seed", "5",
+            "--batch-size", "2", "--device", "cpu",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+        // Compare losses, not the timing columns.
+        let losses: Vec<String> = metrics.lines().map(|l| l.split(',').take(4).collect::<Vec<_>>().join(",")).collect();
+        (losses, std::fs::read(out.join("weights.safetensors")).unwrap())
+    };
+    assert_eq!(run("a"), run("b"));
+}
