@@ -64,7 +64,7 @@ train-char: build
 score: build
 	@test -f models/word/weights.safetensors || { echo "no models/word yet: run make demo or make train-word first" >&2; exit 1; }
 	$(BIN) score --model models/word --input datasets/asr/candidates.csv --am-column am_score --output models/word/candidates.scored.csv
-	@column -s, -t < models/word/candidates.scored.csv
+	@cat models/word/candidates.scored.csv
 
 sample: build
 	$(BIN) sample --model models/word --count 5 --max-len 40
@@ -73,3 +73,11 @@ demo: build
 	$(BIN) train --data datasets/brown --out models/word $(WORD_FLAGS) --time-limit 300
 	$(BIN) eval --model models/word --data datasets/brown/test.txt
 	$(MAKE) --no-print-directory score sample
+
+bench: build
+	$(PYTHON) bench/bench.py
+
+# On a machine with an NVIDIA GPU: short training, scoring and sampling on CUDA,
+# log-probabilities checked against the CPU.
+gpu-check: build
+	bash bench/gpu-check.sh $(BIN)

@@ -94,7 +94,8 @@ impl ModelDir {
     pub fn save_weights(&self, vs: &nn::VarStore, state: &TrainState) -> Result<()> {
         // The temporary name keeps the .safetensors suffix: tch picks the format by it.
         let tmp = self.root.join(".weights.tmp.safetensors");
-        vs.save(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+        vs.save(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
         std::fs::rename(&tmp, self.weights())
             .with_context(|| format!("cannot write {}", self.weights().display()))?;
         write_atomic(&self.state(), |w| {
@@ -107,12 +108,20 @@ impl ModelDir {
     pub fn load_header(&self) -> Result<(SavedConfig, Vocab)> {
         let path = self.config();
         let text = std::fs::read_to_string(&path).with_context(|| {
-            format!("{} is not a model directory: cannot read {}", self.root.display(), path.display())
+            format!(
+                "{} is not a model directory: cannot read {}",
+                self.root.display(),
+                path.display()
+            )
         })?;
         let config: SavedConfig = serde_json::from_str(&text)
             .with_context(|| format!("{}: not an rnnlm model configuration", path.display()))?;
         if config.format != FORMAT {
-            bail!("{}: format '{}' is not {FORMAT}", path.display(), config.format);
+            bail!(
+                "{}: format '{}' is not {FORMAT}",
+                path.display(),
+                config.format
+            );
         }
         let vocab = Vocab::load(&self.vocab())?;
         if vocab.len() as i64 != config.model.vocab_size {
@@ -130,8 +139,10 @@ impl ModelDir {
     /// Reads `state.json`.
     pub fn load_state(&self) -> Result<TrainState> {
         let path = self.state();
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{}: not a training state", path.display()))
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a training state", path.display()))
     }
 
     /// Loads a trained model onto `device`.
@@ -140,7 +151,12 @@ impl ModelDir {
         let mut vs = nn::VarStore::new(device);
         let model = RnnLm::new(&vs.root(), &config.model);
         load_weights(&mut vs, &self.weights())?;
-        Ok(LoadedModel { vs, model, vocab, config })
+        Ok(LoadedModel {
+            vs,
+            model,
+            vocab,
+            config,
+        })
     }
 }
 
@@ -158,13 +174,21 @@ pub struct LoadedModel {
 
 /// Fills `vs` from a safetensors file; every variable must be there with its shape.
 pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
-    let stored = tch::Tensor::read_safetensors(path)
-        .map_err(|e| anyhow::anyhow!("{}: cannot read weights: {}", path.display(), first_line(&e.to_string())))?;
+    let stored = tch::Tensor::read_safetensors(path).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: cannot read weights: {}",
+            path.display(),
+            first_line(&e.to_string())
+        )
+    })?;
     let stored: std::collections::HashMap<String, tch::Tensor> = stored.into_iter().collect();
     let _guard = tch::no_grad_guard();
     for (name, mut var) in vs.variables() {
         let Some(value) = stored.get(&name) else {
-            bail!("{}: no tensor '{name}': the weights do not belong to this configuration", path.display());
+            bail!(
+                "{}: no tensor '{name}': the weights do not belong to this configuration",
+                path.display()
+            );
         };
         if value.size() != var.size() {
             bail!(
@@ -187,7 +211,8 @@ fn first_line(s: &str) -> &str {
 pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
     let tmp = temporary_path(path);
     let result = (|| {
-        let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let file = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
         let mut writer = BufWriter::new(file);
         fill(&mut writer)?;
         writer.flush()?;
@@ -202,6 +227,9 @@ pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>
 
 /// A hidden temporary name in the same directory (so the rename stays on one file system).
 pub fn temporary_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
 }

@@ -35,12 +35,23 @@ impl Corpus {
     /// Reads, tokenizes and encodes a file.
     pub fn load(path: &Path, tokenizer: &Tokenizer, vocab: &Vocab) -> Result<Self> {
         let (lines, empty_lines) = read_lines(path)?;
-        Ok(Self::encode(lines.iter().map(|l| tokenizer.tokenize(l)), vocab, empty_lines))
+        Ok(Self::encode(
+            lines.iter().map(|l| tokenizer.tokenize(l)),
+            vocab,
+            empty_lines,
+        ))
     }
 
     /// Encodes tokenized sentences.
-    pub fn encode(sentences: impl Iterator<Item = Vec<String>>, vocab: &Vocab, empty_lines: usize) -> Self {
-        let mut corpus = Corpus { empty_lines, ..Default::default() };
+    pub fn encode(
+        sentences: impl Iterator<Item = Vec<String>>,
+        vocab: &Vocab,
+        empty_lines: usize,
+    ) -> Self {
+        let mut corpus = Corpus {
+            empty_lines,
+            ..Default::default()
+        };
         for tokens in sentences {
             let (ids, unknown) = vocab.encode(&tokens);
             corpus.unknown += unknown;
@@ -78,12 +89,15 @@ impl SentenceBatch {
         for (row, sentence) in sentences.iter().enumerate() {
             let base = row * time;
             inputs[base] = ZERO_INPUT;
-            inputs[base + 1..base + sentence.len()].copy_from_slice(&sentence[..sentence.len() - 1]);
+            inputs[base + 1..base + sentence.len()]
+                .copy_from_slice(&sentence[..sentence.len() - 1]);
             targets.extend_from_slice(sentence);
             positions.extend((base..base + sentence.len()).map(|p| p as i64));
         }
         SentenceBatch {
-            inputs: Tensor::from_slice(&inputs).view([sentences.len() as i64, time as i64]).to(device),
+            inputs: Tensor::from_slice(&inputs)
+                .view([sentences.len() as i64, time as i64])
+                .to(device),
             targets: Tensor::from_slice(&targets).to(device),
             positions: Tensor::from_slice(&positions).to(device),
             lengths: sentences.iter().map(|s| s.len()).collect(),
@@ -106,19 +120,29 @@ impl SentenceBatch {
 ///
 /// With `rng`, ties in length are broken at random and the batches are shuffled; without,
 /// the order is deterministic (sorted by length).
-pub fn length_batches(lengths: &[usize], batch_size: usize, rng: Option<&mut impl Rng>) -> Vec<Vec<usize>> {
+pub fn length_batches(
+    lengths: &[usize],
+    batch_size: usize,
+    rng: Option<&mut impl Rng>,
+) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     let mut batches: Vec<Vec<usize>>;
     match rng {
         Some(rng) => {
             order.shuffle(rng);
             order.sort_by_key(|&i| lengths[i]);
-            batches = order.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect();
+            batches = order
+                .chunks(batch_size.max(1))
+                .map(<[usize]>::to_vec)
+                .collect();
             batches.shuffle(rng);
         }
         None => {
             order.sort_by_key(|&i| lengths[i]);
-            batches = order.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect();
+            batches = order
+                .chunks(batch_size.max(1))
+                .map(<[usize]>::to_vec)
+                .collect();
         }
     }
     batches
@@ -148,10 +172,14 @@ impl TokenStream {
     pub fn new(corpus: &Corpus, batch: usize, device: Device) -> Self {
         let flat: Vec<i64> = corpus.sentences.iter().flatten().copied().collect();
         let length = (flat.len() / batch.max(1)) as i64;
-        let targets = Tensor::from_slice(&flat[..(length as usize) * batch]).view([batch as i64, length]);
+        let targets =
+            Tensor::from_slice(&flat[..(length as usize) * batch]).view([batch as i64, length]);
         let zero = Tensor::full([batch as i64, 1], ZERO_INPUT, (Kind::Int64, Device::Cpu));
         let inputs = Tensor::cat(&[zero, targets.narrow(1, 0, length - 1)], 1);
-        TokenStream { targets: targets.to(device), inputs: inputs.to(device) }
+        TokenStream {
+            targets: targets.to(device),
+            inputs: inputs.to(device),
+        }
     }
 
     /// `(inputs, targets)` of each chunk of at most `bptt` steps, in order.
@@ -159,7 +187,10 @@ impl TokenStream {
         let length = self.targets.size()[1];
         (0..length).step_by(bptt.max(1)).map(move |start| {
             let width = (bptt as i64).min(length - start);
-            (self.inputs.narrow(1, start, width), self.targets.narrow(1, start, width))
+            (
+                self.inputs.narrow(1, start, width),
+                self.targets.narrow(1, start, width),
+            )
         })
     }
 

@@ -61,13 +61,21 @@ impl DeviceChoice {
             DeviceChoice::Cpu => Ok(Device::Cpu),
             DeviceChoice::Auto => Ok(Device::cuda_if_available()),
             DeviceChoice::Cuda(n) => {
-                let count = if Cuda::is_available() { Cuda::device_count() as usize } else { 0 };
+                let count = if Cuda::is_available() {
+                    Cuda::device_count() as usize
+                } else {
+                    0
+                };
                 if n < count {
                     Ok(Device::Cuda(n))
                 } else if count == 0 {
-                    Err(DeviceUnavailable(format!("--device {self}: no CUDA device is available on this machine")))
+                    Err(DeviceUnavailable(format!(
+                        "--device {self}: no CUDA device is available on this machine"
+                    )))
                 } else {
-                    Err(DeviceUnavailable(format!("--device {self}: this machine has {count} CUDA device(s), numbered from 0")))
+                    Err(DeviceUnavailable(format!(
+                        "--device {self}: this machine has {count} CUDA device(s), numbered from 0"
+                    )))
                 }
             }
         }

@@ -255,9 +255,16 @@ fn train(args: TrainArgs) -> Result<()> {
     let config = TrainConfig {
         data: args.data,
         out: args.out,
-        tokenizer: Tokenizer { level: t.level, lowercase: t.lowercase, split_punct: t.split_punct, drop_punct: t.drop_punct },
+        tokenizer: Tokenizer {
+            level: t.level,
+            lowercase: t.lowercase,
+            split_punct: t.split_punct,
+            drop_punct: t.drop_punct,
+        },
         vocab_limits: VocabLimits {
-            min_count: t.min_count.unwrap_or(if t.level == Level::Word { 4 } else { 1 }),
+            min_count: t
+                .min_count
+                .unwrap_or(if t.level == Level::Word { 4 } else { 1 }),
             max_size: t.max_size,
         },
         model: ModelConfig {
@@ -352,18 +359,36 @@ fn sample(args: SampleArgs) -> Result<()> {
     let loaded = ModelDir::new(&args.model).load(device)?;
     let tokenizer = &loaded.config.tokenizer;
     let prefix: Vec<i64> = match &args.prefix {
-        Some(text) => tokenizer.tokenize(text).iter().map(|t| loaded.vocab.id(t)).collect(),
+        Some(text) => tokenizer
+            .tokenize(text)
+            .iter()
+            .map(|t| loaded.vocab.id(t))
+            .collect(),
         None => Vec::new(),
     };
     let mut sampler = Sampler::new(args.seed);
     let start = std::time::Instant::now();
-    let samples = rnnlm::sample::sample(&loaded.model, &prefix, args.count, args.max_len, &mut sampler)
-        .context("sampling failed")?;
+    let samples = rnnlm::sample::sample(
+        &loaded.model,
+        &prefix,
+        args.count,
+        args.max_len,
+        &mut sampler,
+    )
+    .context("sampling failed")?;
     let seconds = start.elapsed().as_secs_f64();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for s in &samples {
-        let tokens: Vec<String> = s.tokens.iter().map(|&id| loaded.vocab.token(id).to_string()).collect();
-        let text = if args.tokens { tokens.join(" ") } else { tokenizer.detokenize(&tokens) };
+        let tokens: Vec<String> = s
+            .tokens
+            .iter()
+            .map(|&id| loaded.vocab.token(id).to_string())
+            .collect();
+        let text = if args.tokens {
+            tokens.join(" ")
+        } else {
+            tokenizer.detokenize(&tokens)
+        };
         if args.show_logprob {
             writeln!(out, "{text}\t{:.4}", s.log_prob)?;
         } else {
@@ -373,7 +398,10 @@ fn sample(args: SampleArgs) -> Result<()> {
     out.flush()?;
     let cut = samples.iter().filter(|s| s.truncated).count();
     // Drawn tokens: the words or characters after the prefix, and each <EOS>.
-    let drawn: usize = samples.iter().map(|s| s.tokens.len() - prefix.len() + usize::from(!s.truncated)).sum();
+    let drawn: usize = samples
+        .iter()
+        .map(|s| s.tokens.len() - prefix.len() + usize::from(!s.truncated))
+        .sum();
     tracing::info!(
         "{} samples, {cut} cut at --max-len {}; {drawn} tokens drawn in {seconds:.3} s: {:.1} tokens/s",
         samples.len(),

@@ -106,7 +106,10 @@ impl RnnLm {
     /// If `config.tie` is set and `embed != hidden`; [`ModelConfig`]s made by the
     /// command line are checked before they get here.
     pub fn new(vs: &nn::Path, config: &ModelConfig) -> Self {
-        assert!(!config.tie || config.embed == config.hidden, "--tie needs --embed equal to --hidden");
+        assert!(
+            !config.tie || config.embed == config.hidden,
+            "--tie needs --embed equal to --hidden"
+        );
         let encoder = vs.sub("encoder").var(
             "weight",
             &[config.vocab_size, config.embed],
@@ -115,7 +118,13 @@ impl RnnLm {
         let rnn_weights = recurrent_weights(&(vs / "rnn"), config);
         let tied = config.tie.then(|| encoder.shallow_clone());
         let output = SoftmaxOutput::new(&(vs / "decoder"), config.hidden, config.vocab_size, tied);
-        RnnLm { config: config.clone(), encoder, rnn_weights, output, device: vs.device() }
+        RnnLm {
+            config: config.clone(),
+            encoder,
+            rnn_weights,
+            output,
+            device: vs.device(),
+        }
     }
 
     /// The configuration this model was built from.
@@ -130,7 +139,12 @@ impl RnnLm {
 
     /// a<0> = 0 for a batch.
     pub fn zero_state(&self, batch: i64) -> State {
-        let zeros = || Tensor::zeros([self.config.layers, batch, self.config.hidden], (self.encoder.kind(), self.device));
+        let zeros = || {
+            Tensor::zeros(
+                [self.config.layers, batch, self.config.hidden],
+                (self.encoder.kind(), self.device),
+            )
+        };
         match self.config.cell {
             Cell::Lstm => State::Lstm(zeros(), zeros()),
             _ => State::Hidden(zeros()),
@@ -157,8 +171,16 @@ impl RnnLm {
         let weights: Vec<&Tensor> = self.rnn_weights.iter().collect();
         let (hidden, state) = match (c.cell, state) {
             (Cell::Lstm, State::Lstm(h, cs)) => {
-                let (out, h, cs) =
-                    x.lstm(&[h, cs], &weights, true, c.layers, c.dropout, train, false, true);
+                let (out, h, cs) = x.lstm(
+                    &[h, cs],
+                    &weights,
+                    true,
+                    c.layers,
+                    c.dropout,
+                    train,
+                    false,
+                    true,
+                );
                 (out, State::Lstm(h, cs))
             }
             (Cell::Gru, State::Hidden(h)) => {
@@ -166,7 +188,8 @@ impl RnnLm {
                 (out, State::Hidden(h))
             }
             (Cell::Rnn, State::Hidden(h)) => {
-                let (out, h) = x.rnn_tanh(h, &weights, true, c.layers, c.dropout, train, false, true);
+                let (out, h) =
+                    x.rnn_tanh(h, &weights, true, c.layers, c.dropout, train, false, true);
                 (out, State::Hidden(h))
             }
             _ => panic!("state does not match the {:?} cell", c.cell),
@@ -226,7 +249,10 @@ impl RnnLm {
 /// The recurrent parameters with PyTorch's names and initialization, U(-1/√H, 1/√H).
 fn recurrent_weights(vs: &nn::Path, c: &ModelConfig) -> Vec<Tensor> {
     let bound = 1.0 / (c.hidden as f64).sqrt();
-    let init = nn::Init::Uniform { lo: -bound, up: bound };
+    let init = nn::Init::Uniform {
+        lo: -bound,
+        up: bound,
+    };
     let gate_rows = c.cell.gates() * c.hidden;
     let mut weights = Vec::new();
     for layer in 0..c.layers {

@@ -21,7 +21,9 @@ fn draw(path: &Path, history: &[EpochRecord]) -> Result<(), Box<dyn std::error::
     let root = BitMapBackend::new(path, (800, 500)).into_drawing_area();
     root.fill(&WHITE)?;
     let losses = history.iter().flat_map(|r| [r.train_loss, r.valid_loss]);
-    let (low, high) = losses.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (low, high) = losses.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
     let margin = ((high - low) * 0.1).max(0.05);
     let last_epoch = history.last().map_or(1.0, |r| r.epoch).max(1.0);
     let mut chart = ChartBuilder::on(&root)
@@ -30,17 +32,34 @@ fn draw(path: &Path, history: &[EpochRecord]) -> Result<(), Box<dyn std::error::
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..last_epoch, (low - margin)..(high + margin))?;
-    chart.configure_mesh().x_desc("epoch").y_desc("nats per token").draw()?;
-    let curves: [(&str, RGBColor, fn(&EpochRecord) -> f64); 2] =
-        [("train", BLUE, |r| r.train_loss), ("valid", RED, |r| r.valid_loss)];
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc("nats per token")
+        .draw()?;
+    let curves: [(&str, RGBColor, fn(&EpochRecord) -> f64); 2] = [
+        ("train", BLUE, |r| r.train_loss),
+        ("valid", RED, |r| r.valid_loss),
+    ];
     for (name, color, value) in curves {
         chart
-            .draw_series(LineSeries::new(history.iter().map(|r| (r.epoch, value(r))), color.stroke_width(2)))?
+            .draw_series(LineSeries::new(
+                history.iter().map(|r| (r.epoch, value(r))),
+                color.stroke_width(2),
+            ))?
             .label(name)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
-        chart.draw_series(history.iter().map(|r| Circle::new((r.epoch, value(r)), 3, color.filled())))?;
+        chart.draw_series(
+            history
+                .iter()
+                .map(|r| Circle::new((r.epoch, value(r)), 3, color.filled())),
+        )?;
     }
-    chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw()?;
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()?;
     root.present()?;
     Ok(())
 }

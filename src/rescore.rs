@@ -80,7 +80,10 @@ impl Scored {
 
 /// Tokenizes, encodes and scores a chunk of sentences with the model's own tokenizer.
 fn score_chunk(model: &LoadedModel, sentences: &[String]) -> Result<Vec<Scored>> {
-    let tokenized: Vec<Vec<String>> = sentences.iter().map(|s| model.config.tokenizer.tokenize(s)).collect();
+    let tokenized: Vec<Vec<String>> = sentences
+        .iter()
+        .map(|s| model.config.tokenizer.tokenize(s))
+        .collect();
     let encoded: Vec<(Vec<i64>, usize)> = tokenized.iter().map(|t| model.vocab.encode(t)).collect();
     let ids: Vec<Vec<i64>> = encoded.iter().map(|(ids, _)| ids.clone()).collect();
     let log_probs = token_log_probs(&model.model, &ids, SCORE_BATCH)?;
@@ -90,7 +93,11 @@ fn score_chunk(model: &LoadedModel, sentences: &[String]) -> Result<Vec<Scored>>
         .zip(log_probs)
         .map(|((mut tokens, (_, oov)), token_log_probs)| {
             tokens.push(crate::vocab::EOS.to_string());
-            Scored { tokens, oov, token_log_probs }
+            Scored {
+                tokens,
+                oov,
+                token_log_probs,
+            }
         })
         .collect())
 }
@@ -108,17 +115,22 @@ impl Sink {
             None => (Box::new(io::stdout().lock()), None),
             Some(path) => {
                 let tmp = temporary_path(path);
-                let file = File::create(&tmp).with_context(|| format!("cannot create {}", path.display()))?;
+                let file = File::create(&tmp)
+                    .with_context(|| format!("cannot create {}", path.display()))?;
                 (Box::new(file), Some((tmp, path.to_path_buf())))
             }
         };
-        Ok(Sink { writer: BufWriter::new(inner), paths })
+        Ok(Sink {
+            writer: BufWriter::new(inner),
+            paths,
+        })
     }
 
     fn commit(mut self) -> Result<()> {
         self.writer.flush()?;
         if let Some((tmp, path)) = self.paths.take() {
-            std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::rename(&tmp, &path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
         Ok(())
     }
@@ -141,7 +153,10 @@ fn open_input(path: Option<&Path>) -> Result<Box<dyn Read>> {
 }
 
 fn input_name(options: &ScoreOptions) -> String {
-    options.input.as_ref().map_or("<stdin>".to_string(), |p| p.display().to_string())
+    options
+        .input
+        .as_ref()
+        .map_or("<stdin>".to_string(), |p| p.display().to_string())
 }
 
 /// Scores a file as `options` say; returns the counts.
@@ -164,14 +179,21 @@ fn write_per_token(sink: &mut Option<Sink>, rows: &[usize], scored: &[Scored]) -
     let Some(sink) = sink else { return Ok(()) };
     for (&row, s) in rows.iter().zip(scored) {
         for (position, (token, lp)) in s.tokens.iter().zip(&s.token_log_probs).enumerate() {
-            writeln!(sink.writer, "{row},{},{},{lp:.6}", position + 1, csv_field(token))?;
+            writeln!(
+                sink.writer,
+                "{row},{},{},{lp:.6}",
+                position + 1,
+                csv_field(token)
+            )?;
         }
     }
     Ok(())
 }
 
 fn open_per_token(options: &ScoreOptions) -> Result<Option<Sink>> {
-    let Some(path) = &options.per_token else { return Ok(None) };
+    let Some(path) = &options.per_token else {
+        return Ok(None);
+    };
     let mut sink = Sink::create(Some(path))?;
     writeln!(sink.writer, "row,position,token,logprob")?;
     Ok(Some(sink))
@@ -188,12 +210,19 @@ fn csv_field(field: &str) -> String {
 
 /// Plain text: one sentence per line; prints logprob, log10prob, perplexity and the
 /// sentence per line, and a corpus summary on stderr like SRILM's `-ppl`.
-fn score_text(model: &LoadedModel, options: &ScoreOptions, progress: &indicatif::ProgressBar) -> Result<ScoreSummary> {
+fn score_text(
+    model: &LoadedModel,
+    options: &ScoreOptions,
+    progress: &indicatif::ProgressBar,
+) -> Result<ScoreSummary> {
     let name = input_name(options);
     let mut reader = BufReader::new(open_input(options.input.as_deref())?);
     let mut sink = Sink::create(options.output.as_deref())?;
     let mut per_token = open_per_token(options)?;
-    writeln!(sink.writer, "logprob\tlog10prob\tperplexity\ttokens\toov\tsentence")?;
+    writeln!(
+        sink.writer,
+        "logprob\tlog10prob\tperplexity\ttokens\toov\tsentence"
+    )?;
     let mut summary = ScoreSummary::default();
     let mut line_number = 0;
     let mut empty = 0;
@@ -203,7 +232,11 @@ fn score_text(model: &LoadedModel, options: &ScoreOptions, progress: &indicatif:
         let mut sentences = Vec::new();
         while sentences.len() < CHUNK_ROWS {
             buffer.clear();
-            if reader.read_until(b'\n', &mut buffer).with_context(|| format!("cannot read {name}"))? == 0 {
+            if reader
+                .read_until(b'\n', &mut buffer)
+                .with_context(|| format!("cannot read {name}"))?
+                == 0
+            {
                 break;
             }
             line_number += 1;
@@ -233,7 +266,12 @@ fn score_text(model: &LoadedModel, options: &ScoreOptions, progress: &indicatif:
             let lp = s.log_prob();
             let n = s.tokens.len();
             let ppl = (-lp / n as f64).exp();
-            writeln!(sink.writer, "{lp:.4}\t{:.4}\t{ppl:.3}\t{n}\t{}\t{sentence}", lp / std::f64::consts::LN_10, s.oov)?;
+            writeln!(
+                sink.writer,
+                "{lp:.4}\t{:.4}\t{ppl:.3}\t{n}\t{}\t{sentence}",
+                lp / std::f64::consts::LN_10,
+                s.oov
+            )?;
             summary.add(s);
         }
         write_per_token(&mut per_token, &rows, &scored)?;
@@ -277,12 +315,19 @@ mod csv_io {
         am: Option<usize>,
     }
 
-    fn find_columns(headers: &csv::StringRecord, options: &ScoreOptions, name: &str) -> Result<Columns> {
+    fn find_columns(
+        headers: &csv::StringRecord,
+        options: &ScoreOptions,
+        name: &str,
+    ) -> Result<Columns> {
         let find = |column: &str| headers.iter().position(|h| h == column);
         let require = |column: &str, flag: &str| {
             find(column).ok_or_else(|| {
                 let have: Vec<&str> = headers.iter().collect();
-                anyhow!("{name}: line 1: no column '{column}' ({flag}); the header has: {}", have.join(", "))
+                anyhow!(
+                    "{name}: line 1: no column '{column}' ({flag}); the header has: {}",
+                    have.join(", ")
+                )
             })
         };
         Ok(Columns {
@@ -291,7 +336,11 @@ mod csv_io {
                 Some(column) => Some(require(column, "--group-column")?),
                 None => find("utterance_id"),
             },
-            am: options.am_column.as_deref().map(|c| require(c, "--am-column")).transpose()?,
+            am: options
+                .am_column
+                .as_deref()
+                .map(|c| require(c, "--am-column"))
+                .transpose()?,
         })
     }
 
@@ -303,7 +352,10 @@ mod csv_io {
     }
 
     /// Checks one raw record; `Err` is the reason it is bad.
-    fn check_row(record: &csv::ByteRecord, columns: &Columns) -> std::result::Result<(csv::StringRecord, Option<f64>), String> {
+    fn check_row(
+        record: &csv::ByteRecord,
+        columns: &Columns,
+    ) -> std::result::Result<(csv::StringRecord, Option<f64>), String> {
         let fields = csv::StringRecord::from_byte_record(record.clone()).map_err(|e| {
             let field = e.utf8_error().field() + 1;
             format!("field {field} is not valid UTF-8")
@@ -316,16 +368,30 @@ mod csv_io {
             None => None,
             Some(i) => {
                 let value = fields.get(i).unwrap_or("");
-                Some(value.trim().parse::<f64>().map_err(|_| format!("am score '{value}' is not a number"))?)
+                Some(
+                    value
+                        .trim()
+                        .parse::<f64>()
+                        .map_err(|_| format!("am score '{value}' is not a number"))?,
+                )
             }
         };
         Ok((fields, am))
     }
 
-    pub(super) fn score_csv(model: &LoadedModel, options: &ScoreOptions, progress: &indicatif::ProgressBar) -> Result<ScoreSummary> {
+    pub(super) fn score_csv(
+        model: &LoadedModel,
+        options: &ScoreOptions,
+        progress: &indicatif::ProgressBar,
+    ) -> Result<ScoreSummary> {
         let name = input_name(options);
-        let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(open_input(options.input.as_deref())?);
-        let headers = reader.headers().with_context(|| format!("{name}: cannot read the header"))?.clone();
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .from_reader(open_input(options.input.as_deref())?);
+        let headers = reader
+            .headers()
+            .with_context(|| format!("{name}: cannot read the header"))?
+            .clone();
         let columns = find_columns(&headers, options, &name)?;
         let mut sink = Sink::create(options.output.as_deref())?;
         let mut writer = csv::WriterBuilder::new().from_writer(&mut sink.writer);
@@ -350,7 +416,9 @@ mod csv_io {
                 Err(e) => {
                     let line = e.position().map_or(0, |p| p.line());
                     let reason = match e.kind() {
-                        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+                        csv::ErrorKind::UnequalLengths {
+                            expected_len, len, ..
+                        } => {
                             format!("{len} fields where the header has {expected_len}")
                         }
                         _ => e.to_string(),
@@ -363,7 +431,11 @@ mod csv_io {
             if more {
                 row_number += 1;
                 match check_row(&record, &columns) {
-                    Ok((fields, am)) => pending.push(Row { number: row_number, fields, am }),
+                    Ok((fields, am)) => pending.push(Row {
+                        number: row_number,
+                        fields,
+                        am,
+                    }),
                     Err(reason) => {
                         let line = record.position().map_or(0, |p| p.line());
                         bad_row(options, &mut summary, &name, line, row_number, &reason)?;
@@ -374,7 +446,15 @@ mod csv_io {
             let full = pending.len() >= CHUNK_ROWS && !same_group(&pending, &columns);
             if full || (!more && !pending.is_empty()) {
                 let keep = if more { pending.pop() } else { None };
-                flush(model, options, &columns, &pending, &mut writer, &mut per_token, &mut summary)?;
+                flush(
+                    model,
+                    options,
+                    &columns,
+                    &pending,
+                    &mut writer,
+                    &mut per_token,
+                    &mut summary,
+                )?;
                 progress.inc(pending.len() as u64);
                 pending.clear();
                 pending.extend(keep);
@@ -404,7 +484,14 @@ mod csv_io {
         }
     }
 
-    fn bad_row(options: &ScoreOptions, summary: &mut ScoreSummary, name: &str, line: u64, row: usize, reason: &str) -> Result<()> {
+    fn bad_row(
+        options: &ScoreOptions,
+        summary: &mut ScoreSummary,
+        name: &str,
+        line: u64,
+        row: usize,
+        reason: &str,
+    ) -> Result<()> {
         let message = format!("{name}: line {line} (row {row}): {reason}");
         if !options.skip_bad {
             bail!("{message}; use --skip-bad to score the good rows only");
@@ -423,17 +510,25 @@ mod csv_io {
         per_token: &mut Option<Sink>,
         summary: &mut ScoreSummary,
     ) -> Result<()> {
-        let sentences: Vec<String> = rows.iter().map(|r| r.fields.get(columns.text).unwrap_or("").to_string()).collect();
+        let sentences: Vec<String> = rows
+            .iter()
+            .map(|r| r.fields.get(columns.text).unwrap_or("").to_string())
+            .collect();
         let scored = score_chunk(model, &sentences)?;
         let combined: Vec<f64> = rows
             .iter()
             .zip(&scored)
             .map(|(row, s)| match row.am {
-                Some(am) => am + options.lm_weight * s.log_prob() + options.length_penalty * s.tokens.len() as f64,
+                Some(am) => {
+                    am + options.lm_weight * s.log_prob()
+                        + options.length_penalty * s.tokens.len() as f64
+                }
                 None => s.log_prob(),
             })
             .collect();
-        let ranks = columns.group.map(|g| ranks_within_groups(rows, g, &combined));
+        let ranks = columns
+            .group
+            .map(|g| ranks_within_groups(rows, g, &combined));
         for (i, (row, s)) in rows.iter().zip(&scored).enumerate() {
             let lp = s.log_prob();
             let n = s.tokens.len();
@@ -464,7 +559,9 @@ mod csv_io {
         let mut start = 0;
         while start < rows.len() {
             let key = rows[start].fields.get(group);
-            let end = (start..rows.len()).find(|&i| rows[i].fields.get(group) != key).unwrap_or(rows.len());
+            let end = (start..rows.len())
+                .find(|&i| rows[i].fields.get(group) != key)
+                .unwrap_or(rows.len());
             let mut order: Vec<usize> = (start..end).collect();
             // Stable: equal scores keep file order.
             order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));

@@ -25,7 +25,9 @@ pub struct Sampler {
 impl Sampler {
     /// A sampler seeded with `seed`.
     pub fn new(seed: u64) -> Self {
-        Sampler { rng: StdRng::seed_from_u64(seed) }
+        Sampler {
+            rng: StdRng::seed_from_u64(seed),
+        }
     }
 
     /// One index per row of `weights` `[n, vocab]` (non-negative, not necessarily
@@ -36,10 +38,15 @@ impl Sampler {
         let cumulative = weights.to_kind(Kind::Double).cumsum(-1, Kind::Double);
         let total = cumulative.select(1, -1).unsqueeze(1);
         let uniforms: Vec<f64> = (0..rows).map(|_| self.rng.gen::<f64>()).collect();
-        let target = Tensor::from_slice(&uniforms).to(weights.device()).unsqueeze(1) * total;
+        let target = Tensor::from_slice(&uniforms)
+            .to(weights.device())
+            .unsqueeze(1)
+            * total;
         // Index of the first cumulative value ≥ target; a zero-weight index repeats its
         // predecessor's cumulative value, so it is never the first.
-        let below = cumulative.lt_tensor(&target).sum_dim_intlist(1, false, Kind::Int64);
+        let below = cumulative
+            .lt_tensor(&target)
+            .sum_dim_intlist(1, false, Kind::Int64);
         below.clamp_max(weights.size()[1] - 1)
     }
 }
@@ -58,7 +65,13 @@ pub struct Sample {
 
 /// Draws `count` sequences in one batch under `no_grad`: each continues `prefix`
 /// (token indices, no `<EOS>`) by at most `max_len` tokens.
-pub fn sample(model: &RnnLm, prefix: &[i64], count: usize, max_len: usize, sampler: &mut Sampler) -> Result<Vec<Sample>> {
+pub fn sample(
+    model: &RnnLm,
+    prefix: &[i64],
+    count: usize,
+    max_len: usize,
+    sampler: &mut Sampler,
+) -> Result<Vec<Sample>> {
     let _guard = tch::no_grad_guard();
     let device = model.device();
     let n = count as i64;
@@ -71,15 +84,24 @@ pub fn sample(model: &RnnLm, prefix: &[i64], count: usize, max_len: usize, sampl
         log_prob += log_probs.select(1, token).to_kind(Kind::Double);
         input = Tensor::full([n], token, (Kind::Int64, device));
     }
-    let mut samples: Vec<Sample> =
-        (0..count).map(|_| Sample { tokens: prefix.to_vec(), log_prob: 0.0, truncated: true }).collect();
+    let mut samples: Vec<Sample> = (0..count)
+        .map(|_| Sample {
+            tokens: prefix.to_vec(),
+            log_prob: 0.0,
+            truncated: true,
+        })
+        .collect();
     let mut running = Tensor::ones([n], (Kind::Bool, device));
     for _ in 0..max_len {
         let (log_probs, next) = model.step(&input, &state);
         state = next;
-        let weights = log_probs.exp().index_fill(1, &Tensor::from_slice(&[UNK_ID]).to(device), 0.0);
+        let weights = log_probs
+            .exp()
+            .index_fill(1, &Tensor::from_slice(&[UNK_ID]).to(device), 0.0);
         let drawn = sampler.draw(&weights);
-        let drawn_log_prob = log_probs.gather(1, &drawn.unsqueeze(1), false).squeeze_dim(1);
+        let drawn_log_prob = log_probs
+            .gather(1, &drawn.unsqueeze(1), false)
+            .squeeze_dim(1);
         log_prob += drawn_log_prob.to_kind(Kind::Double) * running.to_kind(Kind::Double);
         let drawn_cpu = Vec::<i64>::try_from(drawn.to_device(Device::Cpu))?;
         let running_cpu = Vec::<bool>::try_from(running.to_device(Device::Cpu))?;
@@ -94,7 +116,11 @@ pub fn sample(model: &RnnLm, prefix: &[i64], count: usize, max_len: usize, sampl
             }
         }
         running = running.logical_and(&drawn.ne(EOS_ID));
-        if !running_cpu.iter().zip(&drawn_cpu).any(|(&live, &t)| live && t != EOS_ID) {
+        if !running_cpu
+            .iter()
+            .zip(&drawn_cpu)
+            .any(|(&live, &t)| live && t != EOS_ID)
+        {
             break;
         }
         input = drawn;

@@ -23,12 +23,19 @@ pub fn sentence_log_prob(token_log_probs: &[f32]) -> f64 {
 /// log P(y<t> | y<1>…y<t-1>) for every token of every sentence, in input order.
 ///
 /// Runs under `no_grad` with dropout off, `batch_size` sentences per forward pass.
-pub fn token_log_probs(model: &RnnLm, sentences: &[Vec<i64>], batch_size: usize) -> Result<Vec<Vec<f32>>> {
+pub fn token_log_probs(
+    model: &RnnLm,
+    sentences: &[Vec<i64>],
+    batch_size: usize,
+) -> Result<Vec<Vec<f32>>> {
     let _guard = tch::no_grad_guard();
     let lengths: Vec<usize> = sentences.iter().map(Vec::len).collect();
     let mut result = vec![Vec::new(); sentences.len()];
     for batch_rows in length_batches(&lengths, batch_size, None::<&mut StdRng>) {
-        let rows: Vec<&[i64]> = batch_rows.iter().map(|&i| sentences[i].as_slice()).collect();
+        let rows: Vec<&[i64]> = batch_rows
+            .iter()
+            .map(|&i| sentences[i].as_slice())
+            .collect();
         let batch = SentenceBatch::new(&rows, model.device());
         let (hidden, _) = model.forward(&batch.inputs, &model.zero_state(batch.size()), false);
         let flat = model.target_log_probs(&batch.gather(&hidden), &batch.targets);
@@ -80,5 +87,10 @@ pub fn evaluate(model: &RnnLm, corpus: &Corpus, batch_size: usize) -> Result<Eva
         .iter()
         .map(|lps| sentence_log_prob(lps))
         .sum();
-    Ok(Evaluation::from_total(total, corpus.tokens(), corpus.unknown, corpus.sentences.len()))
+    Ok(Evaluation::from_total(
+        total,
+        corpus.tokens(),
+        corpus.unknown,
+        corpus.sentences.len(),
+    ))
 }

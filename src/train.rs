@@ -127,7 +127,10 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
     };
     tracing::info!(
         "{} parameters, vocabulary {}, {} train / {} valid tokens, device {:?}",
-        vs.trainable_variables().iter().map(|t| t.numel()).sum::<usize>(),
+        vs.trainable_variables()
+            .iter()
+            .map(|t| t.numel())
+            .sum::<usize>(),
         vocab.len(),
         data.train.tokens(),
         data.valid.tokens(),
@@ -138,7 +141,15 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
     let mut last_validation = 0.0;
     while state.epoch < config.epochs {
         let deadline = config.time_limit.map(|limit| limit - last_validation);
-        let epoch = run_epoch(config, &model, &mut optimizer, &data.train, &mut rng, start, deadline)?;
+        let epoch = run_epoch(
+            config,
+            &model,
+            &mut optimizer,
+            &data.train,
+            &mut rng,
+            start,
+            deadline,
+        )?;
         if epoch.tokens == 0 {
             break;
         }
@@ -166,23 +177,37 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
             state.lr *= config.lr_decay;
             optimizer.set_lr(state.lr);
             // The state file follows even when the weights do not: the epoch and rate move on.
-            write_atomic(&dir.state(), |w| Ok(serde_json::to_writer_pretty(w, &state)?))?;
+            write_atomic(&dir.state(), |w| {
+                Ok(serde_json::to_writer_pretty(w, &state)?)
+            })?;
         }
         write_metrics(&dir, &history)?;
         if let Err(e) = crate::plot::plot_losses(&dir.plot(), &history) {
             tracing::warn!("cannot draw {}: {e:#}", dir.plot().display());
         }
         if epoch.fraction < 1.0 {
-            tracing::info!("time limit reached; the best model is kept in {}", dir.root.display());
+            tracing::info!(
+                "time limit reached; the best model is kept in {}",
+                dir.root.display()
+            );
             break;
         }
     }
-    Ok(TrainSummary { history, best_valid_loss: state.best_valid_loss })
+    Ok(TrainSummary {
+        history,
+        best_valid_loss: state.best_valid_loss,
+    })
 }
 
-fn fresh_header(config: &TrainConfig) -> Result<(SavedConfig, Vocab, TrainState, Vec<EpochRecord>)> {
+fn fresh_header(
+    config: &TrainConfig,
+) -> Result<(SavedConfig, Vocab, TrainState, Vec<EpochRecord>)> {
     if config.model.tie && config.model.embed != config.model.hidden {
-        bail!("--tie needs --embed equal to --hidden (got {} and {})", config.model.embed, config.model.hidden);
+        bail!(
+            "--tie needs --embed equal to --hidden (got {} and {})",
+            config.model.embed,
+            config.model.hidden
+        );
     }
     let train_path = config.data.join("train.txt");
     let (lines, _) = read_lines(&train_path)?;
@@ -197,7 +222,12 @@ fn fresh_header(config: &TrainConfig) -> Result<(SavedConfig, Vocab, TrainState,
         vocab_limits: config.vocab_limits,
         training: serde_json::to_value(config)?,
     };
-    let state = TrainState { epoch: 0, lr: config.lr, best_valid_loss: f64::INFINITY, seconds: 0.0 };
+    let state = TrainState {
+        epoch: 0,
+        lr: config.lr,
+        best_valid_loss: f64::INFINITY,
+        seconds: 0.0,
+    };
     Ok((saved, vocab, state, Vec::new()))
 }
 
@@ -205,7 +235,12 @@ fn resume_header(dir: &ModelDir) -> Result<(SavedConfig, Vocab, TrainState, Vec<
     let (saved, vocab) = dir.load_header().context("--resume")?;
     let state = dir.load_state().context("--resume")?;
     let history = read_metrics(dir)?;
-    tracing::info!("resuming {} after epoch {} at lr {}", dir.root.display(), state.epoch, state.lr);
+    tracing::info!(
+        "resuming {} after epoch {} at lr {}",
+        dir.root.display(),
+        state.epoch,
+        state.lr
+    );
     Ok((saved, vocab, state, history))
 }
 
@@ -214,7 +249,10 @@ fn load_data(config: &TrainConfig, tokenizer: &Tokenizer, vocab: &Vocab) -> Resu
     let valid = Corpus::load(&config.data.join("valid.txt"), tokenizer, vocab)?;
     for (name, corpus) in [("train", &train), ("valid", &valid)] {
         if corpus.sentences.is_empty() {
-            bail!("{}: no sentences", config.data.join(format!("{name}.txt")).display());
+            bail!(
+                "{}: no sentences",
+                config.data.join(format!("{name}.txt")).display()
+            );
         }
         tracing::info!(
             "{name}.txt: {} sentences, {} tokens, {} <UNK>, {} empty lines skipped",
@@ -248,7 +286,12 @@ fn run_epoch(
 ) -> Result<EpochStats> {
     let epoch_start = Instant::now();
     let progress = progress_bar(corpus.tokens() as u64);
-    let mut stats = EpochStats { loss_sum: 0.0, tokens: 0, seconds: 0.0, fraction: 1.0 };
+    let mut stats = EpochStats {
+        loss_sum: 0.0,
+        tokens: 0,
+        seconds: 0.0,
+        fraction: 1.0,
+    };
     let mut step = |loss_sum: Tensor, tokens: usize, stats: &mut EpochStats| -> Result<()> {
         optimizer.zero_grad();
         (&loss_sum / tokens as f64).backward();
@@ -284,7 +327,8 @@ fn run_epoch(
             let (hidden, next) = model.forward(inputs, &state.detach(), true);
             state = next;
             let width = hidden.size()[2];
-            let log_probs = model.target_log_probs(&hidden.reshape([-1, width]), &targets.reshape([-1]));
+            let log_probs =
+                model.target_log_probs(&hidden.reshape([-1, width]), &targets.reshape([-1]));
             step(-log_probs.sum(None), targets.numel(), &mut stats)?;
         }
     } else {
@@ -295,7 +339,10 @@ fn run_epoch(
                 stats.fraction = i as f64 / batches.len() as f64;
                 break;
             }
-            let sentences: Vec<&[i64]> = rows.iter().map(|&r| corpus.sentences[r].as_slice()).collect();
+            let sentences: Vec<&[i64]> = rows
+                .iter()
+                .map(|&r| corpus.sentences[r].as_slice())
+                .collect();
             let batch = SentenceBatch::new(&sentences, model.device());
             let (hidden, _) = model.forward(&batch.inputs, &model.zero_state(batch.size()), true);
             let log_probs = model.target_log_probs(&batch.gather(&hidden), &batch.targets);
@@ -320,7 +367,8 @@ fn validate(config: &TrainConfig, model: &RnnLm, corpus: &Corpus) -> Result<f64>
         let (hidden, next) = model.forward(&inputs, &state, false);
         state = next;
         let width = hidden.size()[2];
-        let log_probs = model.target_log_probs(&hidden.reshape([-1, width]), &targets.reshape([-1]));
+        let log_probs =
+            model.target_log_probs(&hidden.reshape([-1, width]), &targets.reshape([-1]));
         total -= f64::try_from(log_probs.sum(None))?;
     }
     Ok(total / stream.tokens().max(1) as f64)
@@ -375,15 +423,20 @@ fn write_metrics(dir: &ModelDir, history: &[EpochRecord]) -> Result<()> {
 
 fn read_metrics(dir: &ModelDir) -> Result<Vec<EpochRecord>> {
     let path = dir.metrics();
-    let mut reader = csv::Reader::from_path(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut reader =
+        csv::Reader::from_path(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut history = Vec::new();
     for (n, record) in reader.records().enumerate() {
         let record = record.with_context(|| format!("{}: row {}", path.display(), n + 2))?;
         let field = |i: usize| -> Result<f64> {
-            record
-                .get(i)
-                .and_then(|v| v.parse().ok())
-                .with_context(|| format!("{}: row {}: column {} is not a number", path.display(), n + 2, i + 1))
+            record.get(i).and_then(|v| v.parse().ok()).with_context(|| {
+                format!(
+                    "{}: row {}: column {} is not a number",
+                    path.display(),
+                    n + 2,
+                    i + 1
+                )
+            })
         };
         history.push(EpochRecord {
             epoch: field(0)?,

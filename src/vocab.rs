@@ -47,12 +47,21 @@ pub struct Tokenizer {
 impl Tokenizer {
     /// A tokenizer with no options: whitespace words or plain characters.
     pub fn new(level: Level) -> Self {
-        Tokenizer { level, lowercase: false, split_punct: false, drop_punct: false }
+        Tokenizer {
+            level,
+            lowercase: false,
+            split_punct: false,
+            drop_punct: false,
+        }
     }
 
     /// The tokens of one line, without `<EOS>`.
     pub fn tokenize(&self, line: &str) -> Vec<String> {
-        let text = if self.lowercase { line.to_lowercase() } else { line.to_string() };
+        let text = if self.lowercase {
+            line.to_lowercase()
+        } else {
+            line.to_string()
+        };
         match self.level {
             Level::Char => text.chars().map(String::from).collect(),
             Level::Word => {
@@ -100,8 +109,14 @@ fn is_punct(c: char) -> bool {
 /// Pushes `word` with its leading and trailing punctuation as separate one-character tokens.
 fn split_punctuation(word: &str, tokens: &mut Vec<String>) {
     let chars: Vec<char> = word.chars().collect();
-    let start = chars.iter().position(|&c| !is_punct(c)).unwrap_or(chars.len());
-    let end = chars.iter().rposition(|&c| !is_punct(c)).map_or(start, |i| i + 1);
+    let start = chars
+        .iter()
+        .position(|&c| !is_punct(c))
+        .unwrap_or(chars.len());
+    let end = chars
+        .iter()
+        .rposition(|&c| !is_punct(c))
+        .map_or(start, |i| i + 1);
     tokens.extend(chars[..start].iter().map(|c| c.to_string()));
     if start < end {
         tokens.push(chars[start..end].iter().collect());
@@ -110,8 +125,10 @@ fn split_punctuation(word: &str, tokens: &mut Vec<String>) {
 }
 
 fn attaches_left(token: &str) -> bool {
-    matches!(token, "." | "," | ";" | ":" | "!" | "?" | ")" | "]" | "}" | "''" | "%" | "...")
-        || token.starts_with('\'') && token.len() > 1 && token != "''"
+    matches!(
+        token,
+        "." | "," | ";" | ":" | "!" | "?" | ")" | "]" | "}" | "''" | "%" | "..."
+    ) || token.starts_with('\'') && token.len() > 1 && token != "''"
         || token == "n't"
 }
 
@@ -157,12 +174,18 @@ impl Vocab {
         if let Some(max) = limits.max_size {
             kept.truncate(max);
         }
-        let tokens = [EOS, UNK].into_iter().chain(kept.into_iter().map(|(t, _)| t));
+        let tokens = [EOS, UNK]
+            .into_iter()
+            .chain(kept.into_iter().map(|(t, _)| t));
         Self::from_tokens(tokens.map(String::from).collect())
     }
 
     fn from_tokens(tokens: Vec<String>) -> Self {
-        let index = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as i64)).collect();
+        let index = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as i64))
+            .collect();
         Vocab { tokens, index }
     }
 
@@ -210,11 +233,15 @@ impl Vocab {
             .with_context(|| format!("cannot open vocabulary {}", path.display()))?;
         let mut tokens = Vec::new();
         for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-            let line = line.with_context(|| format!("{}:{}: unreadable line", path.display(), n + 1))?;
+            let line =
+                line.with_context(|| format!("{}:{}: unreadable line", path.display(), n + 1))?;
             tokens.push(line);
         }
         if tokens.len() < 2 || tokens[0] != EOS || tokens[1] != UNK {
-            bail!("{}: not a vocabulary (must start with {EOS} and {UNK})", path.display());
+            bail!(
+                "{}: not a vocabulary (must start with {EOS} and {UNK})",
+                path.display()
+            );
         }
         let vocab = Self::from_tokens(tokens);
         if vocab.index.len() != vocab.tokens.len() {

@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn rnnlm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rnnlm")).args(args).output().expect("run rnnlm")
+    Command::new(env!("CARGO_BIN_EXE_rnnlm"))
+        .args(args)
+        .output()
+        .expect("run rnnlm")
 }
 
 fn stdout(o: &Output) -> String {
@@ -36,9 +39,28 @@ fn trained_model() -> &'static (tempfile::TempDir, PathBuf) {
         std::fs::write(data.join("valid.txt"), SENTENCES.join("\n") + "\n").unwrap();
         let model = dir.path().join("model");
         let o = rnnlm(&[
-            "train", "--data", data.to_str().unwrap(), "--out", model.to_str().unwrap(), "--min-count", "1",
-            "--cell", "lstm", "--embed", "16", "--hidden", "16", "--layers", "1", "--dropout", "0",
-            "--epochs", "3", "--device", "cpu", "--lowercase",
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            model.to_str().unwrap(),
+            "--min-count",
+            "1",
+            "--cell",
+            "lstm",
+            "--embed",
+            "16",
+            "--hidden",
+            "16",
+            "--layers",
+            "1",
+            "--dropout",
+            "0",
+            "--epochs",
+            "3",
+            "--device",
+            "cpu",
+            "--lowercase",
         ]);
         assert!(o.status.success(), "{}", stderr(&o));
         (dir, model)
@@ -58,14 +80,28 @@ fn write(dir: &Path, name: &str, text: &[u8]) -> String {
 #[test]
 fn train_writes_a_complete_model_directory() {
     let model = &trained_model().1;
-    for file in ["config.json", "vocab.txt", "weights.safetensors", "metrics.csv", "loss.png", "state.json"] {
+    for file in [
+        "config.json",
+        "vocab.txt",
+        "weights.safetensors",
+        "metrics.csv",
+        "loss.png",
+        "state.json",
+    ] {
         assert!(model.join(file).exists(), "{file} missing");
     }
     let metrics = std::fs::read_to_string(model.join("metrics.csv")).unwrap();
     let rows: Vec<&str> = metrics.lines().collect();
-    assert_eq!(rows[0], "epoch,train_loss,valid_loss,valid_ppl,tokens_per_s,seconds,lr");
+    assert_eq!(
+        rows[0],
+        "epoch,train_loss,valid_loss,valid_ppl,tokens_per_s,seconds,lr"
+    );
     assert_eq!(rows.len(), 4, "{metrics}");
-    let leftovers: Vec<_> = std::fs::read_dir(model).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with('.')).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(model)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
 
@@ -78,25 +114,62 @@ fn score_ranks_candidates_and_keeps_every_column() {
         b"utterance_id,sentence,am_score,note\r\nu1,The apple and pear salad,-10.5,\"has, comma\"\r\nu1,the apple and pare salad,-10.0,\"say \"\"hi\"\"\"\r\nu2,the pear is ripe,-3,x\r\n",
     );
     let output = dir.path().join("out.csv");
-    let o = rnnlm(&["score", "--model", model_path(), "--input", &input, "--output", output.to_str().unwrap(), "--am-column", "am_score", "--lm-weight", "2"]);
+    let o = rnnlm(&[
+        "score",
+        "--model",
+        model_path(),
+        "--input",
+        &input,
+        "--output",
+        output.to_str().unwrap(),
+        "--am-column",
+        "am_score",
+        "--lm-weight",
+        "2",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let mut reader = csv::Reader::from_path(&output).unwrap();
     let headers: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
-    assert_eq!(headers, ["utterance_id", "sentence", "am_score", "note", "tokens", "oov", "logprob", "log10prob", "perplexity", "score", "rank", "best"]);
+    assert_eq!(
+        headers,
+        [
+            "utterance_id",
+            "sentence",
+            "am_score",
+            "note",
+            "tokens",
+            "oov",
+            "logprob",
+            "log10prob",
+            "perplexity",
+            "score",
+            "rank",
+            "best"
+        ]
+    );
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
     assert_eq!(rows.len(), 3);
     assert_eq!(&rows[0][3], "has, comma");
     assert_eq!(&rows[1][3], "say \"hi\"");
-    assert_eq!(&rows[0][1], "The apple and pear salad", "input columns are unchanged");
+    assert_eq!(
+        &rows[0][1], "The apple and pear salad",
+        "input columns are unchanged"
+    );
     let field = |r: &csv::StringRecord, i: usize| r[i].parse::<f64>().unwrap();
     for r in &rows {
-        assert!((field(r, 9) - (field(r, 2) + 2.0 * field(r, 6))).abs() < 1e-3, "score = am + 2 * logprob");
+        assert!(
+            (field(r, 9) - (field(r, 2) + 2.0 * field(r, 6))).abs() < 1e-3,
+            "score = am + 2 * logprob"
+        );
         assert!((field(r, 7) - field(r, 6) / std::f64::consts::LN_10).abs() < 1e-3);
     }
     assert_eq!(&rows[0][4], "6", "five words and <EOS>");
     assert_eq!(&rows[1][5], "1", "'pare' is not in the vocabulary");
     let (s0, s1) = (field(&rows[0], 9), field(&rows[1], 9));
-    assert_eq!((&rows[0][10], &rows[1][10]), if s0 >= s1 { ("1", "2") } else { ("2", "1") });
+    assert_eq!(
+        (&rows[0][10], &rows[1][10]),
+        if s0 >= s1 { ("1", "2") } else { ("2", "1") }
+    );
     assert_eq!(&rows[2][10], "1");
     assert_eq!(&rows[2][11], "true");
 }
@@ -104,9 +177,21 @@ fn score_ranks_candidates_and_keeps_every_column() {
 #[test]
 fn score_per_token_rows_sum_to_the_sentence() {
     let dir = tempfile::tempdir().unwrap();
-    let input = write(dir.path(), "in.csv", b"sentence\nthe pear is ripe\nwe ate the salad\n");
+    let input = write(
+        dir.path(),
+        "in.csv",
+        b"sentence\nthe pear is ripe\nwe ate the salad\n",
+    );
     let per_token = dir.path().join("tokens.csv");
-    let o = rnnlm(&["score", "--model", model_path(), "--input", &input, "--per-token", per_token.to_str().unwrap()]);
+    let o = rnnlm(&[
+        "score",
+        "--model",
+        model_path(),
+        "--input",
+        &input,
+        "--per-token",
+        per_token.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let mut sums = [0.0f64; 2];
     let mut reader = csv::Reader::from_path(&per_token).unwrap();
@@ -125,33 +210,70 @@ fn score_per_token_rows_sum_to_the_sentence() {
 fn bad_rows_stop_with_a_one_line_error_and_no_output() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&[u8], &str); 4] = [
-        (b"id,sentence\n1,the pear\n2,the,apple\n", "line 3 (row 2): 3 fields where the header has 2"),
-        (b"id,sentence\n1,the pear\n2,\n", "line 3 (row 2): empty sentence"),
-        (b"id,sentence\n1,the \xff pear\n", "line 2 (row 1): field 2 is not valid UTF-8"),
+        (
+            b"id,sentence\n1,the pear\n2,the,apple\n",
+            "line 3 (row 2): 3 fields where the header has 2",
+        ),
+        (
+            b"id,sentence\n1,the pear\n2,\n",
+            "line 3 (row 2): empty sentence",
+        ),
+        (
+            b"id,sentence\n1,the \xff pear\n",
+            "line 2 (row 1): field 2 is not valid UTF-8",
+        ),
         (b"id,text\n1,the pear\n", "no column 'sentence'"),
     ];
     for (i, (text, reason)) in cases.iter().enumerate() {
         let input = write(dir.path(), &format!("bad{i}.csv"), text);
         let output = dir.path().join(format!("out{i}.csv"));
-        let o = rnnlm(&["score", "--model", model_path(), "--input", &input, "--output", output.to_str().unwrap()]);
+        let o = rnnlm(&[
+            "score",
+            "--model",
+            model_path(),
+            "--input",
+            &input,
+            "--output",
+            output.to_str().unwrap(),
+        ]);
         assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
         let err = stderr(&o);
         assert!(err.contains(reason), "expected '{reason}' in: {err}");
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
         assert!(!output.exists(), "no output file after an error");
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert!(names.iter().all(|n| !n.to_string_lossy().starts_with('.')), "temporary file left: {names:?}");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.to_string_lossy().starts_with('.')),
+            "temporary file left: {names:?}"
+        );
     }
 }
 
 #[test]
 fn skip_bad_scores_the_good_rows() {
     let dir = tempfile::tempdir().unwrap();
-    let input = write(dir.path(), "in.csv", b"id,sentence\n1,the pear\n2,the,apple\n3,\n4,a pear\n");
-    let o = rnnlm(&["score", "--model", model_path(), "--input", &input, "--skip-bad"]);
+    let input = write(
+        dir.path(),
+        "in.csv",
+        b"id,sentence\n1,the pear\n2,the,apple\n3,\n4,a pear\n",
+    );
+    let o = rnnlm(&[
+        "score",
+        "--model",
+        model_path(),
+        "--input",
+        &input,
+        "--skip-bad",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
-    let ids: Vec<String> = csv::Reader::from_reader(out.as_bytes()).records().map(|r| r.unwrap()[0].to_string()).collect();
+    let ids: Vec<String> = csv::Reader::from_reader(out.as_bytes())
+        .records()
+        .map(|r| r.unwrap()[0].to_string())
+        .collect();
     assert_eq!(ids, ["1", "4"], "good rows, in input order");
     assert!(stderr(&o).contains("2 bad rows skipped"));
 }
@@ -159,24 +281,52 @@ fn skip_bad_scores_the_good_rows() {
 #[test]
 fn text_format_scores_like_eval() {
     let dir = tempfile::tempdir().unwrap();
-    let input = write(dir.path(), "test.txt", b"the pear is ripe\n\nwe ate the salad\n");
-    let o = rnnlm(&["score", "--model", model_path(), "--input", &input, "--format", "text"]);
+    let input = write(
+        dir.path(),
+        "test.txt",
+        b"the pear is ripe\n\nwe ate the salad\n",
+    );
+    let o = rnnlm(&[
+        "score",
+        "--model",
+        model_path(),
+        "--input",
+        &input,
+        "--format",
+        "text",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let lines: Vec<String> = stdout(&o).lines().map(String::from).collect();
     assert_eq!(lines.len(), 3, "header and two sentences");
-    let total: f64 = lines[1..].iter().map(|l| l.split('\t').next().unwrap().parse::<f64>().unwrap()).sum();
+    let total: f64 = lines[1..]
+        .iter()
+        .map(|l| l.split('\t').next().unwrap().parse::<f64>().unwrap())
+        .sum();
     let e = rnnlm(&["eval", "--model", model_path(), "--data", &input, "--json"]);
     assert!(e.status.success(), "{}", stderr(&e));
     let json: serde_json::Value = serde_json::from_str(&stdout(&e)).unwrap();
     assert_eq!(json["tokens"], 10);
     let nats = json["nats_per_token"].as_f64().unwrap();
-    assert!((nats * 10.0 + total).abs() < 1e-2, "eval {nats} vs score total {total}");
+    assert!(
+        (nats * 10.0 + total).abs() < 1e-2,
+        "eval {nats} vs score total {total}"
+    );
     assert!(stderr(&o).contains("1 empty lines skipped"));
 }
 
 #[test]
 fn sample_show_logprob_agrees_with_score() {
-    let o = rnnlm(&["sample", "--model", model_path(), "--count", "8", "--seed", "3", "--show-logprob", "--tokens"]);
+    let o = rnnlm(&[
+        "sample",
+        "--model",
+        model_path(),
+        "--count",
+        "8",
+        "--seed",
+        "3",
+        "--show-logprob",
+        "--tokens",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     let mut csv_text = String::from("sentence,expected\n");
@@ -187,15 +337,36 @@ fn sample_show_logprob_agrees_with_score() {
     }
     let dir = tempfile::tempdir().unwrap();
     let input = write(dir.path(), "samples.csv", csv_text.as_bytes());
-    let scored = rnnlm(&["score", "--model", model_path(), "--input", &input, "--skip-bad"]);
+    let scored = rnnlm(&[
+        "score",
+        "--model",
+        model_path(),
+        "--input",
+        &input,
+        "--skip-bad",
+    ]);
     assert!(scored.status.success(), "{}", stderr(&scored));
     let scored_out = stdout(&scored);
     for r in csv::Reader::from_reader(scored_out.as_bytes()).records() {
         let r = r.unwrap();
         let (expected, logprob): (f64, f64) = (r[1].parse().unwrap(), r[4].parse().unwrap());
-        assert!((expected - logprob).abs() < 1e-3, "sample {expected} vs score {logprob} for '{}'", &r[0]);
+        assert!(
+            (expected - logprob).abs() < 1e-3,
+            "sample {expected} vs score {logprob} for '{}'",
+            &r[0]
+        );
     }
-    let again = rnnlm(&["sample", "--model", model_path(), "--count", "8", "--seed", "3", "--show-logprob", "--tokens"]);
+    let again = rnnlm(&[
+        "sample",
+        "--model",
+        model_path(),
+        "--count",
+        "8",
+        "--seed",
+        "3",
+        "--show-logprob",
+        "--tokens",
+    ]);
     assert_eq!(stdout(&again), out, "same seed, same samples");
 }
 
@@ -218,21 +389,39 @@ fn model_directory_problems_are_clear_errors() {
         std::fs::copy(trained_model().1.join(f), copy.join(f)).unwrap();
     }
     let weights = std::fs::read(copy.join("weights.safetensors")).unwrap();
-    std::fs::write(copy.join("weights.safetensors"), &weights[..weights.len() / 2]).unwrap();
+    std::fs::write(
+        copy.join("weights.safetensors"),
+        &weights[..weights.len() / 2],
+    )
+    .unwrap();
     let o = rnnlm(&["sample", "--model", copy.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("weights.safetensors: cannot read weights"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("weights.safetensors: cannot read weights"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!stderr(&o).contains("panicked"));
 
     std::fs::write(copy.join("weights.safetensors"), &weights).unwrap();
-    let config = std::fs::read_to_string(copy.join("config.json")).unwrap().replace("\"hidden\": 16", "\"hidden\": 17");
+    let config = std::fs::read_to_string(copy.join("config.json"))
+        .unwrap()
+        .replace("\"hidden\": 16", "\"hidden\": 17");
     std::fs::write(copy.join("config.json"), config).unwrap();
     let o = rnnlm(&["sample", "--model", copy.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("the configuration needs"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the configuration needs"),
+        "{}",
+        stderr(&o)
+    );
 
     let o = rnnlm(&["sample", "--model", dir.path().to_str().unwrap()]);
-    assert!(stderr(&o).contains("is not a model directory"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is not a model directory"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -240,28 +429,74 @@ fn bad_training_text_names_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "train.txt", b"a b c\nd \xfe e\n");
     write(dir.path(), "valid.txt", b"a b\n");
-    let o = rnnlm(&["train", "--data", dir.path().to_str().unwrap(), "--out", dir.path().join("m").to_str().unwrap(), "--device", "cpu"]);
+    let o = rnnlm(&[
+        "train",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--out",
+        dir.path().join("m").to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("train.txt:2: invalid UTF-8"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("train.txt:2: invalid UTF-8"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn same_seed_same_training_run() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "train.txt", (SENTENCES.join("\n") + "\n").as_bytes());
-    write(dir.path(), "valid.txt", SENTENCES[..2].join("\n").as_bytes());
+    write(
+        dir.path(),
+        "train.txt",
+        (SENTENCES.join("\n") + "\n").as_bytes(),
+    );
+    write(
+        dir.path(),
+        "valid.txt",
+        SENTENCES[..2].join("\n").as_bytes(),
+    );
     let run = |name: &str| {
         let out = dir.path().join(name);
         let o = rnnlm(&[
-            "train", "--data", dir.path().to_str().unwrap(), "--out", out.to_str().unwrap(), "--min-count", "1",
-            "--cell", "gru", "--embed", "8", "--hidden", "8", "--dropout", "0.3", "--epochs", "3", "--seed", "5",
-            "--batch-size", "2", "--device", "cpu",
+            "train",
+            "--data",
+            dir.path().to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--min-count",
+            "1",
+            "--cell",
+            "gru",
+            "--embed",
+            "8",
+            "--hidden",
+            "8",
+            "--dropout",
+            "0.3",
+            "--epochs",
+            "3",
+            "--seed",
+            "5",
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
         ]);
         assert!(o.status.success(), "{}", stderr(&o));
         let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
         // Compare losses, not the timing columns.
-        let losses: Vec<String> = metrics.lines().map(|l| l.split(',').take(4).collect::<Vec<_>>().join(",")).collect();
-        (losses, std::fs::read(out.join("weights.safetensors")).unwrap())
+        let losses: Vec<String> = metrics
+            .lines()
+            .map(|l| l.split(',').take(4).collect::<Vec<_>>().join(","))
+            .collect();
+        (
+            losses,
+            std::fs::read(out.join("weights.safetensors")).unwrap(),
+        )
     };
     assert_eq!(run("a"), run("b"));
 }

@@ -9,7 +9,15 @@ use rnnlm::vocab::UNK_ID;
 use tch::{nn, Device, Kind, Tensor};
 
 fn config(cell: Cell, vocab_size: i64, layers: i64) -> ModelConfig {
-    ModelConfig { cell, vocab_size, embed: 5, hidden: 7, layers, dropout: 0.0, tie: false }
+    ModelConfig {
+        cell,
+        vocab_size,
+        embed: 5,
+        hidden: 7,
+        layers,
+        dropout: 0.0,
+        tie: false,
+    }
 }
 
 fn model(cell: Cell, vocab_size: i64, layers: i64, seed: i64) -> (nn::VarStore, RnnLm) {
@@ -20,7 +28,12 @@ fn model(cell: Cell, vocab_size: i64, layers: i64, seed: i64) -> (nn::VarStore, 
 }
 
 fn sentences() -> Vec<Vec<i64>> {
-    vec![vec![3, 4, 2, 5, 0], vec![6, 0], vec![2, 2, 7, 3, 4, 5, 6, 0], vec![1, 3, 0]]
+    vec![
+        vec![3, 4, 2, 5, 0],
+        vec![6, 0],
+        vec![2, 2, 7, 3, 4, 5, 6, 0],
+        vec![1, 3, 0],
+    ]
 }
 
 /// The summed loss −Σ_t log ŷ<t>[y<t>] of a batch, through the library's forward pass.
@@ -28,12 +41,17 @@ fn batch_loss(model: &RnnLm, sentences: &[Vec<i64>]) -> Tensor {
     let rows: Vec<&[i64]> = sentences.iter().map(Vec::as_slice).collect();
     let batch = SentenceBatch::new(&rows, Device::Cpu);
     let (hidden, _) = model.forward(&batch.inputs, &model.zero_state(batch.size()), false);
-    -model.target_log_probs(&batch.gather(&hidden), &batch.targets).sum(None)
+    -model
+        .target_log_probs(&batch.gather(&hidden), &batch.targets)
+        .sum(None)
 }
 
 /// Gradients of the summed loss of one tanh-RNN layer, by backpropagation through time
 /// written out by hand: the error at a<t> comes from ŷ<t> and from a<t+1>, right to left.
-fn hand_bptt(params: &std::collections::HashMap<String, Tensor>, sentences: &[Vec<i64>]) -> Vec<(String, Tensor)> {
+fn hand_bptt(
+    params: &std::collections::HashMap<String, Tensor>,
+    sentences: &[Vec<i64>],
+) -> Vec<(String, Tensor)> {
     let p = |name: &str| params[name].shallow_clone();
     let (embedding, w_ih, w_hh, b_ih, b_hh, w_out, b_out) = (
         p("encoder.weight"),
@@ -53,7 +71,11 @@ fn hand_bptt(params: &std::collections::HashMap<String, Tensor>, sentences: &[Ve
         let mut activations = vec![Tensor::zeros([hidden], (Kind::Double, Device::Cpu))];
         let mut outputs = Vec::new();
         for t in 0..sentence.len() {
-            let x = if t == 0 { Tensor::zeros([embedding.size()[1]], (Kind::Double, Device::Cpu)) } else { embedding.get(sentence[t - 1]) };
+            let x = if t == 0 {
+                Tensor::zeros([embedding.size()[1]], (Kind::Double, Device::Cpu))
+            } else {
+                embedding.get(sentence[t - 1])
+            };
             let a = (w_ih.mv(&x) + &b_ih + w_hh.mv(&activations[t]) + &b_hh).tanh();
             outputs.push((w_out.mv(&a) + &b_out).softmax(0, Kind::Double));
             xs.push(x);
@@ -63,7 +85,12 @@ fn hand_bptt(params: &std::collections::HashMap<String, Tensor>, sentences: &[Ve
         let mut da_next = Tensor::zeros([hidden], (Kind::Double, Device::Cpu));
         for t in (0..sentence.len()).rev() {
             let a = &activations[t + 1];
-            let dz = &outputs[t] - Tensor::zeros_like(&outputs[t]).index_fill(0, &Tensor::from_slice(&[sentence[t]]), 1.0);
+            let dz = &outputs[t]
+                - Tensor::zeros_like(&outputs[t]).index_fill(
+                    0,
+                    &Tensor::from_slice(&[sentence[t]]),
+                    1.0,
+                );
             grads[5] += dz.outer(a);
             grads[6] += &dz;
             let da = w_out.tr().mv(&dz) + &da_next;
@@ -79,7 +106,15 @@ fn hand_bptt(params: &std::collections::HashMap<String, Tensor>, sentences: &[Ve
             da_next = w_hh.tr().mv(&dpre);
         }
     }
-    let names = ["encoder.weight", "rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0", "rnn.bias_hh_l0", "decoder.weight", "decoder.bias"];
+    let names = [
+        "encoder.weight",
+        "rnn.weight_ih_l0",
+        "rnn.weight_hh_l0",
+        "rnn.bias_ih_l0",
+        "rnn.bias_hh_l0",
+        "decoder.weight",
+        "decoder.bias",
+    ];
     names.iter().map(|n| n.to_string()).zip(grads).collect()
 }
 
@@ -93,7 +128,8 @@ fn autograd_matches_hand_written_bptt() {
     let expected = tch::no_grad(|| hand_bptt(&params, &sentences));
     for (name, hand) in expected {
         let auto = params[&name].grad();
-        let error = f64::try_from((&auto - &hand).norm()).unwrap() / f64::try_from(hand.norm()).unwrap();
+        let error =
+            f64::try_from((&auto - &hand).norm()).unwrap() / f64::try_from(hand.norm()).unwrap();
         assert!(error < 1e-6, "{name}: relative error {error:e}");
     }
 }
@@ -112,13 +148,19 @@ fn chain_rule_equals_step_by_step_conditionals() {
             for &token in sentence {
                 let (log_probs, next) = model.step(&Tensor::from_slice(&[input]), &state);
                 let mass = f64::try_from(log_probs.exp().sum(Kind::Double)).unwrap();
-                assert!((mass - 1.0).abs() < 1e-5, "{cell:?}: next-token distribution sums to {mass}");
+                assert!(
+                    (mass - 1.0).abs() < 1e-5,
+                    "{cell:?}: next-token distribution sums to {mass}"
+                );
                 total += f64::try_from(log_probs.get(0).get(token)).unwrap();
                 state = next;
                 input = token;
             }
             let chain = sentence_log_prob(batched);
-            assert!((chain - total).abs() < 1e-4, "{cell:?}: batched {chain} vs step-by-step {total}");
+            assert!(
+                (chain - total).abs() < 1e-4,
+                "{cell:?}: batched {chain} vs step-by-step {total}"
+            );
         }
     }
 }
@@ -131,7 +173,10 @@ fn a_sentence_score_does_not_depend_on_its_batch() {
     for (i, sentence) in sentences.iter().enumerate() {
         let alone = token_log_probs(&model, std::slice::from_ref(sentence), 1).unwrap();
         for (a, b) in alone[0].iter().zip(&together[i]) {
-            assert!((a - b).abs() < 1e-5, "sentence {i}: {a} alone vs {b} in a batch");
+            assert!(
+                (a - b).abs() < 1e-5,
+                "sentence {i}: {a} alone vs {b} in a batch"
+            );
         }
     }
 }
@@ -144,17 +189,36 @@ fn training_loss_does_not_depend_on_the_batch_padding() {
     let with_long = vec![short[0].clone(), vec![2, 3, 4, 5, 6, 7, 2, 3, 0]];
     let long_alone = f64::try_from(batch_loss(&model, &with_long[1..])).unwrap();
     let both = f64::try_from(batch_loss(&model, &with_long)).unwrap();
-    assert!((both - alone - long_alone).abs() < 1e-4, "{both} != {alone} + {long_alone}");
+    assert!(
+        (both - alone - long_alone).abs() < 1e-4,
+        "{both} != {alone} + {long_alone}"
+    );
 }
 
 /// Pearson's chi-square of observed counts against expected probabilities.
 fn chi_square(counts: &[usize], probs: &[f64]) -> f64 {
     let n: usize = counts.iter().sum();
-    counts.iter().zip(probs).filter(|(_, &p)| p > 0.0).map(|(&c, &p)| (c as f64 - n as f64 * p).powi(2) / (n as f64 * p)).sum()
+    counts
+        .iter()
+        .zip(probs)
+        .filter(|(_, &p)| p > 0.0)
+        .map(|(&c, &p)| (c as f64 - n as f64 * p).powi(2) / (n as f64 * p))
+        .sum()
 }
 
 /// Upper 0.001 quantiles of the chi-square distribution by degrees of freedom (index).
-const CHI2_999: [f64; 10] = [f64::NAN, 10.83, 13.82, 16.27, 18.47, 20.52, 22.46, 24.32, 26.12, 27.88];
+const CHI2_999: [f64; 10] = [
+    f64::NAN,
+    10.83,
+    13.82,
+    16.27,
+    18.47,
+    20.52,
+    22.46,
+    24.32,
+    26.12,
+    27.88,
+];
 
 #[test]
 fn sampler_matches_the_distribution_without_unk() {
@@ -164,7 +228,10 @@ fn sampler_matches_the_distribution_without_unk() {
     weights[UNK_ID as usize] = 0.0;
     let total: f64 = weights.iter().sum();
     let expected: Vec<f64> = weights.iter().map(|w| w / total).collect();
-    let rows = Tensor::from_slice(&weights).to_kind(Kind::Float).unsqueeze(0).repeat([20_000, 1]);
+    let rows = Tensor::from_slice(&weights)
+        .to_kind(Kind::Float)
+        .unsqueeze(0)
+        .repeat([20_000, 1]);
     let drawn = Vec::<i64>::try_from(Sampler::new(11).draw(&rows)).unwrap();
     let mut counts = vec![0; probs.len()];
     for d in drawn {
@@ -172,13 +239,20 @@ fn sampler_matches_the_distribution_without_unk() {
     }
     assert_eq!(counts[UNK_ID as usize], 0);
     let stat = chi_square(&counts, &expected);
-    assert!(stat < CHI2_999[4], "chi-square {stat} with 4 degrees of freedom; counts {counts:?}");
+    assert!(
+        stat < CHI2_999[4],
+        "chi-square {stat} with 4 degrees of freedom; counts {counts:?}"
+    );
 }
 
 #[test]
 fn first_sampled_token_follows_the_model_softmax() {
     let (_vs, model) = model(Cell::Lstm, 8, 1, 13);
-    let first = tch::no_grad(|| model.step(&Tensor::from_slice(&[ZERO_INPUT]), &model.zero_state(1)).0);
+    let first = tch::no_grad(|| {
+        model
+            .step(&Tensor::from_slice(&[ZERO_INPUT]), &model.zero_state(1))
+            .0
+    });
     let mut probs = Vec::<f64>::try_from(first.get(0).exp().to_kind(Kind::Double)).unwrap();
     probs[UNK_ID as usize] = 0.0;
     let total: f64 = probs.iter().sum();
@@ -191,7 +265,10 @@ fn first_sampled_token_follows_the_model_softmax() {
     }
     assert_eq!(counts[UNK_ID as usize], 0);
     let stat = chi_square(&counts, &probs);
-    assert!(stat < CHI2_999[probs.len() - 2], "chi-square {stat}; counts {counts:?}, probs {probs:?}");
+    assert!(
+        stat < CHI2_999[probs.len() - 2],
+        "chi-square {stat}; counts {counts:?}, probs {probs:?}"
+    );
 }
 
 #[test]
@@ -205,7 +282,10 @@ fn unk_is_never_sampled_even_when_it_is_most_probable() {
     });
     let samples = sample(&model, &[], 200, 30, &mut Sampler::new(23)).unwrap();
     assert!(samples.iter().all(|s| !s.tokens.contains(&UNK_ID)));
-    assert!(samples.iter().all(|s| s.truncated && s.tokens.len() == 30), "--max-len caps every sample");
+    assert!(
+        samples.iter().all(|s| s.truncated && s.tokens.len() == 30),
+        "--max-len caps every sample"
+    );
 }
 
 #[test]
@@ -214,7 +294,10 @@ fn sample_log_prob_equals_the_chain_rule_score() {
     let samples = sample(&model, &[3], 50, 40, &mut Sampler::new(31)).unwrap();
     let finished: Vec<_> = samples.iter().filter(|s| !s.truncated).collect();
     assert!(!finished.is_empty());
-    let sentences: Vec<Vec<i64>> = finished.iter().map(|s| [s.tokens.clone(), vec![0]].concat()).collect();
+    let sentences: Vec<Vec<i64>> = finished
+        .iter()
+        .map(|s| [s.tokens.clone(), vec![0]].concat())
+        .collect();
     let scores = token_log_probs(&model, &sentences, 16).unwrap();
     for (s, lps) in finished.iter().zip(&scores) {
         assert_eq!(s.tokens[0], 3, "the prefix starts every sample");

@@ -20,8 +20,19 @@ fn config(dir: &Path, cell: Cell, epochs: usize) -> TrainConfig {
         data: dir.to_path_buf(),
         out: dir.join("model"),
         tokenizer: Tokenizer::new(Level::Word),
-        vocab_limits: VocabLimits { min_count: 1, max_size: None },
-        model: ModelConfig { cell, vocab_size: 0, embed: 24, hidden: 24, layers: 1, dropout: 0.0, tie: true },
+        vocab_limits: VocabLimits {
+            min_count: 1,
+            max_size: None,
+        },
+        model: ModelConfig {
+            cell,
+            vocab_size: 0,
+            embed: 24,
+            hidden: 24,
+            layers: 1,
+            dropout: 0.0,
+            tie: true,
+        },
         batch_size: 3,
         stream: false,
         bptt: 8,
@@ -36,7 +47,11 @@ fn config(dir: &Path, cell: Cell, epochs: usize) -> TrainConfig {
     }
 }
 
-const THREE: [&str; 3] = ["the cat sat on the mat today", "a dog ran in the park at noon", "my bird sang a song all day"];
+const THREE: [&str; 3] = [
+    "the cat sat on the mat today",
+    "a dog ran in the park at noon",
+    "my bird sang a song all day",
+];
 
 #[test]
 fn three_sentences_are_learned_to_the_entropy_floor() {
@@ -45,12 +60,19 @@ fn three_sentences_are_learned_to_the_entropy_floor() {
         corpus_dir(dir.path(), &THREE, &THREE);
         let summary = train(&config(dir.path(), cell, 80), Device::Cpu).unwrap();
         let first = summary.history[0].train_loss;
-        assert!(summary.history[3].train_loss < first, "{cell:?}: the loss falls over the first steps");
+        assert!(
+            summary.history[3].train_loss < first,
+            "{cell:?}: the loss falls over the first steps"
+        );
         // Each sentence starts from the zero state, so its first word is a 1-in-3 guess:
         // the least possible loss is ln 3 per sentence, spread over its tokens.
         let tokens: usize = THREE.iter().map(|s| s.split(' ').count() + 1).sum();
         let floor = 3.0 * 3f64.ln() / tokens as f64;
-        assert!(summary.best_valid_loss < floor + 0.05, "{cell:?}: {} vs floor {floor}", summary.best_valid_loss);
+        assert!(
+            summary.best_valid_loss < floor + 0.05,
+            "{cell:?}: {} vs floor {floor}",
+            summary.best_valid_loss
+        );
     }
 }
 
@@ -62,14 +84,22 @@ fn checkpoint_round_trip_gives_identical_log_probs() {
     cfg.model.layers = 2;
     train(&cfg, Device::Cpu).unwrap();
     let loaded = ModelDir::new(&cfg.out).load(Device::Cpu).unwrap();
-    let corpus = Corpus::load(&dir.path().join("valid.txt"), &loaded.config.tokenizer, &loaded.vocab).unwrap();
+    let corpus = Corpus::load(
+        &dir.path().join("valid.txt"),
+        &loaded.config.tokenizer,
+        &loaded.vocab,
+    )
+    .unwrap();
     let a = token_log_probs(&loaded.model, &corpus.sentences, 2).unwrap();
     let again = ModelDir::new(&cfg.out).load(Device::Cpu).unwrap();
     let b = token_log_probs(&again.model, &corpus.sentences, 2).unwrap();
     assert_eq!(a, b);
     let saved = evaluate(&loaded.model, &corpus, 4).unwrap();
     let state = ModelDir::new(&cfg.out).load_state().unwrap();
-    assert!((saved.nats_per_token - state.best_valid_loss).abs() < 1e-5, "the saved weights are the best epoch's");
+    assert!(
+        (saved.nats_per_token - state.best_valid_loss).abs() < 1e-5,
+        "the saved weights are the best epoch's"
+    );
 }
 
 #[test]
@@ -81,10 +111,17 @@ fn resume_continues_where_training_stopped() {
     cfg.epochs = 5;
     cfg.resume = true;
     let summary = train(&cfg, Device::Cpu).unwrap();
-    assert_eq!(summary.history.len(), 5, "two earlier epochs and three new ones");
+    assert_eq!(
+        summary.history.len(),
+        5,
+        "two earlier epochs and three new ones"
+    );
     let epochs: Vec<f64> = summary.history.iter().map(|r| r.epoch).collect();
     assert_eq!(epochs, [1.0, 2.0, 3.0, 4.0, 5.0]);
-    assert!(summary.history[2].train_loss < summary.history[0].train_loss, "the resumed run starts from the trained weights");
+    assert!(
+        summary.history[2].train_loss < summary.history[0].train_loss,
+        "the resumed run starts from the trained weights"
+    );
     assert_eq!(ModelDir::new(&cfg.out).load_state().unwrap().epoch, 5);
 }
 
@@ -96,7 +133,11 @@ fn stream_mode_trains_with_truncated_bptt() {
     cfg.stream = true;
     cfg.batch_size = 2;
     let summary = train(&cfg, Device::Cpu).unwrap();
-    assert!(summary.best_valid_loss < 0.5 * summary.history[0].valid_loss, "{:?}", summary.history);
+    assert!(
+        summary.best_valid_loss < 0.5 * summary.history[0].valid_loss,
+        "{:?}",
+        summary.history
+    );
 }
 
 #[test]
@@ -109,7 +150,11 @@ fn time_limit_stops_and_records_a_partial_epoch() {
     cfg.time_limit = Some(1.0);
     let summary = train(&cfg, Device::Cpu).unwrap();
     let last = summary.history.last().unwrap();
-    assert!(last.epoch < 1.0 && last.epoch > 0.0, "stopped inside the first epoch: {}", last.epoch);
+    assert!(
+        last.epoch < 1.0 && last.epoch > 0.0,
+        "stopped inside the first epoch: {}",
+        last.epoch
+    );
     let metrics = std::fs::read_to_string(cfg.out.join("metrics.csv")).unwrap();
     assert_eq!(metrics.lines().count(), 2, "{metrics}");
     assert!(cfg.out.join("weights.safetensors").exists());

@@ -13,7 +13,11 @@ fn word_tokenizer_options() {
     assert_eq!(t.tokenize("  The cat,  sat. "), words("The cat, sat."));
     t.split_punct = true;
     assert_eq!(t.tokenize("(The cat, sat.)"), words("( The cat , sat . )"));
-    assert_eq!(t.tokenize("don't stop"), words("don't stop"), "inner apostrophes stay");
+    assert_eq!(
+        t.tokenize("don't stop"),
+        words("don't stop"),
+        "inner apostrophes stay"
+    );
     t.lowercase = true;
     assert_eq!(t.tokenize("The CAT."), words("the cat ."));
     t.drop_punct = true;
@@ -33,7 +37,10 @@ fn detokenize_is_readable() {
     let t = Tokenizer::new(Level::Word);
     let tokens = words("`` He said , `` it 's fine ( really ) . ''");
     assert_eq!(t.detokenize(&tokens), "``He said, ``it's fine (really).''");
-    assert_eq!(t.detokenize(&words("John 's car is n't red .")), "John's car isn't red.");
+    assert_eq!(
+        t.detokenize(&words("John 's car is n't red .")),
+        "John's car isn't red."
+    );
 }
 
 fn corpus(lines: &[&str]) -> Vec<Vec<String>> {
@@ -43,18 +50,39 @@ fn corpus(lines: &[&str]) -> Vec<Vec<String>> {
 #[test]
 fn min_count_and_max_size_cut_the_vocabulary() {
     let sentences = corpus(&["a a a a b b b c", "a b c c d"]);
-    let v = Vocab::build(&sentences, VocabLimits { min_count: 2, max_size: None });
+    let v = Vocab::build(
+        &sentences,
+        VocabLimits {
+            min_count: 2,
+            max_size: None,
+        },
+    );
     assert_eq!(v.len(), 5, "<EOS> <UNK> a b c");
-    assert_eq!((v.token(0), v.token(1), v.token(2), v.token(3), v.token(4)), ("<EOS>", "<UNK>", "a", "b", "c"));
+    assert_eq!(
+        (v.token(0), v.token(1), v.token(2), v.token(3), v.token(4)),
+        ("<EOS>", "<UNK>", "a", "b", "c")
+    );
     assert_eq!(v.id("d"), UNK_ID, "seen once, below min-count");
-    let v = Vocab::build(&sentences, VocabLimits { min_count: 1, max_size: Some(2) });
+    let v = Vocab::build(
+        &sentences,
+        VocabLimits {
+            min_count: 1,
+            max_size: Some(2),
+        },
+    );
     assert_eq!(v.len(), 4);
     assert_eq!(v.id("c"), UNK_ID, "cut by max-size");
 }
 
 #[test]
 fn encode_appends_eos_and_counts_unknowns() {
-    let v = Vocab::build(&corpus(&["x y x y"]), VocabLimits { min_count: 1, max_size: None });
+    let v = Vocab::build(
+        &corpus(&["x y x y"]),
+        VocabLimits {
+            min_count: 1,
+            max_size: None,
+        },
+    );
     let (ids, unknown) = v.encode(&words("x z y q"));
     assert_eq!(ids, vec![v.id("x"), UNK_ID, v.id("y"), UNK_ID, EOS_ID]);
     assert_eq!(unknown, 2);
@@ -64,7 +92,13 @@ fn encode_appends_eos_and_counts_unknowns() {
 fn vocabulary_save_load_identity() {
     let dir = tempfile::tempdir().unwrap();
     let sentences = corpus(&["the cat sat on the mat", "a dog , a \"cat\""]);
-    let v = Vocab::build(&sentences, VocabLimits { min_count: 1, max_size: None });
+    let v = Vocab::build(
+        &sentences,
+        VocabLimits {
+            min_count: 1,
+            max_size: None,
+        },
+    );
     let path = dir.path().join("vocab.txt");
     v.save(&path).unwrap();
     assert_eq!(Vocab::load(&path).unwrap(), v);
