@@ -169,17 +169,25 @@ pub struct TokenStream {
 
 impl TokenStream {
     /// Lays the corpus out in `batch` rows; the tail that does not fill a row is dropped.
-    pub fn new(corpus: &Corpus, batch: usize, device: Device) -> Self {
+    /// Fails when the corpus has fewer than two tokens per row.
+    pub fn new(corpus: &Corpus, batch: usize, device: Device) -> Result<Self> {
         let flat: Vec<i64> = corpus.sentences.iter().flatten().copied().collect();
-        let length = (flat.len() / batch.max(1)) as i64;
+        let batch = batch.max(1);
+        let length = (flat.len() / batch) as i64;
+        if length < 2 {
+            anyhow::bail!(
+                "{} tokens are too few for a stream of {batch} rows: lower --batch-size",
+                flat.len()
+            );
+        }
         let targets =
             Tensor::from_slice(&flat[..(length as usize) * batch]).view([batch as i64, length]);
         let zero = Tensor::full([batch as i64, 1], ZERO_INPUT, (Kind::Int64, Device::Cpu));
         let inputs = Tensor::cat(&[zero, targets.narrow(1, 0, length - 1)], 1);
-        TokenStream {
+        Ok(TokenStream {
             targets: targets.to(device),
             inputs: inputs.to(device),
-        }
+        })
     }
 
     /// `(inputs, targets)` of each chunk of at most `bptt` steps, in order.

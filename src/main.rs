@@ -9,7 +9,7 @@ use rnnlm::model::{Cell, ModelConfig};
 use rnnlm::rescore::{Format, ScoreOptions};
 use rnnlm::sample::Sampler;
 use rnnlm::score::{evaluate, SCORE_BATCH};
-use rnnlm::train::{OptimizerKind, TrainConfig};
+use rnnlm::train::{LrSchedule, OptimizerKind, TrainConfig};
 use rnnlm::vocab::{Level, Tokenizer, VocabLimits};
 use std::io::Write;
 use std::path::PathBuf;
@@ -112,6 +112,10 @@ struct TrainArgs {
     /// Multiply the learning rate by this when the valid loss does not improve.
     #[arg(long, default_value_t = 0.5)]
     lr_decay: f64,
+    /// Learning-rate schedule: plateau (decay when valid loss stalls) or linear (to zero
+    /// over --time-limit or --epochs).
+    #[arg(long, value_enum, default_value = "plateau")]
+    lr_schedule: LrSchedule,
     /// Clip the gradient norm to this (0 = no clipping).
     #[arg(long, default_value_t = 1.0)]
     clip: f64,
@@ -282,6 +286,7 @@ fn train(args: TrainArgs) -> Result<()> {
         optimizer: args.optimizer,
         lr: args.lr,
         lr_decay: args.lr_decay,
+        lr_schedule: args.lr_schedule,
         clip: args.clip,
         epochs: args.epochs,
         time_limit: args.time_limit,

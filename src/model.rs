@@ -165,6 +165,10 @@ impl RnnLm {
     /// `inputs`: `[batch, time]` previous-token indices ([`ZERO_INPUT`] for the zero
     /// vector). Returns the top layer's a<t>, `[batch, time, hidden]`, and the final
     /// state. `train` turns dropout on.
+    ///
+    /// # Panics
+    /// If `state` is not of this model's cell (an LSTM state for a GRU, say); states
+    /// come from [`RnnLm::zero_state`] or an earlier call, so they always match.
     pub fn forward(&self, inputs: &Tensor, state: &State, train: bool) -> (Tensor, State) {
         let c = &self.config;
         let x = self.embed(inputs).dropout(c.dropout, train);

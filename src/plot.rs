@@ -37,23 +37,18 @@ fn draw(path: &Path, history: &[EpochRecord]) -> Result<(), Box<dyn std::error::
         .x_desc("epoch")
         .y_desc("nats per token")
         .draw()?;
-    let curves: [(&str, RGBColor, fn(&EpochRecord) -> f64); 2] = [
-        ("train", BLUE, |r| r.train_loss),
-        ("valid", RED, |r| r.valid_loss),
-    ];
-    for (name, color, value) in curves {
+    let train: Vec<(f64, f64)> = history.iter().map(|r| (r.epoch, r.train_loss)).collect();
+    let valid: Vec<(f64, f64)> = history.iter().map(|r| (r.epoch, r.valid_loss)).collect();
+    let curves = [("train", BLUE, train), ("valid", RED, valid)];
+    for (name, color, points) in curves {
         chart
             .draw_series(LineSeries::new(
-                history.iter().map(|r| (r.epoch, value(r))),
+                points.iter().copied(),
                 color.stroke_width(2),
             ))?
             .label(name)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
-        chart.draw_series(
-            history
-                .iter()
-                .map(|r| Circle::new((r.epoch, value(r)), 3, color.filled())),
-        )?;
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
     }
     chart
         .configure_series_labels()

@@ -72,6 +72,9 @@ pub fn sample(
     max_len: usize,
     sampler: &mut Sampler,
 ) -> Result<Vec<Sample>> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
     let _guard = tch::no_grad_guard();
     let device = model.device();
     let n = count as i64;

@@ -31,6 +31,18 @@ pub enum OptimizerKind {
     Sgd,
 }
 
+/// How the learning rate moves during training.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    /// Constant, multiplied by `lr_decay` after each epoch whose valid loss does not improve.
+    Plateau,
+    /// Falls linearly from `lr` to zero over the run's budget: `--time-limit` when given
+    /// (whichever of time and epochs runs out first), else `--epochs`. Best when the
+    /// budget, not convergence, ends training.
+    Linear,
+}
+
 /// Everything `rnnlm train` takes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -56,6 +68,8 @@ pub struct TrainConfig {
     pub lr: f64,
     /// Factor applied to the learning rate when the valid loss does not improve.
     pub lr_decay: f64,
+    /// Plateau decay or a linear fall to zero over the budget.
+    pub lr_schedule: LrSchedule,
     /// Maximum gradient norm (0 = no clipping).
     pub clip: f64,
     /// Total epochs (counting those of a resumed run).
@@ -141,15 +155,14 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
     let mut last_validation = 0.0;
     while state.epoch < config.epochs {
         let deadline = config.time_limit.map(|limit| limit - last_validation);
-        let epoch = run_epoch(
+        let schedule = Schedule {
             config,
-            &model,
-            &mut optimizer,
-            &data.train,
-            &mut rng,
+            epoch: state.epoch,
             start,
             deadline,
-        )?;
+        };
+        let epoch_lr = schedule.rate(0.0).unwrap_or(state.lr);
+        let epoch = run_epoch(&model, &mut optimizer, &data.train, &mut rng, &schedule)?;
         if epoch.tokens == 0 {
             break;
         }
@@ -162,7 +175,7 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
             valid_loss,
             tokens_per_s: epoch.tokens as f64 / epoch.seconds,
             seconds: epoch.seconds,
-            lr: state.lr,
+            lr: epoch_lr,
         };
         log_epoch(&record);
         history.push(record);
@@ -173,7 +186,7 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
         if valid_loss < state.best_valid_loss {
             state.best_valid_loss = valid_loss;
             dir.save_weights(&vs, &state)?;
-        } else {
+        } else if config.lr_schedule == LrSchedule::Plateau {
             state.lr *= config.lr_decay;
             optimizer.set_lr(state.lr);
             // The state file follows even when the weights do not: the epoch and rate move on.
@@ -265,6 +278,32 @@ fn load_data(config: &TrainConfig, tokenizer: &Tokenizer, vocab: &Vocab) -> Resu
     Ok(Data { train, valid })
 }
 
+/// The learning rate at a point of the run.
+struct Schedule<'a> {
+    config: &'a TrainConfig,
+    /// Epochs completed before the current one.
+    epoch: usize,
+    start: Instant,
+    /// When this run must stop, in seconds since `start`.
+    deadline: Option<f64>,
+}
+
+impl Schedule<'_> {
+    /// The rate for the next step, `done` being the share of the current epoch done;
+    /// `None` when the schedule leaves the rate alone.
+    fn rate(&self, done: f64) -> Option<f64> {
+        let c = self.config;
+        if c.lr_schedule != LrSchedule::Linear {
+            return None;
+        }
+        let by_epochs = (self.epoch as f64 + done) / c.epochs.max(1) as f64;
+        let by_time = self
+            .deadline
+            .map_or(0.0, |d| self.start.elapsed().as_secs_f64() / d.max(1e-9));
+        Some(c.lr * (1.0 - by_epochs.max(by_time)).max(0.0))
+    }
+}
+
 /// What one pass over the training data did.
 struct EpochStats {
     loss_sum: f64,
@@ -274,16 +313,15 @@ struct EpochStats {
     fraction: f64,
 }
 
-/// One pass over the training data, stopping early at `deadline` (seconds since `start`).
+/// One pass over the training data, stopping early at the schedule's deadline.
 fn run_epoch(
-    config: &TrainConfig,
     model: &RnnLm,
     optimizer: &mut nn::Optimizer,
     corpus: &Corpus,
     rng: &mut StdRng,
-    start: Instant,
-    deadline: Option<f64>,
+    schedule: &Schedule,
 ) -> Result<EpochStats> {
+    let config = schedule.config;
     let epoch_start = Instant::now();
     let progress = progress_bar(corpus.tokens() as u64);
     let mut stats = EpochStats {
@@ -292,7 +330,14 @@ fn run_epoch(
         seconds: 0.0,
         fraction: 1.0,
     };
-    let mut step = |loss_sum: Tensor, tokens: usize, stats: &mut EpochStats| -> Result<()> {
+    let mut step = |loss_sum: Tensor,
+                    tokens: usize,
+                    stats: &mut EpochStats,
+                    lr: Option<f64>|
+     -> Result<()> {
+        if let Some(lr) = lr {
+            optimizer.set_lr(lr);
+        }
         optimizer.zero_grad();
         (&loss_sum / tokens as f64).backward();
         if config.clip > 0.0 {
@@ -313,10 +358,15 @@ fn run_epoch(
         progress.set_message(format!("{:.3}", stats.loss_sum / stats.tokens as f64));
         Ok(())
     };
-    let past_deadline = || deadline.is_some_and(|d| start.elapsed().as_secs_f64() >= d);
+    let past_deadline = || {
+        schedule
+            .deadline
+            .is_some_and(|d| schedule.start.elapsed().as_secs_f64() >= d)
+    };
 
     if config.stream {
-        let stream = TokenStream::new(corpus, config.batch_size, model.device());
+        let stream = TokenStream::new(corpus, config.batch_size, model.device())
+            .with_context(|| config.data.join("train.txt").display().to_string())?;
         let chunks: Vec<(Tensor, Tensor)> = stream.chunks(config.bptt).collect();
         let mut state = model.zero_state(config.batch_size as i64);
         for (i, (inputs, targets)) in chunks.iter().enumerate() {
@@ -324,12 +374,13 @@ fn run_epoch(
                 stats.fraction = i as f64 / chunks.len() as f64;
                 break;
             }
+            let lr = schedule.rate(i as f64 / chunks.len() as f64);
             let (hidden, next) = model.forward(inputs, &state.detach(), true);
             state = next;
             let width = hidden.size()[2];
             let log_probs =
                 model.target_log_probs(&hidden.reshape([-1, width]), &targets.reshape([-1]));
-            step(-log_probs.sum(None), targets.numel(), &mut stats)?;
+            step(-log_probs.sum(None), targets.numel(), &mut stats, lr)?;
         }
     } else {
         let lengths: Vec<usize> = corpus.sentences.iter().map(Vec::len).collect();
@@ -339,6 +390,7 @@ fn run_epoch(
                 stats.fraction = i as f64 / batches.len() as f64;
                 break;
             }
+            let lr = schedule.rate(i as f64 / batches.len() as f64);
             let sentences: Vec<&[i64]> = rows
                 .iter()
                 .map(|&r| corpus.sentences[r].as_slice())
@@ -346,7 +398,12 @@ fn run_epoch(
             let batch = SentenceBatch::new(&sentences, model.device());
             let (hidden, _) = model.forward(&batch.inputs, &model.zero_state(batch.size()), true);
             let log_probs = model.target_log_probs(&batch.gather(&hidden), &batch.targets);
-            step(-log_probs.sum(None), batch.lengths.iter().sum(), &mut stats)?;
+            step(
+                -log_probs.sum(None),
+                batch.lengths.iter().sum(),
+                &mut stats,
+                lr,
+            )?;
         }
     }
     progress.finish_and_clear();
@@ -360,7 +417,8 @@ fn validate(config: &TrainConfig, model: &RnnLm, corpus: &Corpus) -> Result<f64>
         return Ok(evaluate(model, corpus, SCORE_BATCH)?.nats_per_token);
     }
     let _guard = tch::no_grad_guard();
-    let stream = TokenStream::new(corpus, config.batch_size, model.device());
+    let stream = TokenStream::new(corpus, config.batch_size, model.device())
+        .with_context(|| config.data.join("valid.txt").display().to_string())?;
     let mut state = model.zero_state(config.batch_size as i64);
     let mut total = 0.0;
     for (inputs, targets) in stream.chunks(config.bptt) {

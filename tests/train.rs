@@ -5,7 +5,7 @@ use rnnlm::checkpoint::ModelDir;
 use rnnlm::data::Corpus;
 use rnnlm::model::{Cell, ModelConfig};
 use rnnlm::score::{evaluate, token_log_probs};
-use rnnlm::train::{train, OptimizerKind, TrainConfig};
+use rnnlm::train::{train, LrSchedule, OptimizerKind, TrainConfig};
 use rnnlm::vocab::{Level, Tokenizer, VocabLimits};
 use std::path::Path;
 use tch::Device;
@@ -39,6 +39,7 @@ fn config(dir: &Path, cell: Cell, epochs: usize) -> TrainConfig {
         optimizer: OptimizerKind::Adam,
         lr: 0.02,
         lr_decay: 0.5,
+        lr_schedule: LrSchedule::Plateau,
         clip: 5.0,
         epochs,
         time_limit: None,
@@ -158,4 +159,18 @@ fn time_limit_stops_and_records_a_partial_epoch() {
     let metrics = std::fs::read_to_string(cfg.out.join("metrics.csv")).unwrap();
     assert_eq!(metrics.lines().count(), 2, "{metrics}");
     assert!(cfg.out.join("weights.safetensors").exists());
+}
+
+#[test]
+fn linear_schedule_falls_to_zero_over_the_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    corpus_dir(dir.path(), &THREE, &THREE);
+    let mut cfg = config(dir.path(), Cell::Gru, 4);
+    cfg.lr_schedule = LrSchedule::Linear;
+    let summary = train(&cfg, Device::Cpu).unwrap();
+    let rates: Vec<f64> = summary.history.iter().map(|r| r.lr).collect();
+    let expected = [0.02, 0.015, 0.01, 0.005];
+    for (rate, want) in rates.iter().zip(expected) {
+        assert!((rate - want).abs() < 1e-9, "{rates:?}");
+    }
 }
