@@ -8,7 +8,7 @@
 //! ```
 //!
 //! The inputs are the targets shifted right by one with the zero vector in front
-//! (x<1> = 0, x<t> = y<t-1>). The RNN is causal, so padding after a sentence cannot
+//! (`x<1>` = 0, `x<t>` = `y<t-1>`). The RNN is causal, so padding after a sentence cannot
 //! change its outputs; the loss is taken only at the real positions, listed in
 //! `positions`, so it never sees the padding either.
 

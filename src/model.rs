@@ -1,8 +1,8 @@
 //! The recurrent language model.
 //!
-//! At step t the model reads x<t>, the embedding of the previous true token (x<1> is
-//! the zero vector), updates a<t> from a<t-1> (a<0> = 0) with a tanh RNN, GRU or LSTM
-//! cell, and the output layer turns a<t> into log ŷ<t>, a distribution over the
+//! At step t the model reads `x<t>`, the embedding of the previous true token (`x<1>` is
+//! the zero vector), updates `a<t>` from `a<t-1>` (`a<0>` = 0) with a tanh RNN, GRU or LSTM
+//! cell, and the output layer turns `a<t>` into log `ŷ<t>`, a distribution over the
 //! vocabulary. The same parameters serve every step.
 //!
 //! Layout: batch first. Token tensors are `[batch, time]` of i64, hidden states are
@@ -15,14 +15,14 @@ use crate::output::SoftmaxOutput;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Tensor};
 
-/// An input index that stands for the zero vector: x<1>, before any token is seen.
+/// An input index that stands for the zero vector: `x<1>`, before any token is seen.
 pub const ZERO_INPUT: i64 = -1;
 
 /// The recurrent cell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Cell {
-    /// a<t> = tanh(W_aa a<t-1> + W_ax x<t> + b_a), the textbook RNN.
+    /// `a<t>` = tanh(W_aa `a<t-1>` + W_ax `x<t>` + b_a), the textbook RNN.
     Rnn,
     /// Gated recurrent unit.
     Gru,
@@ -48,9 +48,9 @@ pub struct ModelConfig {
     pub cell: Cell,
     /// Vocabulary size, `<EOS>` and `<UNK>` included.
     pub vocab_size: i64,
-    /// Embedding size (the width of x<t>).
+    /// Embedding size (the width of `x<t>`).
     pub embed: i64,
-    /// Hidden units per layer (the width of a<t>).
+    /// Hidden units per layer (the width of `a<t>`).
     pub hidden: i64,
     /// Stacked recurrent layers.
     pub layers: i64,
@@ -60,7 +60,7 @@ pub struct ModelConfig {
     pub tie: bool,
 }
 
-/// The recurrent state a<t> of every layer.
+/// The recurrent state `a<t>` of every layer.
 #[derive(Debug)]
 pub enum State {
     /// Hidden state of a tanh RNN or GRU, `[layers, batch, hidden]`.
@@ -137,7 +137,7 @@ impl RnnLm {
         self.device
     }
 
-    /// a<0> = 0 for a batch.
+    /// `a<0>` = 0 for a batch.
     pub fn zero_state(&self, batch: i64) -> State {
         let zeros = || {
             Tensor::zeros(
@@ -151,7 +151,7 @@ impl RnnLm {
         }
     }
 
-    /// x<t> for input indices `[batch, time]`: embedding rows, and the zero vector
+    /// `x<t>` for input indices `[batch, time]`: embedding rows, and the zero vector
     /// wherever the index is [`ZERO_INPUT`].
     fn embed(&self, inputs: &Tensor) -> Tensor {
         let is_token = inputs.ge(0);
@@ -163,7 +163,7 @@ impl RnnLm {
     /// Runs the recurrent layers over whole sequences with libtorch's fused kernels.
     ///
     /// `inputs`: `[batch, time]` previous-token indices ([`ZERO_INPUT`] for the zero
-    /// vector). Returns the top layer's a<t>, `[batch, time, hidden]`, and the final
+    /// vector). Returns the top layer's `a<t>`, `[batch, time, hidden]`, and the final
     /// state. `train` turns dropout on.
     ///
     /// # Panics
@@ -204,7 +204,7 @@ impl RnnLm {
     /// One time step for a batch, with the single-step cell ops (no dropout).
     ///
     /// `input`: `[batch]` previous-token indices ([`ZERO_INPUT`] for the zero vector).
-    /// Returns log ŷ<t>, `[batch, vocab]`, and a<t>.
+    /// Returns log `ŷ<t>`, `[batch, vocab]`, and `a<t>`.
     pub fn step(&self, input: &Tensor, state: &State) -> (Tensor, State) {
         let c = &self.config;
         let mut x = self.embed(&input.unsqueeze(1)).squeeze_dim(1);
@@ -243,7 +243,7 @@ impl RnnLm {
         self.output.log_probs(hidden)
     }
 
-    /// log ŷ<t>[y<t>]: the log-probability of each target, for hidden states
+    /// log `ŷ<t>[y<t>]`: the log-probability of each target, for hidden states
     /// `[n, hidden]` and targets `[n]` → `[n]`.
     pub fn target_log_probs(&self, hidden: &Tensor, targets: &Tensor) -> Tensor {
         self.output.target_log_probs(hidden, targets)

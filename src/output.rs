@@ -1,4 +1,4 @@
-//! The output layer: hidden state a<t> → log ŷ<t> over the vocabulary.
+//! The output layer: hidden state `a<t>` → log `ŷ<t>` over the vocabulary.
 //!
 //! Training, scoring and sampling reach it only through [`SoftmaxOutput::log_probs`]
 //! (the whole distribution) and [`SoftmaxOutput::target_log_probs`] (the log-probability

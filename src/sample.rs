@@ -1,6 +1,6 @@
 //! Drawing new sequences from a trained model.
 //!
-//! Start from a<0> = 0 and x<1> = 0 (or run the model over a prefix first); at each
+//! Start from `a<0>` = 0 and `x<1>` = 0 (or run the model over a prefix first); at each
 //! step draw the next token from the model's full softmax, feed it back in as the
 //! next input, stop at `<EOS>` or after `max_len` tokens. `<UNK>` is never emitted:
 //! its probability is set to zero and the rest renormalized, which is the same

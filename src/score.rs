@@ -1,7 +1,7 @@
 //! Sentence probabilities by the chain rule.
 //!
-//! log P(y<1>…y<T>) = Σ_t log P(y<t> | y<1>…y<t-1>), natural log, where y<T> is the
-//! `<EOS>` that ends every sentence and the model starts from a<0> = 0 and x<1> = 0.
+//! log P(`y<1>…y<T>`) = Σ_t log P(`y<t>` | `y<1>…y<t-1>`), natural log, where `y<T>` is the
+//! `<EOS>` that ends every sentence and the model starts from `a<0>` = 0 and `x<1>` = 0.
 //! Sentences are scored in batches of similar length; each one's score is independent
 //! of its batch because the model is causal and the padding is never read.
 
@@ -20,7 +20,7 @@ pub fn sentence_log_prob(token_log_probs: &[f32]) -> f64 {
     token_log_probs.iter().map(|&lp| lp as f64).sum()
 }
 
-/// log P(y<t> | y<1>…y<t-1>) for every token of every sentence, in input order.
+/// log P(`y<t>` | `y<1>…y<t-1>`) for every token of every sentence, in input order.
 ///
 /// Runs under `no_grad` with dropout off, `batch_size` sentences per forward pass.
 pub fn token_log_probs(

@@ -1,8 +1,8 @@
 //! Training by backpropagation through time.
 //!
-//! The loss of a sentence is Σ_t −log ŷ<t>[y<t>]; a step minimizes its mean per token
+//! The loss of a sentence is Σ_t −log `ŷ<t>[y<t>]`; a step minimizes its mean per token
 //! over the batch (the same minimizer, a learning rate that does not depend on
-//! sentence length). Sentence mode starts every line from a<0> = 0; stream mode reads
+//! sentence length). Sentence mode starts every line from `a<0>` = 0; stream mode reads
 //! the file as one token stream and backpropagates through `bptt` steps at a time,
 //! carrying the state forward detached.
 
@@ -186,9 +186,11 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
         if valid_loss < state.best_valid_loss {
             state.best_valid_loss = valid_loss;
             dir.save_weights(&vs, &state)?;
-        } else if config.lr_schedule == LrSchedule::Plateau {
-            state.lr *= config.lr_decay;
-            optimizer.set_lr(state.lr);
+        } else {
+            if config.lr_schedule == LrSchedule::Plateau {
+                state.lr *= config.lr_decay;
+                optimizer.set_lr(state.lr);
+            }
             // The state file follows even when the weights do not: the epoch and rate move on.
             write_atomic(&dir.state(), |w| {
                 Ok(serde_json::to_writer_pretty(w, &state)?)
