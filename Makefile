@@ -26,17 +26,24 @@ $(SETUP_STAMP):
 	@echo "setup: torch $(TORCH_VERSION) ready in .venv"
 
 build: $(SETUP_STAMP)
-	cargo build --release
+	@$(call cargo_retry,cargo build --release)
 
 $(BIN): build
 
+# Runs a cargo command; when it fails, clears cargo's cache of compiler probes and
+# tries again (twice at most). A probe that fails once ("failed to run `rustc` to learn
+# about target-specific information") is cached and would fail every later build.
+define cargo_retry
+( for attempt in 1 2 3; do $(1) && exit 0; rm -f target/.rustc_info.json target/clippy/.rustc_info.json; \
+  echo "make: '$(1)' failed (attempt $$attempt); retrying with cargo's probe cache cleared" >&2; done; exit 1 )
+endef
+
 test: $(SETUP_STAMP)
 	cargo fmt --check
-	# Its own target directory: clippy's compiler probes stay out of the release build's cache.
-	cargo clippy --all-targets --target-dir target/clippy -- -D warnings
-	cargo build --release
+	@$(call cargo_retry,cargo clippy --all-targets --target-dir target/clippy -- -D warnings)
+	@$(call cargo_retry,cargo build --release)
 	cargo test --release
-	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
+	@$(call cargo_retry,RUSTDOCFLAGS='-D warnings' cargo doc --no-deps)
 
 datasets:
 	python3 datasets/regenerate.py --check

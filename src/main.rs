@@ -185,6 +185,9 @@ struct ScoreArgs {
     /// Write per-token log-probabilities (row, position, token, logprob) to this CSV file.
     #[arg(long)]
     per_token: Option<PathBuf>,
+    /// Sentences per forward pass (similar lengths are batched together).
+    #[arg(long, default_value_t = SCORE_BATCH)]
+    batch_size: usize,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -346,6 +349,7 @@ fn score(args: ScoreArgs) -> Result<()> {
         length_penalty: args.length_penalty,
         skip_bad: args.skip_bad,
         per_token: args.per_token,
+        batch_size: args.batch_size.max(1),
     };
     let start = std::time::Instant::now();
     let summary = rnnlm::rescore::score_file(&loaded, &options)?;

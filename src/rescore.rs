@@ -7,7 +7,7 @@
 //! file's size. The rows of one group (utterance) must be adjacent, as N-best lists are.
 
 use crate::checkpoint::{temporary_path, LoadedModel};
-use crate::score::{sentence_log_prob, token_log_probs, Evaluation, SCORE_BATCH};
+use crate::score::{sentence_log_prob, token_log_probs, Evaluation};
 use anyhow::{anyhow, bail, Context, Result};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
@@ -48,6 +48,8 @@ pub struct ScoreOptions {
     pub skip_bad: bool,
     /// Long-format per-token log-probabilities to this file.
     pub per_token: Option<PathBuf>,
+    /// Sentences per forward pass.
+    pub batch_size: usize,
 }
 
 /// Counts of a finished run.
@@ -79,14 +81,18 @@ impl Scored {
 }
 
 /// Tokenizes, encodes and scores a chunk of sentences with the model's own tokenizer.
-fn score_chunk(model: &LoadedModel, sentences: &[String]) -> Result<Vec<Scored>> {
+fn score_chunk(
+    model: &LoadedModel,
+    sentences: &[String],
+    batch_size: usize,
+) -> Result<Vec<Scored>> {
     let tokenized: Vec<Vec<String>> = sentences
         .iter()
         .map(|s| model.config.tokenizer.tokenize(s))
         .collect();
     let encoded: Vec<(Vec<i64>, usize)> = tokenized.iter().map(|t| model.vocab.encode(t)).collect();
     let ids: Vec<Vec<i64>> = encoded.iter().map(|(ids, _)| ids.clone()).collect();
-    let log_probs = token_log_probs(&model.model, &ids, SCORE_BATCH)?;
+    let log_probs = token_log_probs(&model.model, &ids, batch_size)?;
     Ok(tokenized
         .into_iter()
         .zip(encoded)
@@ -261,7 +267,7 @@ fn score_text(
         if sentences.is_empty() {
             break;
         }
-        let scored = score_chunk(model, &sentences)?;
+        let scored = score_chunk(model, &sentences, options.batch_size)?;
         for (sentence, s) in sentences.iter().zip(&scored) {
             let lp = s.log_prob();
             let n = s.tokens.len();
@@ -514,7 +520,7 @@ mod csv_io {
             .iter()
             .map(|r| r.fields.get(columns.text).unwrap_or("").to_string())
             .collect();
-        let scored = score_chunk(model, &sentences)?;
+        let scored = score_chunk(model, &sentences, options.batch_size)?;
         let combined: Vec<f64> = rows
             .iter()
             .zip(&scored)
