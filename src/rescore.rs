@@ -90,14 +90,14 @@ fn score_chunk(
         .iter()
         .map(|s| model.config.tokenizer.tokenize(s))
         .collect();
-    let encoded: Vec<(Vec<i64>, usize)> = tokenized.iter().map(|t| model.vocab.encode(t)).collect();
-    let ids: Vec<Vec<i64>> = encoded.iter().map(|(ids, _)| ids.clone()).collect();
+    let (ids, oovs): (Vec<Vec<i64>>, Vec<usize>) =
+        tokenized.iter().map(|t| model.vocab.encode(t)).unzip();
     let log_probs = token_log_probs(&model.model, &ids, batch_size)?;
     Ok(tokenized
         .into_iter()
-        .zip(encoded)
+        .zip(oovs)
         .zip(log_probs)
-        .map(|((mut tokens, (_, oov)), token_log_probs)| {
+        .map(|((mut tokens, oov), token_log_probs)| {
             tokens.push(crate::vocab::EOS.to_string());
             Scored {
                 tokens,
