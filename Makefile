@@ -26,24 +26,23 @@ $(SETUP_STAMP):
 	@echo "setup: torch $(TORCH_VERSION) ready in .venv"
 
 build: $(SETUP_STAMP)
-	@$(call cargo_retry,cargo build --release)
+	@$(CHECK_DEV_NULL)
+	cargo build --release
 
 $(BIN): build
 
-# Runs a cargo command; when it fails, clears cargo's cache of compiler probes and
-# tries again (twice at most). A probe that fails once ("failed to run `rustc` to learn
-# about target-specific information") is cached and would fail every later build.
-define cargo_retry
-( for attempt in 1 2 3; do $(1) && exit 0; rm -f target/.rustc_info.json target/clippy/.rustc_info.json; \
-  echo "make: '$(1)' failed (attempt $$attempt); retrying with cargo's probe cache cleared" >&2; done; exit 1 )
-endef
+# cargo probes rustc with standard input opened from /dev/null. Where /dev/null is a
+# regular file it holds whatever programs wrote "to" it, rustc compiles that text, and
+# every build fails with "failed to run `rustc` to learn about target-specific information".
+CHECK_DEV_NULL := test -c /dev/null || { echo "make: /dev/null is a regular file, which breaks cargo; as root: mknod -m 666 /dev/null.new c 1 3 && mv -f /dev/null.new /dev/null" >&2; exit 1; }
 
 test: $(SETUP_STAMP)
+	@$(CHECK_DEV_NULL)
 	cargo fmt --check
-	@$(call cargo_retry,cargo clippy --all-targets --target-dir target/clippy -- -D warnings)
-	@$(call cargo_retry,cargo build --release)
+	cargo clippy --all-targets --target-dir target/clippy -- -D warnings
+	cargo build --release
 	cargo test --release
-	@$(call cargo_retry,RUSTDOCFLAGS='-D warnings' cargo doc --no-deps)
+	RUSTDOCFLAGS='-D warnings' cargo doc --no-deps
 
 datasets:
 	python3 datasets/regenerate.py --check
