@@ -4,14 +4,18 @@
     make bench                 (BENCH_QUICK=1 make bench: under 3 minutes)
 
 Measures, each run at least 3 times and reported as the median:
-  - training throughput, tokens/s, rnn/gru/lstm at 256 units, batch 32, Brown train;
+  - training throughput, tokens/s, rnn/gru/lstm at 256 units, batch 32, one epoch of
+    the first 3,000 Brown train sentences;
   - scoring throughput, sentences/s, Brown test sentences, batched;
   - sampling throughput, tokens/s, a batch of 100 sequences;
-  - start-up: wall time of `rnnlm score` on a 3-row CSV (and of the reference's import).
+  - start-up: wall time of `rnnlm score` on a 3-row CSV (and of the reference's import);
+  - parity: dinosaurs valid perplexity of the character recipe trained the same way by
+    both, seeds 1-3 each (the means should be within 3%).
 Writes bench/results.md and prints it. Ratios are rnnlm/PyTorch for throughputs (higher
 means rnnlm is faster) and PyTorch/rnnlm for times, so above 1.00x always favours rnnlm.
 """
 import json
+import math
 import os
 import platform
 import re
@@ -29,8 +33,18 @@ REFERENCE = os.path.join(ROOT, "bench", "reference.py")
 BROWN = os.path.join(ROOT, "datasets", "brown")
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 REPEATS = 3
-TRAIN_SECONDS = 4 if QUICK else 20
+# Training throughput is measured over one whole epoch of the first TRAIN_SENTENCES
+# Brown train sentences, every type kept (--min-count 1: 10,726 words for 3,000
+# sentences), so that both sides train on exactly the same padded batch shapes; a
+# timed slice of a shuffled epoch would compare different mixes of sentence lengths.
+TRAIN_SENTENCES = 400 if QUICK else 3000
 SCORE_SENTENCES = 1000 if QUICK else 10127
+DINOSAURS = os.path.join(ROOT, "datasets", "dinosaurs")
+# The character recipe of `make train-char`, trained the same way on both sides for the
+# perplexity-parity check; each side runs seeds 1..REPEATS and the means are compared.
+CHAR_FLAGS = ["--cell", "gru", "--embed", "64", "--hidden", "256", "--layers", "1", "--dropout", "0.5",
+              "--batch-size", "32", "--lr", "0.003", "--clip", "1.0"]
+PARITY_EPOCHS = 4 if QUICK else 80
 MODEL_FLAGS = ["--embed", "256", "--hidden", "256", "--layers", "2", "--dropout", "0.3", "--batch-size", "32"]
 
 
@@ -53,10 +67,11 @@ def logged_rate(stderr, pattern):
 
 
 def train_data(workdir):
-    """Brown train with a short valid file, so a training run is almost all training."""
+    """The head of Brown train with a short valid file, so a run is almost all training."""
     data = os.path.join(workdir, "data")
     os.makedirs(data, exist_ok=True)
-    shutil.copy(os.path.join(BROWN, "train.txt"), data)
+    with open(os.path.join(BROWN, "train.txt")) as f, open(os.path.join(data, "train.txt"), "w") as out:
+        out.writelines(f.readlines()[:TRAIN_SENTENCES])
     with open(os.path.join(BROWN, "valid.txt")) as f, open(os.path.join(data, "valid.txt"), "w") as out:
         out.writelines(f.readlines()[:20])
     return data
@@ -67,18 +82,35 @@ def rnnlm_train_speed(data, workdir, cell, tie):
     shutil.rmtree(out, ignore_errors=True)
     flags = MODEL_FLAGS + (["--tie"] if tie else [])
     run([BIN, "train", "--data", data, "--out", out, "--cell", cell, "--epochs", "1",
-         "--time-limit", str(TRAIN_SECONDS), "--device", "cpu", *flags])
+         "--min-count", "1", "--device", "cpu", *flags])
     with open(os.path.join(out, "metrics.csv")) as f:
         return float(f.read().splitlines()[-1].split(",")[4])
 
 
 def reference_train_speed(data, cell, tie):
-    args = ["train-speed", "--data", data, "--cell", cell, "--seconds", str(TRAIN_SECONDS)] + MODEL_FLAGS
+    args = ["train-speed", "--data", data, "--cell", cell, "--min-count", "1"] + MODEL_FLAGS
     return reference(*(args + (["--tie"] if tie else [])))["tokens_per_s"]
 
 
-def median_of(measure):
-    return statistics.median(measure() for _ in range(REPEATS))
+def median_pair(ours, theirs):
+    """Medians of REPEATS runs of each, interleaved so that drift in the machine's load
+    falls on both sides alike."""
+    pairs = [(ours(), theirs()) for _ in range(REPEATS)]
+    return statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+
+
+def rnnlm_valid_ppl(workdir, seed):
+    out = os.path.join(workdir, f"char-{seed}")
+    shutil.rmtree(out, ignore_errors=True)
+    run([BIN, "train", "--data", DINOSAURS, "--out", out, "--level", "char", "--epochs", str(PARITY_EPOCHS),
+         "--seed", str(seed), "--device", "cpu", *CHAR_FLAGS])
+    with open(os.path.join(out, "metrics.csv")) as f:
+        return math.exp(min(float(line.split(",")[2]) for line in f.read().splitlines()[1:]))
+
+
+def reference_valid_ppl(seed):
+    return reference("train", "--data", DINOSAURS, "--level", "char", "--min-count", "1",
+                     "--epochs", str(PARITY_EPOCHS), "--seed", str(seed), *CHAR_FLAGS)["best_valid_ppl"]
 
 
 def main():
@@ -90,9 +122,9 @@ def main():
         data = train_data(workdir)
         for cell in ["rnn", "gru", "lstm"]:
             tie = cell == "lstm"
-            ours = median_of(lambda: rnnlm_train_speed(data, workdir, cell, tie))
-            theirs = median_of(lambda: reference_train_speed(data, cell, tie))
-            rows.append((f"train {cell} 2x256{' tied' if tie else ''}, batch 32 (tokens/s)", ours, theirs, ours / theirs))
+            ours, theirs = median_pair(lambda: rnnlm_train_speed(data, workdir, cell, tie),
+                                       lambda: reference_train_speed(data, cell, tie))
+            rows.append((f"train {cell} 2x256{' tied' if tie else ''}, batch 32, {TRAIN_SENTENCES} sentences (tokens/s)", ours, theirs, ours / theirs))
 
         model = os.path.join(workdir, "train-lstm")  # the last LSTM run's model
         test = os.path.join(workdir, "test.txt")
@@ -107,7 +139,7 @@ def main():
         def theirs_score():
             return reference("score-speed", "--model", model, "--data", test)["sentences_per_s"]
 
-        ours, theirs = median_of(ours_score), median_of(theirs_score)
+        ours, theirs = median_pair(ours_score, theirs_score)
         rows.append((f"score {SCORE_SENTENCES} Brown test sentences, batched (sentences/s)", ours, theirs, ours / theirs))
 
         def ours_sample():
@@ -118,7 +150,7 @@ def main():
         def theirs_sample():
             return reference("sample-speed", "--model", model, "--count", "100", "--max-len", "50")["tokens_per_s"]
 
-        ours, theirs = median_of(ours_sample), median_of(theirs_sample)
+        ours, theirs = median_pair(ours_sample, theirs_sample)
         rows.append(("sample 100 sequences, at most 50 tokens (tokens/s)", ours, theirs, ours / theirs))
 
         csv_path = os.path.join(workdir, "three.csv")
@@ -130,9 +162,19 @@ def main():
             run(cmd)
             return time.perf_counter() - start
 
-        ours = median_of(lambda: wall([BIN, "score", "--model", model, "--input", csv_path, "--device", "cpu"]))
-        theirs = median_of(lambda: wall([PYTHON, "-c", "import torch"]))
+        ours, theirs = median_pair(lambda: wall([BIN, "score", "--model", model, "--input", csv_path, "--device", "cpu"]),
+                                   lambda: wall([PYTHON, "-c", "import torch"]))
         rows.append(("start-up: rnnlm score on a 3-row CSV vs python -c 'import torch' (s)", ours, theirs, theirs / ours))
+
+        seeds = range(1, REPEATS + 1)
+        ours_ppl = [rnnlm_valid_ppl(workdir, seed) for seed in seeds]
+        theirs_ppl = [reference_valid_ppl(seed) for seed in seeds]
+        ours, theirs = statistics.mean(ours_ppl), statistics.mean(theirs_ppl)
+        rows.append((f"dinosaurs valid perplexity, char GRU, {PARITY_EPOCHS} epochs, mean of seeds 1-{REPEATS} (lower is better)",
+                     ours, theirs, theirs / ours))
+        spread = (f"Valid perplexity by seed: rnnlm {', '.join(f'{p:.3f}' for p in ours_ppl)}; "
+                  f"PyTorch {', '.join(f'{p:.3f}' for p in theirs_ppl)}; "
+                  f"means {abs(ours / theirs - 1) * 100:.1f}% apart.")
 
     commit = run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]).stdout.strip()
     cpu = "unknown CPU"
@@ -145,14 +187,15 @@ def main():
         "# rnnlm vs PyTorch",
         "",
         f"commit `{commit}`, {platform.machine()} {cpu}, torch {torch_version}, CPU, "
-        f"median of {REPEATS} runs{', quick mode' if QUICK else ''}.",
-        "Ratio above 1.00x favours rnnlm (rnnlm/PyTorch for rates, PyTorch/rnnlm for times).",
+        f"median of {REPEATS} runs, interleaved{', quick mode' if QUICK else ''}.",
+        "Ratio above 1.00x favours rnnlm (rnnlm/PyTorch for rates, PyTorch/rnnlm for times and perplexities).",
         "",
         "| measure | rnnlm | PyTorch | ratio |",
         "| --- | ---: | ---: | ---: |",
     ]
     for name, ours, theirs, ratio in rows:
         lines.append(f"| {name} | {ours:,.2f} | {theirs:,.2f} | {ratio:.2f}x |")
+    lines += ["", spread]
     text = "\n".join(lines) + "\n"
     with open(os.path.join(ROOT, "bench", "results.md"), "w") as f:
         f.write(text)

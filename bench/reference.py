@@ -6,7 +6,7 @@ linear -> log-softmax, PyTorch's parameter names), the same sentence batching
 (similar lengths together, loss only at real positions) and the same vocabulary
 rule, written the plain PyTorch way.
 
-    reference.py train-speed --data DIR --cell lstm --seconds 20     tokens/s
+    reference.py train-speed --data DIR --cell lstm [--seconds S]     tokens/s (one epoch)
     reference.py score-speed --data FILE --model DIR                 sentences/s
     reference.py sample-speed --model DIR --count 100 --max-len 50   tokens/s
     reference.py logprobs --model DIR --data FILE                    one log-prob per line
@@ -176,7 +176,7 @@ def train_epoch(model, optimizer, sentences, args, rng, device, seconds=None):
 def cmd_train_speed(args):
     torch.manual_seed(args.seed)
     lines = read_lines(os.path.join(args.data, "train.txt"))
-    vocab = build_vocab(lines, "word", 4)
+    vocab = build_vocab(lines, "word", args.min_count)
     sentences = encode(lines, vocab, "word")
     model = model_from_args(args, len(vocab))
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
@@ -261,7 +261,7 @@ def main():
         p.add_argument("--lr", type=float, default=0.002)
         p.add_argument("--clip", type=float, default=1.0)
         p.add_argument("--seed", type=int, default=1)
-        p.add_argument("--seconds", type=float, default=20.0)
+        p.add_argument("--seconds", type=float, default=None, help="stop the timed epoch early")
         p.add_argument("--epochs", type=int, default=1)
         p.add_argument("--level", default="word")
         p.add_argument("--min-count", type=int, default=4)

@@ -6,11 +6,13 @@
 //! - [`train`]: training by backpropagation through time;
 //! - [`score`]: sentence log-probabilities by the chain rule, and [`rescore`] for CSV files;
 //! - [`sample`]: drawing new sequences;
-//! - [`checkpoint`]: the model directory; [`device`]: `--device`; [`plot`]: `loss.png`.
+//! - [`checkpoint`]: the model directory; [`device`]: `--device`; [`plot`]: `loss.png`;
+//! - [`malloc`]: allocator settings that let batches reuse freed tensor memory.
 
 pub mod checkpoint;
 pub mod data;
 pub mod device;
+pub mod malloc;
 pub mod model;
 pub mod output;
 pub mod plot;

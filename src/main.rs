@@ -220,6 +220,7 @@ struct SampleArgs {
 }
 
 fn main() -> ExitCode {
+    rnnlm::malloc::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
