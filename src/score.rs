@@ -14,6 +14,12 @@ use serde::Serialize;
 /// Sentences per forward pass when scoring.
 pub const SCORE_BATCH: usize = 64;
 
+/// Tokens per call of the output layer when scoring. Its `[tokens, vocab]` logits are
+/// the largest tensors of scoring; taking a batch's tokens this many at a time bounds
+/// memory whatever the sentence lengths, and a block this tall keeps the matrix product
+/// as fast per token as one call over the whole batch.
+const OUTPUT_TOKENS: i64 = 1024;
+
 /// The chain rule: a sentence's log-probability (nats) is the sum of its tokens'
 /// conditional log-probabilities, `<EOS>` included.
 pub fn sentence_log_prob(token_log_probs: &[f32]) -> f64 {
@@ -38,8 +44,15 @@ pub fn token_log_probs(
             .collect();
         let batch = SentenceBatch::new(&rows, model.device());
         let (hidden, _) = model.forward(&batch.inputs, &model.zero_state(batch.size()), false);
-        let flat = model.target_log_probs(&batch.gather(&hidden), &batch.targets);
-        let flat = Vec::<f32>::try_from(flat.to_device(tch::Device::Cpu))?;
+        let hidden = batch.gather(&hidden);
+        let blocks: Vec<tch::Tensor> = hidden
+            .split(OUTPUT_TOKENS, 0)
+            .iter()
+            .zip(batch.targets.split(OUTPUT_TOKENS, 0))
+            .map(|(hidden, targets)| model.target_log_probs(hidden, &targets))
+            .collect();
+        let flat = tch::Tensor::cat(&blocks, 0).to_device(tch::Device::Cpu);
+        let flat = Vec::<f32>::try_from(flat)?;
         let mut offset = 0;
         for (&row, &len) in batch_rows.iter().zip(&batch.lengths) {
             result[row] = flat[offset..offset + len].to_vec();
