@@ -9,7 +9,7 @@
 use crate::checkpoint::{temporary_path, LoadedModel};
 use crate::score::{sentence_log_prob, token_log_probs, Evaluation};
 use anyhow::{anyhow, bail, Context, Result};
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -119,12 +119,25 @@ impl Sink {
     fn create(path: Option<&Path>) -> Result<Self> {
         let (inner, paths): (Box<dyn Write>, _) = match path {
             None => (Box::new(io::stdout().lock()), None),
-            Some(path) => {
-                let tmp = temporary_path(path);
-                let file = File::create(&tmp)
-                    .with_context(|| format!("cannot create {}", path.display()))?;
-                (Box::new(file), Some((tmp, path.to_path_buf())))
-            }
+            Some(path) => match std::fs::metadata(path) {
+                // A device, pipe or socket (`/dev/null`, a FIFO) is written in place:
+                // renaming a file over it would replace the device itself.
+                Ok(meta) if !meta.is_file() && !meta.is_dir() => {
+                    let file = OpenOptions::new()
+                        .write(true)
+                        .open(path)
+                        .with_context(|| format!("cannot open {}", path.display()))?;
+                    (Box::new(file), None)
+                }
+                _ => {
+                    // Through a symlink, the file it points to is replaced, not the link.
+                    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+                    let tmp = temporary_path(&path);
+                    let file = File::create(&tmp)
+                        .with_context(|| format!("cannot create {}", path.display()))?;
+                    (Box::new(file), Some((tmp, path)))
+                }
+            },
         };
         Ok(Sink {
             writer: BufWriter::new(inner),

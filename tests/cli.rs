@@ -279,6 +279,66 @@ fn skip_bad_scores_the_good_rows() {
 }
 
 #[test]
+fn output_to_a_pipe_or_through_a_symlink_keeps_it_what_it_was() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(dir.path(), "in.csv", b"id,sentence\n1,the pear\n2,a pair\n");
+    let expected = stdout(&rnnlm(&[
+        "score",
+        "--model",
+        model_path(),
+        "--input",
+        &input,
+    ]));
+
+    // A FIFO stands for /dev/null and other special files: written in place, not replaced.
+    let fifo = dir.path().join("scores.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+    };
+    let o = rnnlm(&[
+        "score",
+        "--model",
+        model_path(),
+        "--input",
+        &input,
+        "--output",
+        fifo.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Checked before joining: had the FIFO been replaced, the reader would wait forever.
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert_eq!(reader.join().unwrap(), expected);
+
+    // Through a symlink, the file it points to gets the scores and the link stays.
+    let target = dir.path().join("real.csv");
+    std::fs::write(&target, "old").unwrap();
+    let link = dir.path().join("link.csv");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let o = rnnlm(&[
+        "score",
+        "--model",
+        model_path(),
+        "--input",
+        &input,
+        "--output",
+        link.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), expected);
+}
+
+#[test]
 fn text_format_scores_like_eval() {
     let dir = tempfile::tempdir().unwrap();
     let input = write(
