@@ -220,7 +220,6 @@ struct SampleArgs {
 }
 
 fn main() -> ExitCode {
-    rnnlm::malloc::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -258,6 +257,9 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn train(args: TrainArgs) -> Result<()> {
+    // Training only: scoring streams, and there a heap that never shrinks would grow
+    // with the fragments of batches of every length.
+    rnnlm::malloc::keep_freed_memory();
     let device = args.device.device.resolve()?;
     let t = &args.tokenizer;
     let config = TrainConfig {

@@ -6,7 +6,9 @@
 //! faults and for the kernel zeroing fresh pages: about a fifth of the training time of a
 //! 2×256 LSTM on Brown on a 2-core CPU. Telling glibc never to `mmap` and never to trim
 //! the heap lets the next batch reuse the same memory. The price is that the process keeps
-//! its peak memory until it exits, which for a run of one command is what it needs anyway.
+//! its peak memory, and the fragments of batches of every shape, until it exits: right for
+//! training, whose memory is its largest batch's autograd graph anyway, but not for
+//! streaming scoring, which keeps glibc's defaults and bounds its blocks instead.
 
 /// Makes glibc's malloc keep freed memory for reuse instead of returning it to the
 /// kernel. Call once, early, before the first tensors; elsewhere than Linux with glibc it
