@@ -299,16 +299,19 @@ fn output_to_a_pipe_or_through_a_symlink_keeps_it_what_it_was() {
         let fifo = fifo.clone();
         std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
     };
-    let o = rnnlm(&[
-        "score",
-        "--model",
-        model_path(),
-        "--input",
-        &input,
-        "--output",
-        fifo.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let score_to = |output: &Path| {
+        let o = rnnlm(&[
+            "score",
+            "--model",
+            model_path(),
+            "--input",
+            &input,
+            "--output",
+            output.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    score_to(&fifo);
     // Checked before joining: had the FIFO been replaced, the reader would wait forever.
     assert!(std::fs::symlink_metadata(&fifo)
         .unwrap()
@@ -321,16 +324,7 @@ fn output_to_a_pipe_or_through_a_symlink_keeps_it_what_it_was() {
     std::fs::write(&target, "old").unwrap();
     let link = dir.path().join("link.csv");
     std::os::unix::fs::symlink(&target, &link).unwrap();
-    let o = rnnlm(&[
-        "score",
-        "--model",
-        model_path(),
-        "--input",
-        &input,
-        "--output",
-        link.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    score_to(&link);
     assert!(std::fs::symlink_metadata(&link)
         .unwrap()
         .file_type()
