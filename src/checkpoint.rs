@@ -4,6 +4,7 @@
 //! version of each file in place.
 
 use crate::model::{ModelConfig, RnnLm};
+use crate::oov::OovClasses;
 use crate::vocab::{Tokenizer, Vocab, VocabLimits};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,9 @@ pub struct TrainState {
     pub seconds: f64,
 }
 
+/// The file of training counts of the tokens mapped to `<UNK>`.
+pub const OOV_FILE: &str = "oov_counts.tsv";
+
 /// The format marker in `config.json`.
 pub const FORMAT: &str = "rnnlm-1";
 
@@ -65,6 +69,10 @@ impl ModelDir {
     pub fn weights(&self) -> PathBuf {
         self.root.join("weights.safetensors")
     }
+    /// `oov_counts.tsv`.
+    pub fn oov(&self) -> PathBuf {
+        self.root.join(OOV_FILE)
+    }
     /// `metrics.csv`.
     pub fn metrics(&self) -> PathBuf {
         self.root.join("metrics.csv")
@@ -78,8 +86,9 @@ impl ModelDir {
         self.root.join("state.json")
     }
 
-    /// Writes the configuration and vocabulary (once, at the start of training).
-    pub fn save_header(&self, config: &SavedConfig, vocab: &Vocab) -> Result<()> {
+    /// Writes the configuration, the vocabulary and the `<UNK>` class counts (once, at
+    /// the start of training).
+    pub fn save_header(&self, config: &SavedConfig, vocab: &Vocab, oov: &OovClasses) -> Result<()> {
         std::fs::create_dir_all(&self.root)
             .with_context(|| format!("cannot create model directory {}", self.root.display()))?;
         write_atomic(&self.config(), |w| {
@@ -87,7 +96,8 @@ impl ModelDir {
             writeln!(w)?;
             Ok(())
         })?;
-        vocab.save(&self.vocab())
+        vocab.save(&self.vocab())?;
+        oov.save(&self.oov())
     }
 
     /// Saves the weights of `vs` and the training state.
@@ -151,17 +161,27 @@ impl ModelDir {
         let mut vs = nn::VarStore::new(device);
         let model = RnnLm::new(&vs.root(), &config.model);
         load_weights(&mut vs, &self.weights())?;
+        let oov_path = self.oov();
+        let oov = if oov_path.exists() {
+            Some(OovClasses::load(&oov_path, config.tokenizer.level, &vocab)?)
+        } else {
+            None
+        };
         Ok(LoadedModel {
+            dir: self.root.clone(),
             vs,
             model,
             vocab,
             config,
+            oov,
         })
     }
 }
 
 /// A model read back from its directory.
 pub struct LoadedModel {
+    /// The directory it was read from.
+    pub dir: PathBuf,
     /// Holds the parameters.
     pub vs: nn::VarStore,
     /// The network.
@@ -170,6 +190,8 @@ pub struct LoadedModel {
     pub vocab: Vocab,
     /// Its configuration.
     pub config: SavedConfig,
+    /// The `<UNK>` class distribution; `None` for a model trained without `oov_counts.tsv`.
+    pub oov: Option<OovClasses>,
 }
 
 /// Fills `vs` from a safetensors file; every variable must be there with its shape.

@@ -13,10 +13,11 @@
 //! `positions`, so it never sees the padding either.
 
 use crate::model::ZERO_INPUT;
-use crate::vocab::{read_lines, Tokenizer, Vocab, EOS_ID};
+use crate::vocab::{read_lines, Tokenizer, Vocab, EOS_ID, UNK_ID};
 use anyhow::Result;
 use rand::seq::SliceRandom;
 use rand::Rng;
+use std::collections::HashMap;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
@@ -27,6 +28,8 @@ pub struct Corpus {
     pub sentences: Vec<Vec<i64>>,
     /// Tokens mapped to `<UNK>`.
     pub unknown: usize,
+    /// How often each out-of-vocabulary token occurs.
+    pub oov_tokens: HashMap<String, usize>,
     /// Empty lines skipped.
     pub empty_lines: usize,
 }
@@ -55,6 +58,11 @@ impl Corpus {
         for tokens in sentences {
             let (ids, unknown) = vocab.encode(&tokens);
             corpus.unknown += unknown;
+            for (token, &id) in tokens.iter().zip(&ids) {
+                if id == UNK_ID {
+                    *corpus.oov_tokens.entry(token.clone()).or_default() += 1;
+                }
+            }
             corpus.sentences.push(ids);
         }
         corpus

@@ -5,7 +5,9 @@
 //! - [`model`]: the RNN language model (tanh RNN, GRU, LSTM) and its output layer ([`output`]);
 //! - [`train`]: training by backpropagation through time;
 //! - [`score`]: sentence log-probabilities by the chain rule, and [`rescore`] for CSV files;
+//! - [`oov`]: open-vocabulary scoring of out-of-vocabulary tokens;
 //! - [`sample`]: drawing new sequences;
+//! - [`tune`]: combination weights chosen on a dev set by word error rate ([`wer`]);
 //! - [`checkpoint`]: the model directory; [`device`]: `--device`; [`plot`]: `loss.png`;
 //! - [`malloc`]: allocator settings that let batches reuse freed tensor memory.
 
@@ -14,10 +16,13 @@ pub mod data;
 pub mod device;
 pub mod malloc;
 pub mod model;
+pub mod oov;
 pub mod output;
 pub mod plot;
 pub mod rescore;
 pub mod sample;
 pub mod score;
 pub mod train;
+pub mod tune;
 pub mod vocab;
+pub mod wer;

@@ -6,10 +6,14 @@ use rnnlm::checkpoint::ModelDir;
 use rnnlm::data::Corpus;
 use rnnlm::device::{DeviceChoice, DeviceUnavailable};
 use rnnlm::model::{Cell, ModelConfig};
+use rnnlm::oov::{OovOptions, OovPolicy};
+use rnnlm::rescore::combine::Weights;
+use rnnlm::rescore::nbest::{ColumnNames, LogBase};
 use rnnlm::rescore::{Format, ScoreOptions};
 use rnnlm::sample::Sampler;
 use rnnlm::score::{evaluate, SCORE_BATCH};
 use rnnlm::train::{LrSchedule, OptimizerKind, TrainConfig};
+use rnnlm::tune::{parse_range, Grid, TuneOptions};
 use rnnlm::vocab::{Level, Tokenizer, VocabLimits};
 use std::io::Write;
 use std::path::PathBuf;
@@ -34,6 +38,135 @@ enum Command {
     Score(ScoreArgs),
     /// Draw new sequences from a trained model.
     Sample(SampleArgs),
+    /// Choose --lm-weight, --length-penalty and --ngram-weight on a dev N-best set by WER.
+    Tune(TuneArgs),
+}
+
+/// The values of one weight that `tune` searches.
+#[derive(Clone, Debug)]
+struct Values(Vec<f64>);
+
+fn values(text: &str) -> Result<Values, String> {
+    parse_range(text).map(Values)
+}
+
+/// A finite number.
+fn finite(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        _ => Err(format!("'{text}' is not a finite number")),
+    }
+}
+
+/// A number in [0, 1].
+fn unit_interval(text: &str) -> Result<f64, String> {
+    match finite(text)? {
+        v if (0.0..=1.0).contains(&v) => Ok(v),
+        v => Err(format!("{v} is not in [0, 1]")),
+    }
+}
+
+/// A whole number of at least 1.
+fn positive(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(v) if v >= 1 => Ok(v),
+        _ => Err(format!("'{text}' is not a whole number of at least 1")),
+    }
+}
+
+#[derive(Args)]
+struct OovArgs {
+    /// Out-of-vocabulary words: divide (<UNK>'s probability times the word's share of
+    /// the <UNK> class) or unk (<UNK>'s probability itself).
+    #[arg(long, value_enum)]
+    oov: Option<OovPolicy>,
+    /// Added (natural log) to the log-probability per out-of-vocabulary token.
+    #[arg(long, default_value = "0", value_parser = finite, allow_hyphen_values = true)]
+    oov_penalty: f64,
+}
+
+impl OovArgs {
+    fn options(&self, default: OovPolicy) -> OovOptions {
+        OovOptions {
+            policy: self.oov.unwrap_or(default),
+            penalty: self.oov_penalty,
+        }
+    }
+}
+
+#[derive(Args)]
+struct ColumnArgs {
+    /// Input format: CSV with a header, Kaldi N-best text (uttid-N w1 w2 …), or plain
+    /// text with one sentence per line (score only).
+    #[arg(long, value_enum, default_value = "csv")]
+    format: Format,
+    /// Column with the sentence.
+    #[arg(long, default_value = "sentence")]
+    text_column: String,
+    /// Column that groups the candidates of one utterance (default: utterance_id when present).
+    #[arg(long)]
+    group_column: Option<String>,
+    /// Column with a first-pass acoustic log score (natural log), combined into `score`.
+    #[arg(long)]
+    am_column: Option<String>,
+    /// Column with a first-pass n-gram LM log score of each hypothesis.
+    #[arg(long)]
+    ngram_column: Option<String>,
+    /// Base of the n-gram column's logarithms: 10 (as ARPA tools print) or e.
+    #[arg(long, value_enum, default_value = "10")]
+    ngram_log_base: LogBase,
+}
+
+impl ColumnArgs {
+    fn names(&self) -> ColumnNames {
+        ColumnNames {
+            text: self.text_column.clone(),
+            group: self.group_column.clone(),
+            am: self.am_column.clone(),
+            ngram: self.ngram_column.clone(),
+            ngram_base: self.ngram_log_base,
+        }
+    }
+}
+
+#[derive(Args)]
+struct TuneArgs {
+    /// Model directory (not needed with --scored).
+    #[arg(long, required_unless_present = "scored")]
+    model: Option<PathBuf>,
+    /// Dev N-best list.
+    #[arg(long)]
+    input: PathBuf,
+    /// CSV with utterance_id,reference.
+    #[arg(long, required_unless_present = "reference_column")]
+    references: Option<PathBuf>,
+    /// Column of the input with each candidate's reference, instead of --references.
+    #[arg(long, conflicts_with = "references")]
+    reference_column: Option<String>,
+    /// The input was written by `rnnlm score`: read its logprob column instead of running a model.
+    #[arg(long, conflicts_with = "model")]
+    scored: bool,
+    #[command(flatten)]
+    columns: ColumnArgs,
+    #[command(flatten)]
+    oov: OovArgs,
+    /// lm_weight values to search: START:END:STEP, A,B,C or one value.
+    #[arg(long, default_value = "0:3:0.1", value_parser = values, allow_hyphen_values = true)]
+    lm_weights: Values,
+    /// length_penalty values to search (per word).
+    #[arg(long, default_value = "-3:3:0.5", value_parser = values, allow_hyphen_values = true)]
+    length_penalties: Values,
+    /// ngram_weight values to search, in [0, 1] (with --ngram-column).
+    #[arg(long, default_value = "0:1:0.1", value_parser = values)]
+    ngram_weights: Values,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Sentences per forward pass.
+    #[arg(long, default_value_t = SCORE_BATCH, value_parser = positive)]
+    batch_size: usize,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 #[derive(Args)]
@@ -147,6 +280,8 @@ struct EvalArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    oov: OovArgs,
+    #[command(flatten)]
     device: DeviceArgs,
 }
 
@@ -161,24 +296,19 @@ struct ScoreArgs {
     /// Output file, or - for standard output.
     #[arg(long, default_value = "-")]
     output: String,
-    /// Input format: CSV with a header, or plain text with one sentence per line.
-    #[arg(long, value_enum, default_value = "csv")]
-    format: Format,
-    /// Column with the sentence.
-    #[arg(long, default_value = "sentence")]
-    text_column: String,
-    /// Column that groups the candidates of one utterance (default: utterance_id when present).
-    #[arg(long)]
-    group_column: Option<String>,
-    /// Column with a first-pass (acoustic) log score, combined into `score`.
-    #[arg(long)]
-    am_column: Option<String>,
-    /// score = am + lm_weight * logprob + length_penalty * tokens.
-    #[arg(long, default_value_t = 1.0)]
+    #[command(flatten)]
+    columns: ColumnArgs,
+    #[command(flatten)]
+    oov: OovArgs,
+    /// score = am + lm_weight * lm + length_penalty * words.
+    #[arg(long, default_value = "1", value_parser = finite, allow_hyphen_values = true)]
     lm_weight: f64,
-    /// Added to score per token.
-    #[arg(long, default_value_t = 0.0)]
+    /// Added to score per word of the hypothesis (negative: an insertion penalty).
+    #[arg(long, default_value = "0", value_parser = finite, allow_hyphen_values = true)]
     length_penalty: f64,
+    /// lm = (1 - w) * logprob + w * ngram, with the n-gram score in natural log.
+    #[arg(long, default_value = "0", value_parser = unit_interval)]
+    ngram_weight: f64,
     /// Report bad rows on stderr and score the good ones instead of stopping.
     #[arg(long)]
     skip_bad: bool,
@@ -186,7 +316,7 @@ struct ScoreArgs {
     #[arg(long)]
     per_token: Option<PathBuf>,
     /// Sentences per forward pass (similar lengths are batched together).
-    #[arg(long, default_value_t = SCORE_BATCH)]
+    #[arg(long, default_value_t = SCORE_BATCH, value_parser = positive)]
     batch_size: usize,
     #[command(flatten)]
     device: DeviceArgs,
@@ -235,6 +365,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval(args),
         Command::Score(args) => score(args),
         Command::Sample(args) => sample(args),
+        Command::Tune(args) => tune(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -314,18 +445,24 @@ fn eval(args: EvalArgs) -> Result<()> {
     let device = args.device.device.resolve()?;
     let loaded = ModelDir::new(&args.model).load(device)?;
     let corpus = Corpus::load(&args.data, &loaded.config.tokenizer, &loaded.vocab)?;
-    let e = evaluate(&loaded.model, &corpus, SCORE_BATCH)?;
+    let oov_options = args.oov.options(OovPolicy::Unk);
+    let oov = rnnlm::oov::OovScorer::new(oov_options, loaded.oov.as_ref(), &loaded.dir)?;
+    let e = evaluate(&loaded.model, &corpus, SCORE_BATCH, &oov)?;
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", serde_json::to_string(&e)?)?;
     } else {
         writeln!(
             out,
-            "{}: {} sentences, {} tokens (<EOS> included), {} <UNK>\nperplexity {:.2} | {:.4} nats/token | {:.4} bits/token",
+            "{}: {} sentences, {} tokens (<EOS> included), {} <UNK> (--oov {})\nperplexity {:.2} | {:.4} nats/token | {:.4} bits/token",
             args.data.display(),
             e.sentences,
             e.tokens,
             e.unk,
+            match oov_options.policy {
+                OovPolicy::Divide => "divide",
+                OovPolicy::Unk => "unk",
+            },
             e.perplexity,
             e.nats_per_token,
             e.bits_per_token
@@ -344,15 +481,17 @@ fn score(args: ScoreArgs) -> Result<()> {
     let options = ScoreOptions {
         input: path_or_std(&args.input),
         output: path_or_std(&args.output),
-        format: args.format,
-        text_column: args.text_column,
-        group_column: args.group_column,
-        am_column: args.am_column,
-        lm_weight: args.lm_weight,
-        length_penalty: args.length_penalty,
+        format: args.columns.format,
+        columns: args.columns.names(),
+        weights: Weights {
+            lm_weight: args.lm_weight,
+            length_penalty: args.length_penalty,
+            ngram_weight: args.ngram_weight,
+        },
+        oov: args.oov.options(OovPolicy::Divide),
         skip_bad: args.skip_bad,
         per_token: args.per_token,
-        batch_size: args.batch_size.max(1),
+        batch_size: args.batch_size,
     };
     let start = std::time::Instant::now();
     let summary = rnnlm::rescore::score_file(&loaded, &options)?;
@@ -363,6 +502,50 @@ fn score(args: ScoreArgs) -> Result<()> {
         summary.tokens,
         summary.rows as f64 / seconds
     );
+    Ok(())
+}
+
+fn tune(args: TuneArgs) -> Result<()> {
+    if args.columns.format == Format::Text {
+        anyhow::bail!("tune reads N-best lists: --format csv or kaldi");
+    }
+    if let Some(w) = args
+        .ngram_weights
+        .0
+        .iter()
+        .find(|w| !(0.0..=1.0).contains(*w))
+    {
+        anyhow::bail!("--ngram-weights: {w} is not in [0, 1]");
+    }
+    let loaded = match &args.model {
+        Some(dir) => Some(ModelDir::new(dir).load(args.device.device.resolve()?)?),
+        None => None,
+    };
+    let options = TuneOptions {
+        input: args.input,
+        format: args.columns.format,
+        columns: args.columns.names(),
+        references: args.references,
+        reference_column: args.reference_column,
+        scored: args.scored,
+        oov: args.oov.options(OovPolicy::Divide),
+        batch_size: args.batch_size,
+        grid: Grid {
+            lm_weights: args.lm_weights.0,
+            length_penalties: args.length_penalties.0,
+            ngram_weights: args.ngram_weights.0,
+        },
+    };
+    let report = rnnlm::tune::tune(loaded.as_ref(), &options)?;
+    let flags = rnnlm::tune::score_flags(&report, &options);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let mut value = serde_json::to_value(&report)?;
+        value["score_flags"] = serde_json::Value::String(flags);
+        writeln!(out, "{value}")?;
+    } else {
+        write!(out, "{}", rnnlm::tune::report_table(&report, &flags))?;
+    }
     Ok(())
 }
 

@@ -7,6 +7,7 @@
 
 use crate::data::{length_batches, Corpus, SentenceBatch};
 use crate::model::RnnLm;
+use crate::oov::OovScorer;
 use anyhow::Result;
 use rand::rngs::StdRng;
 use serde::Serialize;
@@ -102,12 +103,26 @@ impl Evaluation {
     }
 }
 
-/// Scores every sentence of a corpus on its own from zero state.
-pub fn evaluate(model: &RnnLm, corpus: &Corpus, batch_size: usize) -> Result<Evaluation> {
-    let total: f64 = token_log_probs(model, &corpus.sentences, batch_size)?
+/// Scores every sentence of a corpus on its own from zero state, out-of-vocabulary
+/// tokens as `oov` says.
+pub fn evaluate(
+    model: &RnnLm,
+    corpus: &Corpus,
+    batch_size: usize,
+    oov: &OovScorer,
+) -> Result<Evaluation> {
+    let model_total: f64 = token_log_probs(model, &corpus.sentences, batch_size)?
         .iter()
         .map(|lps| sentence_log_prob(lps))
         .sum();
+    // The share of an unknown token does not depend on its history, so the
+    // open-vocabulary total is the closed one plus every unknown token's share.
+    let oov_total: f64 = corpus
+        .oov_tokens
+        .iter()
+        .map(|(token, &n)| n as f64 * oov.adjustment(token))
+        .sum();
+    let total = model_total + oov_total;
     Ok(Evaluation::from_total(
         total,
         corpus.tokens(),

@@ -9,6 +9,7 @@
 use crate::checkpoint::{write_atomic, ModelDir, SavedConfig, TrainState, FORMAT};
 use crate::data::{length_batches, Corpus, SentenceBatch, TokenStream};
 use crate::model::{ModelConfig, RnnLm};
+use crate::oov::{OovClasses, OovScorer};
 use crate::score::{evaluate, SCORE_BATCH};
 use crate::vocab::{read_lines, Tokenizer, Vocab, VocabLimits};
 use anyhow::{bail, Context, Result};
@@ -121,10 +122,12 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
     tch::manual_seed(config.seed as i64);
     let mut rng = StdRng::seed_from_u64(config.seed);
     let dir = ModelDir::new(&config.out);
-    let (saved, vocab, mut state, mut history) = if config.resume {
-        resume_header(&dir)?
+    let (saved, vocab, oov, mut state, mut history) = if config.resume {
+        let (saved, vocab, state, history) = resume_header(&dir)?;
+        (saved, vocab, None, state, history)
     } else {
-        fresh_header(config)?
+        let (saved, vocab, oov, state) = fresh_header(config)?;
+        (saved, vocab, Some(oov), state, Vec::new())
     };
     let data = load_data(config, &saved.tokenizer, &vocab)?;
 
@@ -132,8 +135,8 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
     let model = RnnLm::new(&vs.root(), &saved.model);
     if config.resume {
         crate::checkpoint::load_weights(&mut vs, &dir.weights())?;
-    } else {
-        dir.save_header(&saved, &vocab)?;
+    } else if let Some(oov) = &oov {
+        dir.save_header(&saved, &vocab, oov)?;
     }
     let mut optimizer = match config.optimizer {
         OptimizerKind::Adam => nn::Adam::default().build(&vs, state.lr)?,
@@ -214,9 +217,7 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
     })
 }
 
-fn fresh_header(
-    config: &TrainConfig,
-) -> Result<(SavedConfig, Vocab, TrainState, Vec<EpochRecord>)> {
+fn fresh_header(config: &TrainConfig) -> Result<(SavedConfig, Vocab, OovClasses, TrainState)> {
     if config.model.tie && config.model.embed != config.model.hidden {
         bail!(
             "--tie needs --embed equal to --hidden (got {} and {})",
@@ -228,6 +229,8 @@ fn fresh_header(
     let (lines, _) = read_lines(&train_path)?;
     let tokenized: Vec<Vec<String>> = lines.iter().map(|l| config.tokenizer.tokenize(l)).collect();
     let vocab = Vocab::build(&tokenized, config.vocab_limits);
+    let oov_counts = OovClasses::count(&tokenized, &vocab);
+    let oov = OovClasses::new(config.tokenizer.level, &vocab, oov_counts);
     let mut model = config.model.clone();
     model.vocab_size = vocab.len() as i64;
     let saved = SavedConfig {
@@ -243,7 +246,7 @@ fn fresh_header(
         best_valid_loss: f64::INFINITY,
         seconds: 0.0,
     };
-    Ok((saved, vocab, state, Vec::new()))
+    Ok((saved, vocab, oov, state))
 }
 
 fn resume_header(dir: &ModelDir) -> Result<(SavedConfig, Vocab, TrainState, Vec<EpochRecord>)> {
@@ -416,7 +419,7 @@ fn run_epoch(
 /// Validation loss in nats per token, read the way training reads.
 fn validate(config: &TrainConfig, model: &RnnLm, corpus: &Corpus) -> Result<f64> {
     if !config.stream {
-        return Ok(evaluate(model, corpus, SCORE_BATCH)?.nats_per_token);
+        return Ok(evaluate(model, corpus, SCORE_BATCH, &OovScorer::closed())?.nats_per_token);
     }
     let _guard = tch::no_grad_guard();
     let stream = TokenStream::new(corpus, config.batch_size, model.device())

@@ -204,6 +204,11 @@ impl Vocab {
         self.index.get(token).copied().unwrap_or(UNK_ID)
     }
 
+    /// Every token, in index order.
+    pub fn tokens(&self) -> &[String] {
+        &self.tokens
+    }
+
     /// The token string of an index.
     pub fn token(&self, id: i64) -> &str {
         &self.tokens[id as usize]

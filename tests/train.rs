@@ -4,6 +4,7 @@
 use rnnlm::checkpoint::ModelDir;
 use rnnlm::data::Corpus;
 use rnnlm::model::{Cell, ModelConfig};
+use rnnlm::oov::OovScorer;
 use rnnlm::score::{evaluate, token_log_probs};
 use rnnlm::train::{train, LrSchedule, OptimizerKind, TrainConfig};
 use rnnlm::vocab::{Level, Tokenizer, VocabLimits};
@@ -95,7 +96,7 @@ fn checkpoint_round_trip_gives_identical_log_probs() {
     let again = ModelDir::new(&cfg.out).load(Device::Cpu).unwrap();
     let b = token_log_probs(&again.model, &corpus.sentences, 2).unwrap();
     assert_eq!(a, b);
-    let saved = evaluate(&loaded.model, &corpus, 4).unwrap();
+    let saved = evaluate(&loaded.model, &corpus, 4, &OovScorer::closed()).unwrap();
     let state = ModelDir::new(&cfg.out).load_state().unwrap();
     assert!(
         (saved.nats_per_token - state.best_valid_loss).abs() < 1e-5,

@@ -1,0 +1,76 @@
+//! Combining the language model with the first pass, and ranking the candidates.
+//!
+//! ```text
+//! lm    = (1 − ngram_weight) · rnnlm_logprob + ngram_weight · ngram_logprob
+//! score = am + lm_weight · lm + length_penalty · words
+//! ```
+//!
+//! All in natural log; the n-gram score is converted from its base first. The first
+//! line is sentence-level log-linear interpolation, as Kaldi's N-best rescoring does it;
+//! `words` counts the whitespace-separated words of the hypothesis (an insertion
+//! penalty when negative). A term whose column is absent is left out. `score` and
+//! `tune` both go through [`Weights::score`] and [`best_index`]/[`ranks`], so a
+//! setting that `tune` reports ranks the same way in `score`.
+
+/// The weights of the combination.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Weights {
+    /// Weight of the language-model score against the acoustic score.
+    pub lm_weight: f64,
+    /// Added per word.
+    pub length_penalty: f64,
+    /// Share of the n-gram score in the language-model score, in [0, 1].
+    pub ngram_weight: f64,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Weights {
+            lm_weight: 1.0,
+            length_penalty: 0.0,
+            ngram_weight: 0.0,
+        }
+    }
+}
+
+impl Weights {
+    /// The language-model score: the RNN log-probability, interpolated with the
+    /// n-gram score when there is one.
+    pub fn lm(&self, rnnlm: f64, ngram: Option<f64>) -> f64 {
+        match ngram {
+            Some(ngram) => (1.0 - self.ngram_weight) * rnnlm + self.ngram_weight * ngram,
+            None => rnnlm,
+        }
+    }
+
+    /// The combined score of one hypothesis.
+    pub fn score(&self, am: Option<f64>, rnnlm: f64, ngram: Option<f64>, words: usize) -> f64 {
+        am.unwrap_or(0.0)
+            + self.lm_weight * self.lm(rnnlm, ngram)
+            + self.length_penalty * words as f64
+    }
+}
+
+/// The index of the highest score; ties go to the earlier candidate.
+pub fn best_index(scores: impl IntoIterator<Item = f64>) -> Option<usize> {
+    let mut best: Option<(usize, f64)> = None;
+    for (i, s) in scores.into_iter().enumerate() {
+        if best.is_none_or(|(_, b)| s > b) {
+            best = Some((i, s));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+/// Rank of each score within its group (1 = highest); ties keep file order, so the
+/// earlier candidate ranks first, as in [`best_index`].
+pub fn ranks(scores: &[f64]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    // A stable sort: equal scores keep their order.
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let mut ranks = vec![0; scores.len()];
+    for (rank, &i) in order.iter().enumerate() {
+        ranks[i] = rank + 1;
+    }
+    ranks
+}

@@ -1,0 +1,199 @@
+//! CSV and Kaldi N-best input: score, combine, rank and write CSV.
+
+use super::combine::ranks;
+use super::nbest::{word_count, Candidate, Columns, GroupOrder, RowEvent, RowReader};
+use super::{input_name, open_input, open_per_token, score_sentences, write_per_token};
+use super::{ScoreOptions, ScoreSummary, Sink, CHUNK_ROWS};
+use crate::checkpoint::LoadedModel;
+use crate::oov::OovScorer;
+use anyhow::{bail, Result};
+use std::io::Write;
+
+/// What the output adds to each row.
+struct Layout {
+    columns: Columns,
+    /// A `score` column: there is something to combine.
+    score: bool,
+}
+
+/// Scores every row, in chunks that never split a group, and writes the input
+/// columns followed by the scores.
+pub(super) fn score_rows(
+    model: &LoadedModel,
+    oov: &OovScorer,
+    options: &ScoreOptions,
+    progress: &indicatif::ProgressBar,
+) -> Result<ScoreSummary> {
+    let name = input_name(options.input.as_deref());
+    let mut reader = RowReader::new(open_input(options.input.as_deref())?, options.format, &name)?;
+    let columns = Columns::find(&reader, &options.columns, &name)?;
+    let layout = Layout {
+        score: columns.am.is_some()
+            || columns.ngram.is_some()
+            || options.weights.length_penalty != 0.0,
+        columns,
+    };
+    let mut sink = Sink::create(options.output.as_deref())?;
+    let mut per_token = open_per_token(options)?;
+    let mut writer = csv::WriterBuilder::new().from_writer(&mut sink.writer);
+    writer.write_record(&output_header(reader.headers(), &layout))?;
+
+    let mut summary = ScoreSummary::default();
+    let mut pending: Vec<Candidate> = Vec::new();
+    let mut groups = GroupOrder::default();
+    let mut row = 0;
+    loop {
+        let event = reader.next_row()?;
+        let more = !matches!(event, RowEvent::End);
+        match event {
+            RowEvent::Row { line, fields } => {
+                row += 1;
+                match layout.columns.check(fields, line, row) {
+                    Ok(candidate) => {
+                        if let Some(group) = candidate.group(&layout.columns) {
+                            groups.see(group, &name, line, row)?;
+                        }
+                        pending.push(candidate);
+                    }
+                    Err(reason) => bad_row(options, &mut summary, &name, line, row, &reason)?,
+                }
+            }
+            RowEvent::Bad { line, reason } => {
+                row += 1;
+                bad_row(options, &mut summary, &name, line, row, &reason)?;
+            }
+            RowEvent::End => {}
+        }
+        // Score when the chunk is full, but never split a group across chunks.
+        let full = pending.len() >= CHUNK_ROWS && !last_two_in_one_group(&pending, &layout.columns);
+        if full || (!more && !pending.is_empty()) {
+            let keep = if more { pending.pop() } else { None };
+            let scored = flush(
+                model,
+                oov,
+                options,
+                &layout,
+                &pending,
+                &mut writer,
+                &mut summary,
+            )?;
+            let rows: Vec<usize> = pending.iter().map(|c| c.row).collect();
+            write_per_token(&mut per_token, &rows, &scored)?;
+            progress.inc(pending.len() as u64);
+            pending.clear();
+            pending.extend(keep);
+        }
+        if !more {
+            break;
+        }
+    }
+    writer.flush()?;
+    drop(writer);
+    sink.commit()?;
+    if let Some(sink) = per_token {
+        sink.commit()?;
+    }
+    if summary.bad_rows > 0 {
+        eprintln!("{name}: {} bad rows skipped", summary.bad_rows);
+    }
+    Ok(summary)
+}
+
+fn output_header(headers: &csv::StringRecord, layout: &Layout) -> csv::StringRecord {
+    let mut header = headers.clone();
+    header.extend(["tokens", "oov", "logprob", "log10prob", "perplexity"]);
+    if layout.columns.ngram.is_some() {
+        header.push_field("lm_logprob");
+    }
+    if layout.score {
+        header.push_field("score");
+    }
+    if layout.columns.group.is_some() {
+        header.extend(["rank", "best"]);
+    }
+    header
+}
+
+fn last_two_in_one_group(pending: &[Candidate], columns: &Columns) -> bool {
+    match pending {
+        [.., a, b] => a.group(columns).is_some() && a.group(columns) == b.group(columns),
+        _ => false,
+    }
+}
+
+fn bad_row(
+    options: &ScoreOptions,
+    summary: &mut ScoreSummary,
+    name: &str,
+    line: u64,
+    row: usize,
+    reason: &str,
+) -> Result<()> {
+    let message = format!("{name}: line {line} (row {row}): {reason}");
+    if !options.skip_bad {
+        bail!("{message}; use --skip-bad to score the good rows only");
+    }
+    eprintln!("skipped: {message}");
+    summary.bad_rows += 1;
+    Ok(())
+}
+
+/// Scores and writes whole groups; returns the scores for the per-token file.
+fn flush(
+    model: &LoadedModel,
+    oov: &OovScorer,
+    options: &ScoreOptions,
+    layout: &Layout,
+    candidates: &[Candidate],
+    writer: &mut csv::Writer<impl Write>,
+    summary: &mut ScoreSummary,
+) -> Result<Vec<super::Scored>> {
+    let columns = &layout.columns;
+    let texts: Vec<&str> = candidates.iter().map(|c| c.text(columns)).collect();
+    let scored = score_sentences(model, oov, &texts, options.batch_size)?;
+    let weights = &options.weights;
+    let scores: Vec<f64> = candidates
+        .iter()
+        .zip(&scored)
+        .map(|(c, s)| weights.score(c.am, s.log_prob(), c.ngram, word_count(c.text(columns))))
+        .collect();
+    let rank_by: Vec<f64> = if layout.score {
+        scores.clone()
+    } else {
+        scored.iter().map(|s| s.log_prob()).collect()
+    };
+    let mut group_ranks = vec![0; candidates.len()];
+    let mut start = 0;
+    while start < candidates.len() {
+        let group = candidates[start].group(columns);
+        let end = (start..candidates.len())
+            .find(|&i| candidates[i].group(columns) != group)
+            .unwrap_or(candidates.len());
+        group_ranks[start..end].copy_from_slice(&ranks(&rank_by[start..end]));
+        start = end;
+    }
+    for (i, (c, s)) in candidates.iter().zip(&scored).enumerate() {
+        let lp = s.log_prob();
+        let n = s.tokens.len();
+        let mut out = c.fields.clone();
+        out.push_field(&n.to_string());
+        out.push_field(&s.oov.to_string());
+        out.push_field(&format!("{lp:.4}"));
+        out.push_field(&format!("{:.4}", lp / std::f64::consts::LN_10));
+        out.push_field(&format!("{:.3}", (-lp / n as f64).exp()));
+        if columns.ngram.is_some() {
+            out.push_field(&format!("{:.4}", weights.lm(lp, c.ngram)));
+        }
+        if layout.score {
+            out.push_field(&format!("{:.4}", scores[i]));
+        }
+        if columns.group.is_some() {
+            out.push_field(&group_ranks[i].to_string());
+            out.push_field(if group_ranks[i] == 1 { "true" } else { "false" });
+        }
+        writer.write_record(&out)?;
+        summary.add(s);
+    }
+    writer.flush()?;
+    Ok(scored)
+}

@@ -1,0 +1,256 @@
+//! `rnnlm score`: log-probabilities for the sentences of a CSV, Kaldi N-best or text file.
+//!
+//! The main use is N-best rescoring: a speech recognizer wrote several candidate
+//! sentences per utterance; each gets its language-model log-probability, an
+//! optional combined score with the first-pass scores ([`combine`]), and a rank within
+//! its utterance. Rows are read, scored and written in chunks, so memory stays bounded
+//! whatever the file's size. The rows of one group (utterance) must be adjacent, as
+//! N-best lists are.
+
+pub mod combine;
+mod csv_out;
+pub mod nbest;
+pub mod sink;
+mod text;
+
+use crate::checkpoint::LoadedModel;
+use crate::oov::{OovOptions, OovScorer};
+use crate::score::token_log_probs;
+use crate::vocab::UNK_ID;
+use anyhow::{bail, Context, Result};
+use combine::Weights;
+use nbest::LogBase;
+use sink::Sink;
+use std::fs::File;
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Rows scored per chunk (extended to the end of the group in progress).
+pub const CHUNK_ROWS: usize = 10_000;
+
+/// Input layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// CSV with a header row.
+    Csv,
+    /// Plain text, one sentence per line.
+    Text,
+    /// Kaldi N-best text: `uttid-N w1 w2 …` per line.
+    Kaldi,
+}
+
+/// How to read, score and rank.
+#[derive(Clone, Debug)]
+pub struct ScoreOptions {
+    /// Input file; `None` reads standard input.
+    pub input: Option<PathBuf>,
+    /// Output file; `None` writes standard output.
+    pub output: Option<PathBuf>,
+    /// CSV, Kaldi N-best or text.
+    pub format: Format,
+    /// Which columns hold what.
+    pub columns: nbest::ColumnNames,
+    /// How the scores are combined.
+    pub weights: Weights,
+    /// How out-of-vocabulary tokens are scored.
+    pub oov: OovOptions,
+    /// Report bad rows and go on instead of stopping.
+    pub skip_bad: bool,
+    /// Long-format per-token log-probabilities to this file.
+    pub per_token: Option<PathBuf>,
+    /// Sentences per forward pass.
+    pub batch_size: usize,
+}
+
+impl ScoreOptions {
+    /// Options with the command line's defaults for `input` in `format`.
+    pub fn new(input: Option<PathBuf>, format: Format) -> Self {
+        ScoreOptions {
+            input,
+            output: None,
+            format,
+            columns: nbest::ColumnNames {
+                text: "sentence".to_string(),
+                group: None,
+                am: None,
+                ngram: None,
+                ngram_base: LogBase::Ten,
+            },
+            weights: Weights::default(),
+            oov: OovOptions {
+                policy: crate::oov::OovPolicy::Divide,
+                penalty: 0.0,
+            },
+            skip_bad: false,
+            per_token: None,
+            batch_size: crate::score::SCORE_BATCH,
+        }
+    }
+}
+
+/// Counts of a finished run.
+#[derive(Debug, Default)]
+pub struct ScoreSummary {
+    /// Sentences scored.
+    pub rows: usize,
+    /// Bad rows skipped (with `--skip-bad`).
+    pub bad_rows: usize,
+    /// Tokens scored, `<EOS>` included.
+    pub tokens: usize,
+    /// Tokens outside the vocabulary.
+    pub oov: usize,
+    /// Total log-probability, nats.
+    pub log_prob: f64,
+}
+
+impl ScoreSummary {
+    fn add(&mut self, s: &Scored) {
+        self.rows += 1;
+        self.tokens += s.tokens.len();
+        self.oov += s.oov;
+        self.log_prob += s.log_prob();
+    }
+}
+
+/// One sentence, scored.
+#[derive(Clone, Debug)]
+pub struct Scored {
+    /// Its tokens, `<EOS>` last.
+    pub tokens: Vec<String>,
+    /// How many are outside the vocabulary.
+    pub oov: usize,
+    /// Each token's log-probability (nats), unknown tokens as the OOV policy says.
+    pub token_log_probs: Vec<f64>,
+    /// Each unknown token's ln P(token | `<UNK>`); `None` for known tokens.
+    pub oov_log_shares: Vec<Option<f64>>,
+}
+
+impl Scored {
+    /// The sentence's log-probability by the chain rule.
+    pub fn log_prob(&self) -> f64 {
+        self.token_log_probs.iter().sum()
+    }
+}
+
+/// Tokenizes, encodes and scores sentences with the model's own tokenizer; unknown
+/// tokens are scored as `oov` says.
+pub fn score_sentences(
+    model: &LoadedModel,
+    oov: &OovScorer,
+    sentences: &[&str],
+    batch_size: usize,
+) -> Result<Vec<Scored>> {
+    let tokenized: Vec<Vec<String>> = sentences
+        .iter()
+        .map(|s| model.config.tokenizer.tokenize(s))
+        .collect();
+    let (ids, oovs): (Vec<Vec<i64>>, Vec<usize>) =
+        tokenized.iter().map(|t| model.vocab.encode(t)).unzip();
+    let log_probs = token_log_probs(&model.model, &ids, batch_size)?;
+    let mut scored = Vec::with_capacity(sentences.len());
+    for (((mut tokens, oov_count), ids), model_log_probs) in
+        tokenized.into_iter().zip(oovs).zip(&ids).zip(log_probs)
+    {
+        tokens.push(crate::vocab::EOS.to_string());
+        let mut token_log_probs = Vec::with_capacity(tokens.len());
+        let mut oov_log_shares = Vec::with_capacity(tokens.len());
+        for ((token, &id), &lp) in tokens.iter().zip(ids).zip(&model_log_probs) {
+            if id == UNK_ID {
+                oov_log_shares.push(Some(oov.log_share(token)));
+                token_log_probs.push(lp as f64 + oov.adjustment(token));
+            } else {
+                oov_log_shares.push(None);
+                token_log_probs.push(lp as f64);
+            }
+        }
+        scored.push(Scored {
+            tokens,
+            oov: oov_count,
+            token_log_probs,
+            oov_log_shares,
+        });
+    }
+    Ok(scored)
+}
+
+/// Scores a file as `options` say; returns the counts.
+pub fn score_file(model: &LoadedModel, options: &ScoreOptions) -> Result<ScoreSummary> {
+    if let (Some(output), Some(per_token)) = (&options.output, &options.per_token) {
+        if same_file(output, per_token) {
+            bail!("--per-token and --output both name {}", per_token.display());
+        }
+    }
+    let oov = OovScorer::new(options.oov, model.oov.as_ref(), &model.dir)?;
+    let progress = if io::stderr().is_terminal() {
+        indicatif::ProgressBar::new_spinner().with_message("rows scored")
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let summary = match options.format {
+        Format::Csv | Format::Kaldi => csv_out::score_rows(model, &oov, options, &progress)?,
+        Format::Text => text::score_text(model, &oov, options, &progress)?,
+    };
+    progress.finish_and_clear();
+    Ok(summary)
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b
+        || matches!(
+            (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+            (Ok(a), Ok(b)) if a == b
+        )
+}
+
+/// Opens the input file, or standard input for `None`.
+pub fn open_input(path: Option<&Path>) -> Result<Box<dyn Read>> {
+    Ok(match path {
+        None => Box::new(io::stdin().lock()),
+        Some(p) => Box::new(File::open(p).with_context(|| format!("cannot open {}", p.display()))?),
+    })
+}
+
+/// The input's name in messages.
+pub fn input_name(path: Option<&Path>) -> String {
+    path.map_or("<stdin>".to_string(), |p| p.display().to_string())
+}
+
+/// Writes the per-token rows of a chunk: (row, position, token, logprob, oov_log_share).
+fn write_per_token(sink: &mut Option<Sink>, rows: &[usize], scored: &[Scored]) -> Result<()> {
+    let Some(sink) = sink else { return Ok(()) };
+    for (&row, s) in rows.iter().zip(scored) {
+        let tokens = s
+            .tokens
+            .iter()
+            .zip(&s.token_log_probs)
+            .zip(&s.oov_log_shares);
+        for (position, ((token, lp), share)) in tokens.enumerate() {
+            let share = share.map_or(String::new(), |v| format!("{v:.6}"));
+            writeln!(
+                sink.writer,
+                "{row},{},{},{lp:.6},{share}",
+                position + 1,
+                csv_field(token)
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn open_per_token(options: &ScoreOptions) -> Result<Option<Sink>> {
+    let Some(path) = &options.per_token else {
+        return Ok(None);
+    };
+    let mut sink = Sink::create(Some(path))?;
+    writeln!(sink.writer, "row,position,token,logprob,oov_log_share")?;
+    Ok(Some(sink))
+}
+
+/// Quotes a field for CSV when it needs it.
+fn csv_field(field: &str) -> String {
+    if field.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field.to_string()
+    }
+}

@@ -1,0 +1,344 @@
+//! Reading N-best lists: CSV with a header, or Kaldi's N-best text, as rows of fields.
+//!
+//! Kaldi's format is one hypothesis per line, `uttid-N w1 w2 …`, the N-best index after
+//! the last `-`; it is read as the columns `utterance_id,candidate,sentence`. A row that
+//! cannot be used (wrong field count, invalid UTF-8, an empty sentence, a score that is
+//! not a finite number) is a *bad row*, reported with its line and row number; an I/O
+//! error is not a bad row and always stops the run.
+
+use super::Format;
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read};
+
+/// Base of the logarithms in an n-gram score column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogBase {
+    /// log10, as ARPA tools (SRILM, KenLM) print.
+    #[value(name = "10")]
+    Ten,
+    /// Natural log.
+    #[value(name = "e")]
+    E,
+}
+
+impl LogBase {
+    /// The value in nats.
+    pub fn to_nats(self, value: f64) -> f64 {
+        match self {
+            LogBase::Ten => value * std::f64::consts::LN_10,
+            LogBase::E => value,
+        }
+    }
+}
+
+/// One row as read: its line in the file and its fields.
+pub enum RowEvent {
+    /// A row with the header's number of fields, all valid UTF-8.
+    Row {
+        /// Line of the row's start.
+        line: u64,
+        /// Its fields.
+        fields: csv::StringRecord,
+    },
+    /// A row that cannot be read, and why.
+    Bad {
+        /// Line of the row's start.
+        line: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No more rows.
+    End,
+}
+
+/// Reads rows from CSV or Kaldi N-best text.
+pub struct RowReader {
+    source: Source,
+    headers: csv::StringRecord,
+}
+
+enum Source {
+    Csv(csv::Reader<Box<dyn Read>>, csv::ByteRecord),
+    Kaldi(BufReader<Box<dyn Read>>, Vec<u8>, u64),
+}
+
+impl RowReader {
+    /// Starts reading `input` (named `name` in errors) in `format` (CSV or Kaldi).
+    pub fn new(input: Box<dyn Read>, format: Format, name: &str) -> Result<Self> {
+        match format {
+            Format::Kaldi => Ok(RowReader {
+                source: Source::Kaldi(BufReader::new(input), Vec::new(), 0),
+                headers: csv::StringRecord::from(vec!["utterance_id", "candidate", "sentence"]),
+            }),
+            Format::Csv => {
+                let mut reader = csv::ReaderBuilder::new()
+                    .has_headers(true)
+                    .from_reader(input);
+                let headers = reader
+                    .headers()
+                    .with_context(|| format!("{name}: cannot read the header"))?
+                    .clone();
+                Ok(RowReader {
+                    source: Source::Csv(reader, csv::ByteRecord::new()),
+                    headers,
+                })
+            }
+            Format::Text => bail!("text input has no rows of fields"),
+        }
+    }
+
+    /// The column names.
+    pub fn headers(&self) -> &csv::StringRecord {
+        &self.headers
+    }
+
+    /// Whether an empty sentence is a real hypothesis (Kaldi writes empty ones) rather
+    /// than a bad row.
+    pub fn allows_empty_sentences(&self) -> bool {
+        matches!(self.source, Source::Kaldi(..))
+    }
+
+    /// The next row; `Err` only for an I/O error.
+    pub fn next_row(&mut self) -> Result<RowEvent> {
+        match &mut self.source {
+            Source::Csv(reader, record) => match reader.read_byte_record(record) {
+                Ok(false) => Ok(RowEvent::End),
+                Ok(true) => {
+                    let line = record.position().map_or(0, |p| p.line());
+                    Ok(match csv::StringRecord::from_byte_record(record.clone()) {
+                        Ok(fields) => RowEvent::Row { line, fields },
+                        Err(e) => RowEvent::Bad {
+                            line,
+                            reason: format!(
+                                "field {} is not valid UTF-8",
+                                e.utf8_error().field() + 1
+                            ),
+                        },
+                    })
+                }
+                Err(e) if e.is_io_error() => Err(anyhow!("cannot read the input: {e}")),
+                Err(e) => {
+                    let line = e.position().map_or(0, |p| p.line());
+                    let reason = match e.kind() {
+                        csv::ErrorKind::UnequalLengths {
+                            expected_len, len, ..
+                        } => format!("{len} fields where the header has {expected_len}"),
+                        _ => e.to_string(),
+                    };
+                    Ok(RowEvent::Bad { line, reason })
+                }
+            },
+            Source::Kaldi(reader, buffer, line) => loop {
+                buffer.clear();
+                if reader
+                    .read_until(b'\n', buffer)
+                    .context("cannot read the input")?
+                    == 0
+                {
+                    return Ok(RowEvent::End);
+                }
+                *line += 1;
+                let raw = buffer.strip_suffix(b"\n").unwrap_or(buffer);
+                let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+                let Ok(text) = std::str::from_utf8(raw) else {
+                    return Ok(RowEvent::Bad {
+                        line: *line,
+                        reason: "invalid UTF-8".to_string(),
+                    });
+                };
+                if text.trim().is_empty() {
+                    continue;
+                }
+                return Ok(match kaldi_fields(text) {
+                    Ok(fields) => RowEvent::Row {
+                        line: *line,
+                        fields,
+                    },
+                    Err(reason) => RowEvent::Bad {
+                        line: *line,
+                        reason,
+                    },
+                });
+            },
+        }
+    }
+}
+
+/// `uttid-N w1 w2 …` → `[uttid, N, "w1 w2 …"]`.
+fn kaldi_fields(text: &str) -> std::result::Result<csv::StringRecord, String> {
+    let mut words = text.split_whitespace();
+    let key = words.next().unwrap_or("");
+    let (utterance, index) = key
+        .rsplit_once('-')
+        .filter(|(u, n)| !u.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| format!("key '{key}' does not end in -N (the N-best index)"))?;
+    let sentence = words.collect::<Vec<_>>().join(" ");
+    Ok(csv::StringRecord::from(vec![utterance, index, &sentence]))
+}
+
+/// The columns a scorer reads, located in the header.
+#[derive(Clone, Debug)]
+pub struct Columns {
+    /// The sentence.
+    pub text: usize,
+    /// The utterance a candidate belongs to.
+    pub group: Option<usize>,
+    /// A first-pass acoustic log score.
+    pub am: Option<usize>,
+    /// A first-pass n-gram log score, and its base.
+    pub ngram: Option<(usize, LogBase)>,
+    /// Empty sentences are hypotheses, not bad rows.
+    pub allow_empty: bool,
+}
+
+/// The column names asked for on the command line.
+#[derive(Clone, Debug)]
+pub struct ColumnNames {
+    /// `--text-column`.
+    pub text: String,
+    /// `--group-column`; `None` uses `utterance_id` when the header has it.
+    pub group: Option<String>,
+    /// `--am-column`.
+    pub am: Option<String>,
+    /// `--ngram-column`.
+    pub ngram: Option<String>,
+    /// `--ngram-log-base`.
+    pub ngram_base: LogBase,
+}
+
+/// The index of `column` in `headers`, or an error naming the flag and the columns there are.
+pub fn require_column(
+    headers: &csv::StringRecord,
+    name: &str,
+    column: &str,
+    flag: &str,
+) -> Result<usize> {
+    headers.iter().position(|h| h == column).ok_or_else(|| {
+        let have: Vec<&str> = headers.iter().collect();
+        anyhow!(
+            "{name}: line 1: no column '{column}' ({flag}); the header has: {}",
+            have.join(", ")
+        )
+    })
+}
+
+impl Columns {
+    /// Locates the named columns in `reader`'s header.
+    pub fn find(reader: &RowReader, names: &ColumnNames, name: &str) -> Result<Self> {
+        let headers = reader.headers();
+        let optional = |column: &Option<String>, flag: &str| {
+            column
+                .as_deref()
+                .map(|c| require_column(headers, name, c, flag))
+                .transpose()
+        };
+        Ok(Columns {
+            text: require_column(headers, name, &names.text, "--text-column")?,
+            group: match &names.group {
+                Some(column) => Some(require_column(headers, name, column, "--group-column")?),
+                None => headers.iter().position(|h| h == "utterance_id"),
+            },
+            am: optional(&names.am, "--am-column")?,
+            ngram: optional(&names.ngram, "--ngram-column")?.map(|i| (i, names.ngram_base)),
+            allow_empty: reader.allows_empty_sentences(),
+        })
+    }
+
+    /// Checks a row's sentence and scores; `Err` is why the row is bad.
+    pub fn check(
+        &self,
+        fields: csv::StringRecord,
+        line: u64,
+        row: usize,
+    ) -> std::result::Result<Candidate, String> {
+        let text = fields.get(self.text).unwrap_or("");
+        if text.trim().is_empty() && !self.allow_empty {
+            return Err("empty sentence".to_string());
+        }
+        let am = self
+            .am
+            .map(|i| parse_log_score(fields.get(i).unwrap_or(""), "am score"))
+            .transpose()?;
+        let ngram = self
+            .ngram
+            .map(|(i, base)| {
+                parse_log_score(fields.get(i).unwrap_or(""), "n-gram score")
+                    .map(|v| base.to_nats(v))
+            })
+            .transpose()?;
+        Ok(Candidate {
+            row,
+            line,
+            fields,
+            am,
+            ngram,
+        })
+    }
+}
+
+/// A log score: a finite number.
+fn parse_log_score(value: &str, what: &str) -> std::result::Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        _ if value.trim().is_empty() => Err(format!("{what} is empty")),
+        _ => Err(format!("{what} '{value}' is not a finite number")),
+    }
+}
+
+/// A good row: one hypothesis.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    /// Its row number (1 = the first row after the header).
+    pub row: usize,
+    /// Its line in the file.
+    pub line: u64,
+    /// Every field, as read.
+    pub fields: csv::StringRecord,
+    /// The acoustic log score.
+    pub am: Option<f64>,
+    /// The n-gram log score, in nats.
+    pub ngram: Option<f64>,
+}
+
+impl Candidate {
+    /// The sentence.
+    pub fn text<'a>(&'a self, columns: &Columns) -> &'a str {
+        self.fields.get(columns.text).unwrap_or("")
+    }
+
+    /// The group (utterance) it belongs to.
+    pub fn group<'a>(&'a self, columns: &Columns) -> Option<&'a str> {
+        columns.group.and_then(|g| self.fields.get(g))
+    }
+}
+
+/// Words of a hypothesis as word error rate and the length penalty count them.
+pub fn word_count(text: &str) -> usize {
+    text.split_whitespace().count()
+}
+
+/// Checks that the rows of each group are adjacent, as N-best lists are.
+#[derive(Default)]
+pub struct GroupOrder {
+    finished: HashSet<String>,
+    current: Option<String>,
+}
+
+impl GroupOrder {
+    /// Notes the group of the next row; an error when that group ended earlier.
+    pub fn see(&mut self, group: &str, name: &str, line: u64, row: usize) -> Result<()> {
+        if self.current.as_deref() == Some(group) {
+            return Ok(());
+        }
+        if self.finished.contains(group) {
+            bail!(
+                "{name}: line {line} (row {row}): group '{group}' appeared earlier with other groups in between; the candidates of one utterance must be adjacent"
+            );
+        }
+        if let Some(previous) = self.current.replace(group.to_string()) {
+            self.finished.insert(previous);
+        }
+        Ok(())
+    }
+}
