@@ -13,7 +13,7 @@ BIN := target/release/rnnlm
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: setup build test demo train-word train-char score sample bench gpu-check datasets clean
+.PHONY: setup build test demo train-word train-char score tune sample bench gpu-check datasets clean
 
 setup: $(SETUP_STAMP)
 
@@ -46,6 +46,7 @@ test: $(SETUP_STAMP)
 
 datasets:
 	python3 datasets/regenerate.py --check
+	$(PYTHON) datasets/make_nbest.py --check
 
 clean:
 	cargo clean
@@ -72,6 +73,19 @@ score: build
 	@test -f models/word/weights.safetensors || { echo "no models/word yet: run make demo or make train-word first" >&2; exit 1; }
 	$(BIN) score --model models/word --input datasets/asr/candidates.csv --am-column am_score --output models/word/candidates.scored.csv
 	@cat models/word/candidates.scored.csv
+
+# N-best rescoring weights: tuned by WER on the dev lists, then applied to the test lists.
+MODEL ?= models/word
+TUNE_FLAGS := --model $(MODEL) --am-column am_score --ngram-column ngram_log10
+
+tune: build
+	@test -f $(MODEL)/weights.safetensors || { echo "no $(MODEL) yet: run make demo or make train-word first" >&2; exit 1; }
+	@echo "== dev (datasets/asr/dev.nbest.csv): weights tuned here"
+	@$(BIN) tune $(TUNE_FLAGS) --input datasets/asr/dev.nbest.csv --references datasets/asr/dev.refs.csv | tee $(MODEL)/tune.dev.txt
+	@set -- $$(sed -n 's/^weights: lm_weight \(.*\) length_penalty \(.*\) ngram_weight \(.*\)$$/\1 \2 \3/p' $(MODEL)/tune.dev.txt); \
+	echo "== test (datasets/asr/test.nbest.csv): the dev weights applied"; \
+	$(BIN) tune $(TUNE_FLAGS) --input datasets/asr/test.nbest.csv --references datasets/asr/test.refs.csv \
+		--lm-weights "$$1" --length-penalties "$$2" --ngram-weights "$$3"
 
 sample: build
 	$(BIN) sample --model models/word --count 5 --max-len 40

@@ -154,7 +154,7 @@ struct TuneArgs {
     #[arg(long, default_value = "0:3:0.1", value_parser = values, allow_hyphen_values = true)]
     lm_weights: Values,
     /// length_penalty values to search (per word).
-    #[arg(long, default_value = "-3:3:0.5", value_parser = values, allow_hyphen_values = true)]
+    #[arg(long, default_value = "-5:5:0.5", value_parser = values, allow_hyphen_values = true)]
     length_penalties: Values,
     /// ngram_weight values to search, in [0, 1] (with --ngram-column).
     #[arg(long, default_value = "0:1:0.1", value_parser = values)]

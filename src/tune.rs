@@ -118,6 +118,9 @@ pub struct TuneReport {
     pub insertions: usize,
     /// Settings searched.
     pub settings: usize,
+    /// The weights whose chosen value is the end of a searched range of several
+    /// values: the best may lie beyond it.
+    pub at_range_end: Vec<String>,
 }
 
 /// What the search keeps of one candidate.
@@ -374,6 +377,27 @@ fn search(
     let Some((_, weights)) = best else {
         bail!("the grid is empty");
     };
+    let mut at_range_end = Vec::new();
+    for (name, values, chosen) in [
+        ("lm_weight", &grid.lm_weights, weights.lm_weight),
+        (
+            "length_penalty",
+            &grid.length_penalties,
+            weights.length_penalty,
+        ),
+        ("ngram_weight", &ngram_weights, weights.ngram_weight),
+    ] {
+        let (low, high) = values
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| {
+                (l.min(v), h.max(v))
+            });
+        // The ends of [0, 1] are real limits of the n-gram weight, not of the search.
+        let hard_limit = name == "ngram_weight" && (chosen == 0.0 || chosen == 1.0);
+        if low < high && (chosen == low || chosen == high) && !hard_limit {
+            at_range_end.push(name.to_string());
+        }
+    }
     let rescored = total_edits(cache, utterances, |list| {
         best_index(
             list.iter()
@@ -401,6 +425,7 @@ fn search(
         deletions: rescored.deletions,
         insertions: rescored.insertions,
         settings,
+        at_range_end,
     })
 }
 
@@ -515,12 +540,19 @@ pub fn report_table(report: &TuneReport, flags: &str) -> String {
         (first, report.first_pass_wer),
         ("oracle (best candidate)", report.oracle_wer),
         ("RNN LM only", report.lm_only_wer),
-        ("rescored, tuned weights", report.rescored_wer),
+        (
+            if report.settings == 1 {
+                "rescored, given weights"
+            } else {
+                "rescored, tuned weights"
+            },
+            report.rescored_wer,
+        ),
     ] {
         text.push_str(&format!("{label:<30} WER {}\n", percent(wer)));
     }
     text.push_str(&format!(
-        "tuned: {} substitutions, {} deletions, {} insertions\nweights: lm_weight {} length_penalty {} ngram_weight {}\nrnnlm score flags: {flags}\n",
+        "rescored: {} substitutions, {} deletions, {} insertions\nweights: lm_weight {} length_penalty {} ngram_weight {}\nrnnlm score flags: {flags}\n",
         report.substitutions,
         report.deletions,
         report.insertions,
@@ -528,5 +560,10 @@ pub fn report_table(report: &TuneReport, flags: &str) -> String {
         report.length_penalty,
         report.ngram_weight
     ));
+    for name in &report.at_range_end {
+        text.push_str(&format!(
+            "note: {name} is at the end of its searched range; the best may lie beyond it (widen the range)\n"
+        ));
+    }
     text
 }

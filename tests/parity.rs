@@ -62,6 +62,8 @@ fn pytorch_reference_gives_the_same_sentence_log_probs() {
                 model.to_str().unwrap(),
                 "--format",
                 "text",
+                "--oov",
+                "unk",
                 "--input",
                 test.to_str().unwrap(),
             ])
