@@ -93,7 +93,7 @@ sample: build
 demo: build
 	$(BIN) train --data datasets/brown --out models/word $(WORD_FLAGS) --time-limit 300
 	$(BIN) eval --model models/word --data datasets/brown/test.txt
-	$(MAKE) --no-print-directory score sample
+	$(MAKE) --no-print-directory score tune sample
 
 bench: build
 	$(PYTHON) bench/bench.py
