@@ -38,6 +38,9 @@ pub struct TrainState {
     pub best_valid_loss: f64,
     /// Training seconds so far.
     pub seconds: f64,
+    /// Learning-rate cuts since the valid loss last improved.
+    #[serde(default)]
+    pub cuts_without_improvement: usize,
 }
 
 /// The file of training counts of the tokens mapped to `<UNK>`.

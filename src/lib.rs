@@ -3,7 +3,7 @@
 //! - [`vocab`]: tokenization and the vocabulary;
 //! - [`data`]: corpora as batches of sentences or as a token stream;
 //! - [`model`]: the RNN language model (tanh RNN, GRU, LSTM) and its output layer ([`output`]);
-//! - [`train`]: training by backpropagation through time;
+//! - [`train`]: training by backpropagation through time, with [`optim`]'s optimizers;
 //! - [`score`]: sentence log-probabilities by the chain rule, and [`rescore`] for CSV files;
 //! - [`oov`]: open-vocabulary scoring of out-of-vocabulary tokens;
 //! - [`sample`]: drawing new sequences;
@@ -17,6 +17,7 @@ pub mod device;
 pub mod malloc;
 pub mod model;
 pub mod oov;
+pub mod optim;
 pub mod output;
 pub mod plot;
 pub mod rescore;

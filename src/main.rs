@@ -7,6 +7,7 @@ use rnnlm::data::Corpus;
 use rnnlm::device::{DeviceChoice, DeviceUnavailable};
 use rnnlm::model::{Cell, ModelConfig};
 use rnnlm::oov::{OovOptions, OovPolicy};
+use rnnlm::output::OutputConfig;
 use rnnlm::rescore::combine::Weights;
 use rnnlm::rescore::nbest::{ColumnNames, LogBase};
 use rnnlm::rescore::{Format, ScoreOptions};
@@ -40,6 +41,15 @@ enum Command {
     Sample(SampleArgs),
     /// Choose --lm-weight, --length-penalty and --ngram-weight on a dev N-best set by WER.
     Tune(TuneArgs),
+}
+
+/// The output layer `train` builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SoftmaxKind {
+    /// A softmax over the whole vocabulary.
+    Full,
+    /// A head of frequent words and clusters of rarer ones.
+    Class,
 }
 
 /// The values of one weight that `tune` searches.
@@ -227,6 +237,20 @@ struct TrainArgs {
     /// Tie the output matrix to the embedding matrix (needs --embed = --hidden).
     #[arg(long)]
     tie: bool,
+    /// Output layer: full (softmax over the vocabulary) or class (an exactly normalized
+    /// head of frequent words plus clusters of rarer ones, several times faster).
+    #[arg(long, value_enum, default_value = "full")]
+    softmax: SoftmaxKind,
+    /// With --softmax class: vocabulary ranks where the head ends and each further
+    /// cluster begins, e.g. 400,4200 [default: chosen from the training counts].
+    #[arg(long, value_delimiter = ',')]
+    cutoffs: Vec<i64>,
+    /// With --softmax class and no --cutoffs: the number of clusters.
+    #[arg(long, default_value_t = 2, value_parser = positive)]
+    clusters: usize,
+    /// Stop after this many learning-rate cuts in a row without a better valid loss (0: never).
+    #[arg(long, default_value_t = 3)]
+    patience: usize,
     /// Sentences per batch (rows per batch with --stream).
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
@@ -416,7 +440,15 @@ fn train(args: TrainArgs) -> Result<()> {
             layers: args.layers,
             dropout: args.dropout,
             tie: args.tie,
+            output: match args.softmax {
+                SoftmaxKind::Full => OutputConfig::Full,
+                SoftmaxKind::Class => OutputConfig::Class {
+                    cutoffs: args.cutoffs,
+                },
+            },
         },
+        clusters: args.clusters,
+        patience: args.patience,
         batch_size: args.batch_size,
         stream: args.stream,
         bptt: args.bptt,

@@ -11,7 +11,8 @@
 //! saved weights load into a PyTorch `nn.Embedding` + `nn.LSTM`/`nn.GRU`/`nn.RNN` +
 //! `nn.Linear` by name.
 
-use crate::output::SoftmaxOutput;
+use crate::output::{OutputConfig, OutputLayer};
+use crate::sample::Sampler;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Tensor};
 
@@ -58,6 +59,9 @@ pub struct ModelConfig {
     pub dropout: f64,
     /// Output matrix = embedding matrix (needs `embed == hidden`).
     pub tie: bool,
+    /// Full softmax or head and clusters; models saved without it have a full one.
+    #[serde(default)]
+    pub output: OutputConfig,
 }
 
 /// The recurrent state `a<t>` of every layer.
@@ -94,7 +98,7 @@ pub struct RnnLm {
     encoder: Tensor,
     /// Per layer: weight_ih, weight_hh, bias_ih, bias_hh, in the order the fused ops take.
     rnn_weights: Vec<Tensor>,
-    output: SoftmaxOutput,
+    output: OutputLayer,
     device: Device,
 }
 
@@ -117,7 +121,13 @@ impl RnnLm {
         );
         let rnn_weights = recurrent_weights(&(vs / "rnn"), config);
         let tied = config.tie.then(|| encoder.shallow_clone());
-        let output = SoftmaxOutput::new(&(vs / "decoder"), config.hidden, config.vocab_size, tied);
+        let output = OutputLayer::new(
+            &(vs / "decoder"),
+            &config.output,
+            config.hidden,
+            config.vocab_size,
+            tied,
+        );
         RnnLm {
             config: config.clone(),
             encoder,
@@ -204,7 +214,8 @@ impl RnnLm {
     /// One time step for a batch, with the single-step cell ops (no dropout).
     ///
     /// `input`: `[batch]` previous-token indices ([`ZERO_INPUT`] for the zero vector).
-    /// Returns log `ŷ<t>`, `[batch, vocab]`, and `a<t>`.
+    /// Returns the top layer's `a<t>`, `[batch, hidden]`, for the output layer, and
+    /// the state of every layer.
     pub fn step(&self, input: &Tensor, state: &State) -> (Tensor, State) {
         let c = &self.config;
         let mut x = self.embed(&input.unsqueeze(1)).squeeze_dim(1);
@@ -235,7 +246,13 @@ impl RnnLm {
             State::Lstm(..) => State::Lstm(Tensor::stack(&hs, 0), Tensor::stack(&cs, 0)),
             State::Hidden(_) => State::Hidden(Tensor::stack(&hs, 0)),
         };
-        (self.output.log_probs(&x), state)
+        (x, state)
+    }
+
+    /// Draws the next token for each row of hidden states `[n, hidden]`, never `<UNK>`;
+    /// returns the tokens `[n]` and their log-probabilities `[n]`.
+    pub fn draw(&self, hidden: &Tensor, sampler: &mut Sampler) -> (Tensor, Tensor) {
+        self.output.draw(hidden, sampler)
     }
 
     /// log ŷ over the whole vocabulary for hidden states `[..., hidden]` → `[..., vocab]`.

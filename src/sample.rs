@@ -1,13 +1,14 @@
 //! Drawing new sequences from a trained model.
 //!
 //! Start from `a<0>` = 0 and `x<1>` = 0 (or run the model over a prefix first); at each
-//! step draw the next token from the model's full softmax, feed it back in as the
-//! next input, stop at `<EOS>` or after `max_len` tokens. `<UNK>` is never emitted:
-//! its probability is set to zero and the rest renormalized, which is the same
-//! distribution as redrawing until the draw is not `<UNK>`.
+//! step draw the next token from the model's distribution (a class-based output layer
+//! draws a class, then a word), feed it back in as the next input, stop at `<EOS>` or
+//! after `max_len` tokens. `<UNK>` is never emitted: its probability is set to zero and
+//! the rest renormalized, which is the same distribution as redrawing until the draw is
+//! not `<UNK>`.
 
 use crate::model::{RnnLm, ZERO_INPUT};
-use crate::vocab::{EOS_ID, UNK_ID};
+use crate::vocab::EOS_ID;
 use anyhow::Result;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -82,10 +83,12 @@ pub fn sample(
     let mut input = Tensor::full([n], ZERO_INPUT, (Kind::Int64, device));
     let mut log_prob = Tensor::zeros([n], (Kind::Double, device));
     for &token in prefix {
-        let (log_probs, next) = model.step(&input, &state);
+        let (hidden, next) = model.step(&input, &state);
         state = next;
-        log_prob += log_probs.select(1, token).to_kind(Kind::Double);
         input = Tensor::full([n], token, (Kind::Int64, device));
+        log_prob += model
+            .target_log_probs(&hidden, &input)
+            .to_kind(Kind::Double);
     }
     let mut samples: Vec<Sample> = (0..count)
         .map(|_| Sample {
@@ -96,15 +99,9 @@ pub fn sample(
         .collect();
     let mut running = Tensor::ones([n], (Kind::Bool, device));
     for _ in 0..max_len {
-        let (log_probs, next) = model.step(&input, &state);
+        let (hidden, next) = model.step(&input, &state);
         state = next;
-        let weights = log_probs
-            .exp()
-            .index_fill(1, &Tensor::from_slice(&[UNK_ID]).to(device), 0.0);
-        let drawn = sampler.draw(&weights);
-        let drawn_log_prob = log_probs
-            .gather(1, &drawn.unsqueeze(1), false)
-            .squeeze_dim(1);
+        let (drawn, drawn_log_prob) = model.draw(&hidden, sampler);
         log_prob += drawn_log_prob.to_kind(Kind::Double) * running.to_kind(Kind::Double);
         let drawn_cpu = Vec::<i64>::try_from(drawn.to_device(Device::Cpu))?;
         let running_cpu = Vec::<bool>::try_from(running.to_device(Device::Cpu))?;

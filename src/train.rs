@@ -10,6 +10,9 @@ use crate::checkpoint::{write_atomic, ModelDir, SavedConfig, TrainState, FORMAT}
 use crate::data::{length_batches, Corpus, SentenceBatch, TokenStream};
 use crate::model::{ModelConfig, RnnLm};
 use crate::oov::{OovClasses, OovScorer};
+use crate::optim::Optimizer;
+pub use crate::optim::OptimizerKind;
+use crate::output::{choose_cutoffs, OutputConfig};
 use crate::score::{evaluate, SCORE_BATCH};
 use crate::vocab::{read_lines, Tokenizer, Vocab, VocabLimits};
 use anyhow::{bail, Context, Result};
@@ -20,17 +23,7 @@ use serde::{Deserialize, Serialize};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
-use tch::{nn, nn::OptimizerConfig, Device, Tensor};
-
-/// The optimizer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum OptimizerKind {
-    /// Adam with PyTorch's default betas.
-    Adam,
-    /// Plain stochastic gradient descent.
-    Sgd,
-}
+use tch::{nn, Device, Tensor};
 
 /// How the learning rate moves during training.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -73,6 +66,11 @@ pub struct TrainConfig {
     pub lr_schedule: LrSchedule,
     /// Maximum gradient norm (0 = no clipping).
     pub clip: f64,
+    /// With a class output layer and no cutoffs in `model.output`: how many clusters,
+    /// the cutoffs then chosen from the training counts.
+    pub clusters: usize,
+    /// Stop after this many learning-rate cuts in a row without improvement (0: never).
+    pub patience: usize,
     /// Total epochs (counting those of a resumed run).
     pub epochs: usize,
     /// Wall-clock budget in seconds for this run, the last validation included.
@@ -138,10 +136,7 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
     } else if let Some(oov) = &oov {
         dir.save_header(&saved, &vocab, oov)?;
     }
-    let mut optimizer = match config.optimizer {
-        OptimizerKind::Adam => nn::Adam::default().build(&vs, state.lr)?,
-        OptimizerKind::Sgd => nn::Sgd::default().build(&vs, state.lr)?,
-    };
+    let mut optimizer = Optimizer::new(config.optimizer, vs.trainable_variables(), state.lr);
     tracing::info!(
         "{} parameters, vocabulary {}, {} train / {} valid tokens, device {:?}",
         vs.trainable_variables()
@@ -188,11 +183,13 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
         }
         if valid_loss < state.best_valid_loss {
             state.best_valid_loss = valid_loss;
+            state.cuts_without_improvement = 0;
             dir.save_weights(&vs, &state)?;
         } else {
             if config.lr_schedule == LrSchedule::Plateau {
                 state.lr *= config.lr_decay;
                 optimizer.set_lr(state.lr);
+                state.cuts_without_improvement += 1;
             }
             // The state file follows even when the weights do not: the epoch and rate move on.
             write_atomic(&dir.state(), |w| {
@@ -202,6 +199,14 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
         write_metrics(&dir, &history)?;
         if let Err(e) = crate::plot::plot_losses(&dir.plot(), &history) {
             tracing::warn!("cannot draw {}: {e:#}", dir.plot().display());
+        }
+        if config.patience > 0 && state.cuts_without_improvement >= config.patience {
+            tracing::info!(
+                "stopping early: {} learning-rate cuts without improvement (--patience {})",
+                state.cuts_without_improvement,
+                config.patience
+            );
+            break;
         }
         if epoch.fraction < 1.0 {
             tracing::info!(
@@ -233,6 +238,22 @@ fn fresh_header(config: &TrainConfig) -> Result<(SavedConfig, Vocab, OovClasses,
     let oov = OovClasses::new(config.tokenizer.level, &vocab, oov_counts);
     let mut model = config.model.clone();
     model.vocab_size = vocab.len() as i64;
+    if let OutputConfig::Class { cutoffs } = &mut model.output {
+        if cutoffs.is_empty() {
+            let mut counts = vec![0u64; vocab.len()];
+            for sentence in &tokenized {
+                for token in sentence {
+                    counts[vocab.id(token) as usize] += 1;
+                }
+                counts[crate::vocab::EOS_ID as usize] += 1;
+            }
+            *cutoffs = choose_cutoffs(&counts, config.clusters);
+            tracing::info!(
+                "class output layer: cutoffs {cutoffs:?} (chosen from the training counts)"
+            );
+        }
+    }
+    model.output.check(model.vocab_size).context("--cutoffs")?;
     let saved = SavedConfig {
         format: FORMAT.to_string(),
         model,
@@ -245,6 +266,7 @@ fn fresh_header(config: &TrainConfig) -> Result<(SavedConfig, Vocab, OovClasses,
         lr: config.lr,
         best_valid_loss: f64::INFINITY,
         seconds: 0.0,
+        cuts_without_improvement: 0,
     };
     Ok((saved, vocab, oov, state))
 }
@@ -321,7 +343,7 @@ struct EpochStats {
 /// One pass over the training data, stopping early at the schedule's deadline.
 fn run_epoch(
     model: &RnnLm,
-    optimizer: &mut nn::Optimizer,
+    optimizer: &mut Optimizer,
     corpus: &Corpus,
     rng: &mut StdRng,
     schedule: &Schedule,
@@ -343,13 +365,8 @@ fn run_epoch(
         if let Some(lr) = lr {
             optimizer.set_lr(lr);
         }
-        optimizer.zero_grad();
-        (&loss_sum / tokens as f64).backward();
-        if config.clip > 0.0 {
-            optimizer.clip_grad_norm(config.clip);
-        }
-        optimizer.step();
         let loss = f64::try_from(&loss_sum)?;
+        optimizer.step(&(&loss_sum / tokens as f64), config.clip)?;
         let per_token = loss / tokens as f64;
         if !per_token.is_finite() || per_token > 100.0 {
             bail!(

@@ -3,6 +3,7 @@
 
 use rnnlm::data::SentenceBatch;
 use rnnlm::model::{Cell, ModelConfig, RnnLm, ZERO_INPUT};
+use rnnlm::output::OutputConfig;
 use rnnlm::sample::{sample, Sampler};
 use rnnlm::score::{sentence_log_prob, token_log_probs};
 use rnnlm::vocab::UNK_ID;
@@ -17,14 +18,41 @@ fn config(cell: Cell, vocab_size: i64, layers: i64) -> ModelConfig {
         layers,
         dropout: 0.0,
         tie: false,
+        output: Default::default(),
     }
 }
 
 fn model(cell: Cell, vocab_size: i64, layers: i64, seed: i64) -> (nn::VarStore, RnnLm) {
+    model_with(cell, vocab_size, layers, seed, OutputConfig::Full)
+}
+
+fn model_with(
+    cell: Cell,
+    vocab_size: i64,
+    layers: i64,
+    seed: i64,
+    output: OutputConfig,
+) -> (nn::VarStore, RnnLm) {
     tch::manual_seed(seed);
     let vs = nn::VarStore::new(Device::Cpu);
-    let model = RnnLm::new(&vs.root(), &config(cell, vocab_size, layers));
+    let config = ModelConfig {
+        output,
+        ..config(cell, vocab_size, layers)
+    };
+    let model = RnnLm::new(&vs.root(), &config);
     (vs, model)
+}
+
+/// A class output layer for the 8-token test vocabulary: head 0..3, clusters 3..5, 5..8.
+fn class_layer() -> OutputConfig {
+    OutputConfig::Class {
+        cutoffs: vec![3, 5],
+    }
+}
+
+/// Both output layers, for the tests that must hold for each.
+fn output_layers() -> [OutputConfig; 2] {
+    [OutputConfig::Full, class_layer()]
 }
 
 fn sentences() -> Vec<Vec<i64>> {
@@ -136,8 +164,12 @@ fn autograd_matches_hand_written_bptt() {
 
 #[test]
 fn chain_rule_equals_step_by_step_conditionals() {
-    for (cell, layers) in [(Cell::Rnn, 1), (Cell::Gru, 2), (Cell::Lstm, 2)] {
-        let (_vs, model) = model(cell, 8, layers, 5);
+    let cases = [(Cell::Rnn, 1), (Cell::Gru, 2), (Cell::Lstm, 2)];
+    for ((cell, layers), output) in cases
+        .into_iter()
+        .flat_map(|c| output_layers().map(|o| (c, o)))
+    {
+        let (_vs, model) = model_with(cell, 8, layers, 5, output.clone());
         let sentences = sentences();
         let batched = token_log_probs(&model, &sentences, 3).unwrap();
         let _guard = tch::no_grad_guard();
@@ -146,11 +178,12 @@ fn chain_rule_equals_step_by_step_conditionals() {
             let mut input = ZERO_INPUT;
             let mut total = 0.0;
             for &token in sentence {
-                let (log_probs, next) = model.step(&Tensor::from_slice(&[input]), &state);
+                let (hidden, next) = model.step(&Tensor::from_slice(&[input]), &state);
+                let log_probs = model.log_probs(&hidden);
                 let mass = f64::try_from(log_probs.exp().sum(Kind::Double)).unwrap();
                 assert!(
                     (mass - 1.0).abs() < 1e-5,
-                    "{cell:?}: next-token distribution sums to {mass}"
+                    "{cell:?} {output:?}: next-token distribution sums to {mass}"
                 );
                 total += f64::try_from(log_probs.get(0).get(token)).unwrap();
                 state = next;
@@ -159,7 +192,7 @@ fn chain_rule_equals_step_by_step_conditionals() {
             let chain = sentence_log_prob(batched);
             assert!(
                 (chain - total).abs() < 1e-4,
-                "{cell:?}: batched {chain} vs step-by-step {total}"
+                "{cell:?} {output:?}: batched {chain} vs step-by-step {total}"
             );
         }
     }
@@ -167,16 +200,18 @@ fn chain_rule_equals_step_by_step_conditionals() {
 
 #[test]
 fn a_sentence_score_does_not_depend_on_its_batch() {
-    let (_vs, model) = model(Cell::Lstm, 8, 2, 7);
-    let sentences = sentences();
-    let together = token_log_probs(&model, &sentences, 4).unwrap();
-    for (i, sentence) in sentences.iter().enumerate() {
-        let alone = token_log_probs(&model, std::slice::from_ref(sentence), 1).unwrap();
-        for (a, b) in alone[0].iter().zip(&together[i]) {
-            assert!(
-                (a - b).abs() < 1e-5,
-                "sentence {i}: {a} alone vs {b} in a batch"
-            );
+    for output in output_layers() {
+        let (_vs, model) = model_with(Cell::Lstm, 8, 2, 7, output);
+        let sentences = sentences();
+        let together = token_log_probs(&model, &sentences, 4).unwrap();
+        for (i, sentence) in sentences.iter().enumerate() {
+            let alone = token_log_probs(&model, std::slice::from_ref(sentence), 1).unwrap();
+            for (a, b) in alone[0].iter().zip(&together[i]) {
+                assert!(
+                    (a - b).abs() < 1e-5,
+                    "sentence {i}: {a} alone vs {b} in a batch"
+                );
+            }
         }
     }
 }
@@ -247,61 +282,66 @@ fn sampler_matches_the_distribution_without_unk() {
 
 #[test]
 fn first_sampled_token_follows_the_model_softmax() {
-    let (_vs, model) = model(Cell::Lstm, 8, 1, 13);
-    let first = tch::no_grad(|| {
-        model
-            .step(&Tensor::from_slice(&[ZERO_INPUT]), &model.zero_state(1))
-            .0
-    });
-    let mut probs = Vec::<f64>::try_from(first.get(0).exp().to_kind(Kind::Double)).unwrap();
-    probs[UNK_ID as usize] = 0.0;
-    let total: f64 = probs.iter().sum();
-    probs.iter_mut().for_each(|p| *p /= total);
-    let samples = sample(&model, &[], 20_000, 1, &mut Sampler::new(17)).unwrap();
-    let mut counts = vec![0; probs.len()];
-    for s in &samples {
-        // A sample is empty when its first draw was <EOS> (index 0).
-        counts[s.tokens.first().map_or(0, |&t| t as usize)] += 1;
+    for output in output_layers() {
+        let (_vs, model) = model_with(Cell::Lstm, 8, 1, 13, output);
+        let first = tch::no_grad(|| {
+            let (hidden, _) = model.step(&Tensor::from_slice(&[ZERO_INPUT]), &model.zero_state(1));
+            model.log_probs(&hidden)
+        });
+        let mut probs = Vec::<f64>::try_from(first.get(0).exp().to_kind(Kind::Double)).unwrap();
+        probs[UNK_ID as usize] = 0.0;
+        let total: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= total);
+        let samples = sample(&model, &[], 20_000, 1, &mut Sampler::new(17)).unwrap();
+        let mut counts = vec![0; probs.len()];
+        for s in &samples {
+            // A sample is empty when its first draw was <EOS> (index 0).
+            counts[s.tokens.first().map_or(0, |&t| t as usize)] += 1;
+        }
+        assert_eq!(counts[UNK_ID as usize], 0);
+        let stat = chi_square(&counts, &probs);
+        assert!(
+            stat < CHI2_999[probs.len() - 2],
+            "chi-square {stat}; counts {counts:?}, probs {probs:?}"
+        );
     }
-    assert_eq!(counts[UNK_ID as usize], 0);
-    let stat = chi_square(&counts, &probs);
-    assert!(
-        stat < CHI2_999[probs.len() - 2],
-        "chi-square {stat}; counts {counts:?}, probs {probs:?}"
-    );
 }
 
 #[test]
 fn unk_is_never_sampled_even_when_it_is_most_probable() {
-    let (vs, model) = model(Cell::Rnn, 8, 1, 19);
-    // Make <UNK> overwhelmingly likely at every step, and <EOS> nearly impossible.
-    tch::no_grad(|| {
-        let bias = vs.variables()["decoder.bias"].shallow_clone();
-        let _ = bias.get(UNK_ID).fill_(20.0);
-        let _ = bias.get(0).fill_(-30.0);
-    });
-    let samples = sample(&model, &[], 200, 30, &mut Sampler::new(23)).unwrap();
-    assert!(samples.iter().all(|s| !s.tokens.contains(&UNK_ID)));
-    assert!(
-        samples.iter().all(|s| s.truncated && s.tokens.len() == 30),
-        "--max-len caps every sample"
-    );
+    for output in output_layers() {
+        let (vs, model) = model_with(Cell::Rnn, 8, 1, 19, output);
+        // Make <UNK> overwhelmingly likely at every step, and <EOS> nearly impossible.
+        tch::no_grad(|| {
+            let bias = vs.variables()["decoder.bias"].shallow_clone();
+            let _ = bias.get(UNK_ID).fill_(20.0);
+            let _ = bias.get(0).fill_(-30.0);
+        });
+        let samples = sample(&model, &[], 200, 30, &mut Sampler::new(23)).unwrap();
+        assert!(samples.iter().all(|s| !s.tokens.contains(&UNK_ID)));
+        assert!(
+            samples.iter().all(|s| s.truncated && s.tokens.len() == 30),
+            "--max-len caps every sample"
+        );
+    }
 }
 
 #[test]
 fn sample_log_prob_equals_the_chain_rule_score() {
-    let (_vs, model) = model(Cell::Gru, 8, 2, 29);
-    let samples = sample(&model, &[3], 50, 40, &mut Sampler::new(31)).unwrap();
-    let finished: Vec<_> = samples.iter().filter(|s| !s.truncated).collect();
-    assert!(!finished.is_empty());
-    let sentences: Vec<Vec<i64>> = finished
-        .iter()
-        .map(|s| [s.tokens.clone(), vec![0]].concat())
-        .collect();
-    let scores = token_log_probs(&model, &sentences, 16).unwrap();
-    for (s, lps) in finished.iter().zip(&scores) {
-        assert_eq!(s.tokens[0], 3, "the prefix starts every sample");
-        assert!((s.log_prob - sentence_log_prob(lps)).abs() < 1e-4);
+    for output in output_layers() {
+        let (_vs, model) = model_with(Cell::Gru, 8, 2, 29, output);
+        let samples = sample(&model, &[3], 50, 40, &mut Sampler::new(31)).unwrap();
+        let finished: Vec<_> = samples.iter().filter(|s| !s.truncated).collect();
+        assert!(!finished.is_empty());
+        let sentences: Vec<Vec<i64>> = finished
+            .iter()
+            .map(|s| [s.tokens.clone(), vec![0]].concat())
+            .collect();
+        let scores = token_log_probs(&model, &sentences, 16).unwrap();
+        for (s, lps) in finished.iter().zip(&scores) {
+            assert_eq!(s.tokens[0], 3, "the prefix starts every sample");
+            assert!((s.log_prob - sentence_log_prob(lps)).abs() < 1e-4);
+        }
     }
 }
 
@@ -311,4 +351,135 @@ fn same_seed_same_samples() {
     let a = sample(&model, &[], 20, 15, &mut Sampler::new(41)).unwrap();
     let b = sample(&model, &[], 20, 15, &mut Sampler::new(41)).unwrap();
     assert_eq!(a, b);
+}
+
+#[test]
+fn class_layer_distribution_sums_to_one() {
+    tch::manual_seed(43);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let config = ModelConfig {
+        output: OutputConfig::Class {
+            cutoffs: vec![40, 150, 600],
+        },
+        embed: 16,
+        hidden: 16,
+        ..config(Cell::Lstm, 1000, 1)
+    };
+    let model = RnnLm::new(&vs.root(), &config);
+    let _guard = tch::no_grad_guard();
+    let hidden = Tensor::randn([64, 16], (Kind::Float, Device::Cpu)) * 3.0;
+    let log_probs = model.log_probs(&hidden);
+    assert_eq!(log_probs.size(), [64, 1000]);
+    let mass =
+        Vec::<f64>::try_from(log_probs.exp().sum_dim_intlist(1, false, Kind::Double)).unwrap();
+    for m in &mass {
+        assert!((m - 1.0).abs() < 1e-5, "a row sums to {m}");
+    }
+    // The target path gives the same numbers as the whole distribution.
+    let targets = Tensor::randint(1000, [64], (Kind::Int64, Device::Cpu));
+    let direct = model.target_log_probs(&hidden, &targets);
+    let gathered = log_probs
+        .gather(1, &targets.unsqueeze(1), false)
+        .squeeze_dim(1);
+    let gap = f64::try_from((direct - gathered).abs().max()).unwrap();
+    assert!(gap < 1e-5, "target path differs by {gap}");
+}
+
+/// The class factorization written densely, token by token: the head softmax over
+/// [head words, cluster tokens], then the target's cluster softmax.
+fn naive_class_log_prob(
+    params: &std::collections::HashMap<String, Tensor>,
+    hidden: &Tensor,
+    targets: &[i64],
+    bounds: &[i64],
+) -> Tensor {
+    let (w, b) = (&params["encoder.weight"], &params["decoder.bias"]);
+    let (cw, cb) = (
+        &params["decoder.cluster_weight"],
+        &params["decoder.cluster_bias"],
+    );
+    let k = bounds[0];
+    let mut total = Tensor::zeros([], (Kind::Double, Device::Cpu));
+    for (row, &t) in targets.iter().enumerate() {
+        let h = hidden.get(row as i64);
+        let head_logits = Tensor::cat(
+            &[w.narrow(0, 0, k).mv(&h) + b.narrow(0, 0, k), cw.mv(&h) + cb],
+            0,
+        );
+        let head_lse = head_logits.logsumexp([0], false);
+        let lp = if t < k {
+            head_logits.get(t) - head_lse
+        } else {
+            let i = bounds.iter().rposition(|&start| t >= start).unwrap();
+            let (start, end) = (bounds[i], bounds[i + 1]);
+            let logits = w.narrow(0, start, end - start).mv(&h) + b.narrow(0, start, end - start);
+            head_logits.get(k + i as i64) - &head_lse + logits.get(t - start)
+                - logits.logsumexp([0], false)
+        };
+        total += lp;
+    }
+    total
+}
+
+#[test]
+fn class_loss_gradient_equals_autograd_of_the_dense_factorization() {
+    tch::manual_seed(47);
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let config = ModelConfig {
+        output: class_layer(),
+        tie: true,
+        embed: 7,
+        ..config(Cell::Rnn, 8, 1)
+    };
+    let model = RnnLm::new(&vs.root(), &config);
+    vs.double();
+    let hidden = Tensor::randn([12, 7], (Kind::Double, Device::Cpu)).set_requires_grad(true);
+    let targets: Vec<i64> = vec![0, 1, 2, 3, 4, 5, 6, 7, 3, 7, 2, 5];
+    let loss = -model
+        .target_log_probs(&hidden, &Tensor::from_slice(&targets))
+        .sum(Kind::Double);
+    let names = [
+        "encoder.weight",
+        "decoder.bias",
+        "decoder.cluster_weight",
+        "decoder.cluster_bias",
+    ];
+    let variables = vs.variables();
+    let mut inputs: Vec<Tensor> = names
+        .iter()
+        .map(|n| variables[*n].shallow_clone())
+        .collect();
+    inputs.push(hidden.shallow_clone());
+    let ours = Tensor::run_backward(&[&loss], &inputs, false, false);
+
+    // The dense formulation on copies of the same numbers, differentiated by autograd.
+    let copies: std::collections::HashMap<String, Tensor> = names
+        .iter()
+        .map(|n| {
+            (
+                n.to_string(),
+                variables[*n].detach().copy().set_requires_grad(true),
+            )
+        })
+        .collect();
+    let hidden_copy = hidden.detach().copy().set_requires_grad(true);
+    let naive = -naive_class_log_prob(&copies, &hidden_copy, &targets, &[3, 5, 8]);
+    let loss_gap = f64::try_from((&loss - &naive).abs()).unwrap();
+    assert!(loss_gap < 1e-12, "losses differ by {loss_gap}");
+    let mut inputs: Vec<Tensor> = names.iter().map(|n| copies[*n].shallow_clone()).collect();
+    inputs.push(hidden_copy);
+    let theirs = Tensor::run_backward(&[&naive], &inputs, false, false);
+    for (name, (a, b)) in names
+        .iter()
+        .chain(&["hidden"])
+        .zip(ours.iter().zip(&theirs))
+    {
+        let gap = f64::try_from((a - b).abs().max()).unwrap();
+        let scale = f64::try_from(b.abs().max()).unwrap().max(1e-12);
+        assert!(
+            gap / scale < 1e-10,
+            "{name}: relative gradient gap {}",
+            gap / scale
+        );
+    }
 }
