@@ -5,7 +5,11 @@
 
 Measures, each run at least 3 times and reported as the median:
   - training throughput, tokens/s, rnn/gru/lstm at 256 units, batch 32, one epoch of
-    the first 3,000 Brown train sentences;
+    the first 3,000 Brown train sentences, and the LSTM with the class output layer
+    against the same factorization in PyTorch;
+  - the class output layer against the full softmax inside rnnlm, on the real word
+    model's vocabulary (all of Brown train, 14,115 words): training tokens/s over the
+    same shuffled batches for a fixed time, and scoring sentences/s with the two models;
   - scoring throughput, sentences/s, Brown test sentences, batched;
   - sampling throughput, tokens/s, a batch of 100 sequences;
   - start-up: wall time of `rnnlm score` on a 3-row CSV (and of the reference's import);
@@ -77,19 +81,43 @@ def train_data(workdir):
     return data
 
 
-def rnnlm_train_speed(data, workdir, cell, tie):
-    out = os.path.join(workdir, f"train-{cell}")
-    shutil.rmtree(out, ignore_errors=True)
-    flags = MODEL_FLAGS + (["--tie"] if tie else [])
-    run([BIN, "train", "--data", data, "--out", out, "--cell", cell, "--epochs", "1",
-         "--min-count", "1", "--device", "cpu", *flags])
+# The class-against-full comparison: seconds of training per run on all of Brown train.
+CLASS_SECONDS = 10 if QUICK else 40
+
+
+def last_tokens_per_s(out):
     with open(os.path.join(out, "metrics.csv")) as f:
         return float(f.read().splitlines()[-1].split(",")[4])
 
 
-def reference_train_speed(data, cell, tie):
+def cutoffs_of(out):
+    with open(os.path.join(out, "config.json")) as f:
+        return json.load(f)["model"]["output"]["cutoffs"]
+
+
+def rnnlm_train_speed(data, workdir, cell, tie, softmax="full"):
+    out = os.path.join(workdir, f"train-{cell}-{softmax}")
+    shutil.rmtree(out, ignore_errors=True)
+    flags = MODEL_FLAGS + (["--tie"] if tie else [])
+    run([BIN, "train", "--data", data, "--out", out, "--cell", cell, "--epochs", "1",
+         "--min-count", "1", "--softmax", softmax, "--device", "cpu", *flags])
+    return last_tokens_per_s(out)
+
+
+def reference_train_speed(data, cell, tie, cutoffs=None):
     args = ["train-speed", "--data", data, "--cell", cell, "--min-count", "1"] + MODEL_FLAGS
+    if cutoffs:
+        args += ["--cutoffs", ",".join(map(str, cutoffs))]
     return reference(*(args + (["--tie"] if tie else [])))["tokens_per_s"]
+
+
+def rnnlm_brown_speed(workdir, softmax):
+    """Tokens/s of the word recipe's network on all of Brown train for CLASS_SECONDS."""
+    out = os.path.join(workdir, f"brown-{softmax}")
+    shutil.rmtree(out, ignore_errors=True)
+    run([BIN, "train", "--data", BROWN, "--out", out, "--epochs", "1", "--time-limit", str(CLASS_SECONDS),
+         "--softmax", softmax, "--tie", "--device", "cpu", *MODEL_FLAGS])
+    return last_tokens_per_s(out)
 
 
 def median_pair(ours, theirs):
@@ -126,7 +154,32 @@ def main():
                                        lambda: reference_train_speed(data, cell, tie))
             rows.append((f"train {cell} 2x256{' tied' if tie else ''}, batch 32, {TRAIN_SENTENCES} sentences (tokens/s)", ours, theirs, ours / theirs))
 
-        model = os.path.join(workdir, "train-lstm")  # the last LSTM run's model
+        cutoffs = []
+
+        def ours_class():
+            speed = rnnlm_train_speed(data, workdir, "lstm", True, "class")
+            cutoffs[:] = cutoffs_of(os.path.join(workdir, "train-lstm-class"))
+            return speed
+
+        ours, theirs = median_pair(ours_class, lambda: reference_train_speed(data, "lstm", True, cutoffs))
+        rows.append((f"train lstm 2x256 tied, class output layer (cutoffs {cutoffs}), batch 32, {TRAIN_SENTENCES} sentences (tokens/s)",
+                     ours, theirs, ours / theirs))
+
+        # Class against full inside rnnlm, on the word model's own vocabulary.
+        class_rows = []
+        test_all = os.path.join(BROWN, "test.txt")
+        full, cls = median_pair(lambda: rnnlm_brown_speed(workdir, "full"), lambda: rnnlm_brown_speed(workdir, "class"))
+        class_rows.append((f"train lstm 2x256 tied, batch 32, Brown train ({CLASS_SECONDS} s a run) (tokens/s)", cls, full))
+
+        def score_rate(softmax):
+            stderr = run([BIN, "score", "--model", os.path.join(workdir, f"brown-{softmax}"), "--format", "text",
+                          "--input", test_all, "--output", os.devnull, "--oov", "unk", "--device", "cpu"]).stderr
+            return logged_rate(stderr, r"([0-9.]+) sentences/s")
+
+        full, cls = median_pair(lambda: score_rate("full"), lambda: score_rate("class"))
+        class_rows.append(("score the 10127 Brown test sentences, batched (sentences/s)", cls, full))
+
+        model = os.path.join(workdir, "train-lstm-full")  # the last LSTM run's model
         test = os.path.join(workdir, "test.txt")
         with open(os.path.join(BROWN, "test.txt")) as f, open(test, "w") as out:
             out.writelines(f.readlines()[:SCORE_SENTENCES])
@@ -195,7 +248,15 @@ def main():
     ]
     for name, ours, theirs, ratio in rows:
         lines.append(f"| {name} | {ours:,.2f} | {theirs:,.2f} | {ratio:.2f}x |")
-    lines += ["", spread]
+    lines += ["", spread, "",
+              "## Class output layer against the full softmax, inside rnnlm",
+              "",
+              f"Vocabulary 14,115 (all of Brown train, words seen 4 times or more), cutoffs chosen by `train`; median of {REPEATS} runs, interleaved.",
+              "",
+              "| measure | class | full | class/full |",
+              "| --- | ---: | ---: | ---: |"]
+    for name, cls, full in class_rows:
+        lines.append(f"| {name} | {cls:,.2f} | {full:,.2f} | {cls / full:.2f}x |")
     text = "\n".join(lines) + "\n"
     with open(os.path.join(ROOT, "bench", "results.md"), "w") as f:
         f.write(text)

@@ -2,11 +2,12 @@
 """The PyTorch reference that rnnlm is measured against and checked by.
 
 The same model as rnnlm's (x<1> = 0, a<0> = 0, embedding -> nn.RNN/GRU/LSTM ->
-linear -> log-softmax, PyTorch's parameter names), the same sentence batching
-(similar lengths together, loss only at real positions) and the same vocabulary
-rule, written the plain PyTorch way.
+linear -> log-softmax, or the same class-based output layer: a head of frequent
+words and clusters of the rest; PyTorch's parameter names), the same sentence
+batching (similar lengths together, loss only at real positions) and the same
+vocabulary rule, written the plain PyTorch way.
 
-    reference.py train-speed --data DIR --cell lstm [--seconds S]     tokens/s (one epoch)
+    reference.py train-speed --data DIR --cell lstm [--cutoffs K,C1]  tokens/s (one epoch)
     reference.py score-speed --data FILE --model DIR                 sentences/s
     reference.py sample-speed --model DIR --count 100 --max-len 50   tokens/s
     reference.py logprobs --model DIR --data FILE                    one log-prob per line
@@ -51,14 +52,61 @@ def encode(lines, vocab, level):
     return [[index.get(t, 1) for t in tokenize(line, level)] + [0] for line in lines]
 
 
+class ClassDecoder(nn.Module):
+    """Head and clusters over a vocabulary in falling frequency, cutoffs [K, c1, ...]:
+
+    P(w | h) = head(h)[w]                      for w < K
+    P(w | h) = head(h)[K + i] * cluster_i(h)[w] for w in cluster i = [bounds[i], bounds[i+1])
+
+    where head is a softmax over the K head words and one entry per cluster.
+    """
+
+    def __init__(self, hidden, vocab_size, cutoffs):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(vocab_size, hidden).uniform_(-0.1, 0.1))
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+        self.cluster_weight = nn.Parameter(torch.empty(len(cutoffs), hidden).uniform_(-0.1, 0.1))
+        self.cluster_bias = nn.Parameter(torch.zeros(len(cutoffs)))
+        self.bounds = list(cutoffs) + [vocab_size]
+
+    def head(self, h):
+        k = self.bounds[0]
+        weight = torch.cat([self.weight[:k], self.cluster_weight])
+        bias = torch.cat([self.bias[:k], self.cluster_bias])
+        return F.log_softmax(F.linear(h, weight, bias), dim=-1)
+
+    def cluster(self, h, i):
+        start, end = self.bounds[i], self.bounds[i + 1]
+        return F.log_softmax(F.linear(h, self.weight[start:end], self.bias[start:end]), dim=-1)
+
+    def target_log_probs(self, h, targets):
+        k = self.bounds[0]
+        cluster = sum((targets >= start).long() for start in self.bounds[:-1])
+        head_index = torch.where(cluster == 0, targets, k - 1 + cluster)
+        out = self.head(h).gather(1, head_index.unsqueeze(1)).squeeze(1)
+        for i in range(len(self.bounds) - 1):
+            rows = (cluster == i + 1).nonzero().squeeze(1)
+            if rows.numel() == 0:
+                continue
+            local = (targets[rows] - self.bounds[i]).unsqueeze(1)
+            out = out.index_add(0, rows, self.cluster(h[rows], i).gather(1, local).squeeze(1))
+        return out
+
+    def log_probs(self, h):
+        k = self.bounds[0]
+        head = self.head(h)
+        parts = [head[:, :k]] + [head[:, k + i:k + i + 1] + self.cluster(h, i) for i in range(len(self.bounds) - 1)]
+        return torch.cat(parts, dim=1)
+
+
 class RnnLm(nn.Module):
-    def __init__(self, cell, vocab_size, embed, hidden, layers, dropout, tie):
+    def __init__(self, cell, vocab_size, embed, hidden, layers, dropout, tie, cutoffs=None):
         super().__init__()
         self.encoder = nn.Embedding(vocab_size, embed)
         rnn_class = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[cell]
         kwargs = {"nonlinearity": "tanh"} if cell == "rnn" else {}
         self.rnn = rnn_class(embed, hidden, layers, dropout=dropout if layers > 1 else 0.0, batch_first=True, **kwargs)
-        self.decoder = nn.Linear(hidden, vocab_size)
+        self.decoder = ClassDecoder(hidden, vocab_size, cutoffs) if cutoffs else nn.Linear(hidden, vocab_size)
         self.drop = nn.Dropout(dropout)
         nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
         nn.init.zeros_(self.decoder.bias)
@@ -67,6 +115,16 @@ class RnnLm(nn.Module):
         else:
             nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
         self.cell, self.layers, self.hidden = cell, layers, hidden
+
+    def log_probs(self, h):
+        if isinstance(self.decoder, ClassDecoder):
+            return self.decoder.log_probs(h)
+        return F.log_softmax(self.decoder(h), dim=-1)
+
+    def target_log_probs(self, h, targets):
+        if isinstance(self.decoder, ClassDecoder):
+            return self.decoder.target_log_probs(h, targets)
+        return F.log_softmax(self.decoder(h), dim=-1).gather(1, targets.unsqueeze(1)).squeeze(1)
 
     def forward(self, inputs, state=None):
         # inputs: [batch, time], -1 = the zero vector (x<1>).
@@ -102,7 +160,7 @@ def token_log_probs(model, batch):
     inputs, targets, positions = batch
     hidden, _ = model(inputs)
     flat = hidden.reshape(-1, hidden.size(-1)).index_select(0, positions)
-    return F.log_softmax(model.decoder(flat), dim=-1).gather(1, targets.unsqueeze(1)).squeeze(1)
+    return model.target_log_probs(flat, targets)
 
 
 def sentence_log_probs(model, sentences, batch_size, device):
@@ -141,7 +199,9 @@ def load_model(model_dir, device):
     with open(os.path.join(model_dir, "config.json")) as f:
         config = json.load(f)
     m = config["model"]
-    model = RnnLm(m["cell"], m["vocab_size"], m["embed"], m["hidden"], m["layers"], m["dropout"], m["tie"])
+    output = m.get("output", {"kind": "full"})
+    cutoffs = output["cutoffs"] if output["kind"] == "class" else None
+    model = RnnLm(m["cell"], m["vocab_size"], m["embed"], m["hidden"], m["layers"], m["dropout"], m["tie"], cutoffs)
     state = read_safetensors(os.path.join(model_dir, "weights.safetensors"))
     if m["tie"]:
         state["decoder.weight"] = state["encoder.weight"]
@@ -152,7 +212,8 @@ def load_model(model_dir, device):
 
 
 def model_from_args(args, vocab_size):
-    return RnnLm(args.cell, vocab_size, args.embed, args.hidden, args.layers, args.dropout, args.tie)
+    cutoffs = [int(c) for c in args.cutoffs.split(",")] if args.cutoffs else None
+    return RnnLm(args.cell, vocab_size, args.embed, args.hidden, args.layers, args.dropout, args.tie, cutoffs)
 
 
 def train_epoch(model, optimizer, sentences, args, rng, device, seconds=None):
@@ -205,7 +266,7 @@ def cmd_sample_speed(args):
         state, running = None, torch.ones(args.count, dtype=torch.bool)
         for _ in range(args.max_len):
             hidden, state = model(inputs, state)
-            probs = F.softmax(model.decoder(hidden[:, -1]), dim=-1)
+            probs = model.log_probs(hidden[:, -1]).exp()
             probs[:, 1] = 0.0
             drawn = torch.multinomial(probs, 1)
             tokens += int(running.sum())
@@ -265,6 +326,7 @@ def main():
         p.add_argument("--epochs", type=int, default=1)
         p.add_argument("--level", default="word")
         p.add_argument("--min-count", type=int, default=4)
+        p.add_argument("--cutoffs", default=None, help="class output layer: K,c1,... (as rnnlm's)")
     for name in ["score-speed", "logprobs", "sample-speed"]:
         p = sub.add_parser(name)
         p.add_argument("--model", required=True)

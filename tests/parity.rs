@@ -1,5 +1,6 @@
 //! Parity with PyTorch: the reference in bench/reference.py loads a model trained here
-//! and must give the same sentence log-probabilities on the Brown test sentences.
+//! and must give the same sentence log-probabilities on the Brown test sentences, with
+//! the full softmax and with the class-based output layer.
 
 use std::path::Path;
 use std::process::Command;
@@ -25,8 +26,15 @@ fn pytorch_reference_gives_the_same_sentence_log_probs() {
     )
     .unwrap();
     let test = brown.join("test.txt");
-    for (cell, tie) in [("lstm", true), ("gru", false), ("rnn", false)] {
-        let model = dir.path().join(cell);
+    let cases = [
+        ("lstm", true, "full"),
+        ("gru", false, "full"),
+        ("rnn", false, "full"),
+        ("lstm", true, "class"),
+        ("gru", false, "class"),
+    ];
+    for (cell, tie, softmax) in cases {
+        let model = dir.path().join(format!("{cell}-{softmax}"));
         let mut args = vec![
             "train",
             "--data",
@@ -41,6 +49,8 @@ fn pytorch_reference_gives_the_same_sentence_log_probs() {
             "32",
             "--layers",
             "2",
+            "--softmax",
+            softmax,
             "--time-limit",
             "3",
             "--device",
@@ -107,7 +117,7 @@ fn pytorch_reference_gives_the_same_sentence_log_probs() {
             .fold(0.0, f64::max);
         assert!(
             worst < 1e-3,
-            "{cell}: max |rnnlm - PyTorch| = {worst} nats per sentence"
+            "{cell} {softmax}: max |rnnlm - PyTorch| = {worst} nats per sentence"
         );
     }
 }
