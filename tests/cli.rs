@@ -1,22 +1,10 @@
 //! End to end: the `rnnlm` binary on tiny corpora in a temporary directory.
 
+mod common;
+use common::{rnnlm, stderr, stdout, write};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn rnnlm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rnnlm"))
-        .args(args)
-        .output()
-        .expect("run rnnlm")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use std::process::Command;
 
 const SENTENCES: [&str; 6] = [
     "the apple and pear salad",
@@ -69,12 +57,6 @@ fn trained_model() -> &'static (tempfile::TempDir, PathBuf) {
 
 fn model_path() -> &'static str {
     trained_model().1.to_str().unwrap()
-}
-
-fn write(dir: &Path, name: &str, text: &[u8]) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.to_str().unwrap().to_string()
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! N-best rescoring as speech engineers do it: word error rate, open-vocabulary OOV
 //! scoring, first-pass combination, and weights tuned by WER.
 
+mod common;
+use common::{rnnlm, stderr, stdout, write};
+
 use rnnlm::checkpoint::ModelDir;
 use rnnlm::oov::{OovClasses, OovOptions, OovPolicy, OovScorer};
 use rnnlm::rescore::score_sentences;
@@ -9,29 +12,7 @@ use rnnlm::vocab::{Level, Vocab, VocabLimits};
 use rnnlm::wer::{align_text, Edits};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use tch::Device;
-
-fn rnnlm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rnnlm"))
-        .args(args)
-        .output()
-        .expect("run rnnlm")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.to_str().unwrap().to_string()
-}
 
 /// Training text in which "zebra" (once) and "yak" (twice) fall below --min-count 3.
 const TRAIN: [&str; 6] = [
@@ -356,7 +337,7 @@ fn tune_searches_the_ngram_weight() {
     let input = write(
         dir.path(),
         "dev.csv",
-        &format!(
+        format!(
             "utterance_id,sentence,logprob,ng\nA,a c,-1,{}\nA,a b,-2,{}\n",
             -3.0 / ln10,
             -1.0 / ln10
@@ -460,7 +441,7 @@ fn scoring_with_the_flags_tune_prints_reproduces_the_tuned_wer() {
     assert!(report["rescored_wer"].as_f64() <= report["first_pass_wer"].as_f64());
 
     // --scored on what `score` wrote gives the same LM-only WER without a model run.
-    let scored = write(dir.path(), "scored.csv", &stdout(&o));
+    let scored = write(dir.path(), "scored.csv", stdout(&o));
     let again = tune_json(&[
         "tune",
         "--scored",
