@@ -76,6 +76,46 @@ fn unit_interval(text: &str) -> Result<f64, String> {
     }
 }
 
+/// A layer size or count: a whole number of at least 1.
+fn size(text: &str) -> Result<i64, String> {
+    match text.trim().parse::<i64>() {
+        Ok(v) if v >= 1 => Ok(v),
+        _ => Err(format!("'{text}' is not a whole number of at least 1")),
+    }
+}
+
+/// A dropout probability, in [0, 1).
+fn dropout_rate(text: &str) -> Result<f64, String> {
+    match finite(text)? {
+        v if (0.0..1.0).contains(&v) => Ok(v),
+        v => Err(format!("{v} is not in [0, 1)")),
+    }
+}
+
+/// A number above 0.
+fn positive_number(text: &str) -> Result<f64, String> {
+    match finite(text)? {
+        v if v > 0.0 => Ok(v),
+        v => Err(format!("{v} is not above 0")),
+    }
+}
+
+/// A number of at least 0.
+fn non_negative(text: &str) -> Result<f64, String> {
+    match finite(text)? {
+        v if v >= 0.0 => Ok(v),
+        v => Err(format!("{v} is below 0")),
+    }
+}
+
+/// A decay factor, in (0, 1].
+fn decay(text: &str) -> Result<f64, String> {
+    match finite(text)? {
+        v if v > 0.0 && v <= 1.0 => Ok(v),
+        v => Err(format!("{v} is not in (0, 1]")),
+    }
+}
+
 /// A whole number of at least 1.
 fn positive(text: &str) -> Result<usize, String> {
     match text.trim().parse::<usize>() {
@@ -223,16 +263,16 @@ struct TrainArgs {
     #[arg(long, value_enum, default_value = "lstm")]
     cell: Cell,
     /// Embedding size.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = size)]
     embed: i64,
     /// Hidden units per layer.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = size)]
     hidden: i64,
     /// Recurrent layers.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = size)]
     layers: i64,
     /// Dropout on embeddings, between layers and before the output layer.
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = 0.3, value_parser = dropout_rate)]
     dropout: f64,
     /// Tie the output matrix to the embedding matrix (needs --embed = --hidden).
     #[arg(long)]
@@ -252,35 +292,35 @@ struct TrainArgs {
     #[arg(long, default_value_t = 3)]
     patience: usize,
     /// Sentences per batch (rows per batch with --stream).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = positive)]
     batch_size: usize,
     /// Read the data as one token stream with truncated BPTT instead of sentence by sentence.
     #[arg(long)]
     stream: bool,
     /// Steps per truncated-BPTT chunk with --stream.
-    #[arg(long, default_value_t = 35)]
+    #[arg(long, default_value_t = 35, value_parser = positive)]
     bptt: usize,
     /// Optimizer.
     #[arg(long, value_enum, default_value = "adam")]
     optimizer: OptimizerKind,
     /// Learning rate.
-    #[arg(long, default_value_t = 0.002)]
+    #[arg(long, default_value_t = 0.002, value_parser = positive_number)]
     lr: f64,
     /// Multiply the learning rate by this when the valid loss does not improve.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, value_parser = decay)]
     lr_decay: f64,
     /// Learning-rate schedule: plateau (decay when valid loss stalls) or linear (to zero
     /// over --time-limit or --epochs).
     #[arg(long, value_enum, default_value = "plateau")]
     lr_schedule: LrSchedule,
     /// Clip the gradient norm to this (0 = no clipping).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = non_negative)]
     clip: f64,
     /// Epochs (in all, when resuming).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = positive)]
     epochs: usize,
     /// Stop at the first batch boundary after this many seconds, keeping the best model.
-    #[arg(long)]
+    #[arg(long, value_parser = positive_number)]
     time_limit: Option<f64>,
     /// Seed for initialization, dropout and shuffling.
     #[arg(long, default_value_t = 1)]
@@ -352,10 +392,10 @@ struct SampleArgs {
     #[arg(long)]
     model: PathBuf,
     /// Number of sequences.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = positive)]
     count: usize,
     /// Stop a sequence after this many tokens.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = positive)]
     max_len: usize,
     /// Seed for the draws.
     #[arg(long, default_value_t = 1)]

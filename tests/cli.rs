@@ -536,3 +536,35 @@ fn same_seed_same_training_run() {
     };
     assert_eq!(run("a"), run("b"));
 }
+
+#[test]
+fn numeric_flags_out_of_range_are_refused_before_anything_runs() {
+    let cases: [&[&str]; 10] = [
+        &["train", "--embed", "0"],
+        &["train", "--hidden", "0"],
+        &["train", "--layers", "0"],
+        &["train", "--dropout", "1"],
+        &["train", "--bptt", "0"],
+        &["train", "--batch-size", "0"],
+        &["train", "--lr", "0"],
+        &["train", "--epochs", "0"],
+        &["sample", "--count", "0"],
+        &["score", "--ngram-weight", "1.5"],
+    ];
+    for case in cases {
+        let mut args = case.to_vec();
+        if case[0] == "train" {
+            args.extend(["--data", "d", "--out", "o"]);
+        } else {
+            args.extend(["--model", "m"]);
+        }
+        let o = rnnlm(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let flag = case[1];
+        assert!(
+            stderr(&o).contains(&format!("invalid value '{}' for '{flag}", case[2])),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+}
