@@ -5,6 +5,7 @@ use rnnlm::checkpoint::ModelDir;
 use rnnlm::data::Corpus;
 use rnnlm::model::{Cell, ModelConfig};
 use rnnlm::oov::OovScorer;
+use rnnlm::output::OutputConfig;
 use rnnlm::score::{evaluate, token_log_probs};
 use rnnlm::train::{train, LrSchedule, OptimizerKind, TrainConfig};
 use rnnlm::vocab::{Level, Tokenizer, VocabLimits};
@@ -176,5 +177,78 @@ fn linear_schedule_falls_to_zero_over_the_epochs() {
     let expected = [0.02, 0.015, 0.01, 0.005];
     for (rate, want) in rates.iter().zip(expected) {
         assert!((rate - want).abs() < 1e-9, "{rates:?}");
+    }
+}
+
+#[test]
+fn a_class_model_learns_and_its_directory_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    corpus_dir(dir.path(), &THREE, &THREE);
+    let mut cfg = config(dir.path(), Cell::Lstm, 60);
+    cfg.model.output = OutputConfig::Class {
+        cutoffs: Vec::new(),
+    };
+    cfg.clusters = 2;
+    let summary = train(&cfg, Device::Cpu).unwrap();
+    let tokens: usize = THREE.iter().map(|s| s.split(' ').count() + 1).sum();
+    let floor = 3.0 * 3f64.ln() / tokens as f64;
+    assert!(
+        summary.best_valid_loss < floor + 0.1,
+        "{} vs floor {floor}",
+        summary.best_valid_loss
+    );
+    let loaded = ModelDir::new(&cfg.out).load(Device::Cpu).unwrap();
+    let OutputConfig::Class { cutoffs } = &loaded.config.model.output else {
+        panic!("saved as {:?}", loaded.config.model.output);
+    };
+    assert_eq!(
+        cutoffs.len(),
+        2,
+        "cutoffs chosen from the counts: {cutoffs:?}"
+    );
+    let corpus = Corpus::load(
+        &dir.path().join("valid.txt"),
+        &loaded.config.tokenizer,
+        &loaded.vocab,
+    )
+    .unwrap();
+    let saved = evaluate(&loaded.model, &corpus, 4, &OovScorer::closed()).unwrap();
+    assert!((saved.nats_per_token - summary.best_valid_loss).abs() < 1e-5);
+}
+
+#[test]
+fn a_config_without_an_output_layer_loads_as_a_full_softmax() {
+    let dir = tempfile::tempdir().unwrap();
+    corpus_dir(dir.path(), &THREE, &THREE);
+    let cfg = config(dir.path(), Cell::Gru, 2);
+    train(&cfg, Device::Cpu).unwrap();
+    let path = cfg.out.join("config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let before = json["model"]["output"].clone();
+    assert_eq!(before["kind"], "full");
+    json["model"].as_object_mut().unwrap().remove("output");
+    std::fs::write(&path, json.to_string()).unwrap();
+    let loaded = ModelDir::new(&cfg.out).load(Device::Cpu).unwrap();
+    assert_eq!(loaded.config.model.output, OutputConfig::Full);
+}
+
+#[test]
+fn patience_stops_after_that_many_cuts_without_improvement() {
+    let dir = tempfile::tempdir().unwrap();
+    corpus_dir(dir.path(), &THREE, &THREE);
+    let mut cfg = config(dir.path(), Cell::Rnn, 200);
+    // A rate this high overshoots, so the valid loss soon stops improving.
+    cfg.lr = 0.5;
+    cfg.clip = 0.0;
+    cfg.patience = 2;
+    let summary = train(&cfg, Device::Cpu).unwrap();
+    assert!(summary.history.len() < 200, "stopped early");
+    let state = ModelDir::new(&cfg.out).load_state().unwrap();
+    assert_eq!(state.cuts_without_improvement, 2);
+    // The last two epochs did not improve on the best.
+    let n = summary.history.len();
+    for record in &summary.history[n - 2..] {
+        assert!(record.valid_loss >= summary.best_valid_loss);
     }
 }
