@@ -130,8 +130,9 @@ def median_pair(ours, theirs):
 def rnnlm_valid_ppl(workdir, seed):
     out = os.path.join(workdir, f"char-{seed}")
     shutil.rmtree(out, ignore_errors=True)
+    # --patience 0: every epoch, as the reference trains.
     run([BIN, "train", "--data", DINOSAURS, "--out", out, "--level", "char", "--epochs", str(PARITY_EPOCHS),
-         "--seed", str(seed), "--device", "cpu", *CHAR_FLAGS])
+         "--seed", str(seed), "--patience", "0", "--device", "cpu", *CHAR_FLAGS])
     with open(os.path.join(out, "metrics.csv")) as f:
         return math.exp(min(float(line.split(",")[2]) for line in f.read().splitlines()[1:]))
 
