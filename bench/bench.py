@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """rnnlm against the PyTorch reference, side by side in one run on this machine.
 
-    make bench                 (BENCH_QUICK=1 make bench: under 3 minutes)
+    make bench                 (about 20 minutes; BENCH_QUICK=1 make bench: a few minutes)
 
 Measures, each run at least 3 times and reported as the median:
   - training throughput, tokens/s, rnn/gru/lstm at 256 units, batch 32, one epoch of
