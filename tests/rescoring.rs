@@ -273,26 +273,31 @@ fn tune_json(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&stdout(&o)).unwrap()
 }
 
+/// `rnnlm tune --scored` on SCORED with its am column and the given grid.
+fn tune_scored(input: &str, refs: &str, lm_weights: &str) -> serde_json::Value {
+    tune_json(&[
+        "tune",
+        "--scored",
+        "--input",
+        input,
+        "--references",
+        refs,
+        "--am-column",
+        "am",
+        "--lm-weights",
+        lm_weights,
+        "--length-penalties",
+        "0,1",
+        "--json",
+    ])
+}
+
 #[test]
 fn tune_finds_the_known_best_weights() {
     let dir = tempfile::tempdir().unwrap();
     let input = write(dir.path(), "dev.csv", SCORED);
     let refs = write(dir.path(), "refs.csv", REFERENCES);
-    let report = tune_json(&[
-        "tune",
-        "--scored",
-        "--input",
-        &input,
-        "--references",
-        &refs,
-        "--am-column",
-        "am",
-        "--lm-weights",
-        "0,0.25,0.5,0.6,0.75,1",
-        "--length-penalties",
-        "0,1",
-        "--json",
-    ]);
+    let report = tune_scored(&input, &refs, "0,0.25,0.5,0.6,0.75,1");
     assert_eq!(report["lm_weight"], 0.6, "{report}");
     assert_eq!(report["length_penalty"], 1.0, "{report}");
     assert_eq!(report["rescored_wer"], 0.0);
@@ -308,21 +313,7 @@ fn tune_finds_the_known_best_weights() {
         "--am-column am --lm-weight 0.6 --length-penalty 1"
     );
     // Without the 0.6 setting nothing is perfect, and the first best setting is kept.
-    let report = tune_json(&[
-        "tune",
-        "--scored",
-        "--input",
-        &input,
-        "--references",
-        &refs,
-        "--am-column",
-        "am",
-        "--lm-weights",
-        "0:1:0.5",
-        "--length-penalties",
-        "0,1",
-        "--json",
-    ]);
+    let report = tune_scored(&input, &refs, "0:1:0.5");
     assert!((report["rescored_wer"].as_f64().unwrap() - 1.0 / 7.0).abs() < 1e-12);
     assert_eq!(report["lm_weight"], 0.0, "{report}");
     assert_eq!(report["settings"], 6);
