@@ -19,7 +19,6 @@ use crate::score::token_log_probs;
 use crate::vocab::UNK_ID;
 use anyhow::{bail, Context, Result};
 use combine::Weights;
-use nbest::LogBase;
 use sink::Sink;
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
@@ -60,32 +59,6 @@ pub struct ScoreOptions {
     pub per_token: Option<PathBuf>,
     /// Sentences per forward pass.
     pub batch_size: usize,
-}
-
-impl ScoreOptions {
-    /// Options with the command line's defaults for `input` in `format`.
-    pub fn new(input: Option<PathBuf>, format: Format) -> Self {
-        ScoreOptions {
-            input,
-            output: None,
-            format,
-            columns: nbest::ColumnNames {
-                text: "sentence".to_string(),
-                group: None,
-                am: None,
-                ngram: None,
-                ngram_base: LogBase::Ten,
-            },
-            weights: Weights::default(),
-            oov: OovOptions {
-                policy: crate::oov::OovPolicy::Divide,
-                penalty: 0.0,
-            },
-            skip_bad: false,
-            per_token: None,
-            batch_size: crate::score::SCORE_BATCH,
-        }
-    }
 }
 
 /// Counts of a finished run.
