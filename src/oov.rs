@@ -89,6 +89,8 @@ enum Spelling {
         log_end: f64,
         /// ln of one escape character's probability.
         log_other: f64,
+        /// How many scalars share the escape mass.
+        others: f64,
         log_normalizer: f64,
     },
     /// Character level: uniform over the characters that can be unseen.
@@ -242,6 +244,7 @@ impl Spelling {
             log_char,
             log_end,
             log_other,
+            others,
             log_normalizer: 0.0,
         };
         // Z = 1 - P(empty string) - Σ P_spell(known token).
@@ -261,6 +264,7 @@ impl Spelling {
                 log_end,
                 log_other,
                 log_normalizer,
+                ..
             } => {
                 let chars: f64 = token
                     .chars()
@@ -280,9 +284,9 @@ impl Spelling {
                 log_char,
                 log_end,
                 log_other,
+                others,
                 ..
             } => {
-                let others = SCALARS - whitespace_scalars() as f64 - log_char.len() as f64;
                 log_char.values().map(|l| l.exp()).sum::<f64>()
                     + log_end.exp()
                     + others * log_other.exp()

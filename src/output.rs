@@ -282,7 +282,6 @@ impl ClassOutput {
 
     /// Within-cluster distribution of cluster `i` `[n, size]`.
     fn cluster_log_probs(
-        &self,
         hidden: &Tensor,
         i: usize,
         weights: &[Tensor],
@@ -302,7 +301,7 @@ impl ClassOutput {
         let k = self.head_size();
         let mut parts = vec![head.narrow(1, 0, k)];
         for i in 0..self.clusters() {
-            let within = self.cluster_log_probs(&flat, i, &weights, &biases);
+            let within = Self::cluster_log_probs(&flat, i, &weights, &biases);
             parts.push(head.narrow(1, k + i as i64, 1) + within);
         }
         let mut out_shape = shape[..shape.len() - 1].to_vec();
@@ -338,10 +337,10 @@ impl ClassOutput {
                 continue;
             }
             let local = targets.index_select(0, &rows) - self.bounds[i];
-            let within = self
-                .cluster_log_probs(&hidden.index_select(0, &rows), i, &weights, &biases)
-                .gather(1, &local.unsqueeze(1), false)
-                .squeeze_dim(1);
+            let within =
+                Self::cluster_log_probs(&hidden.index_select(0, &rows), i, &weights, &biases)
+                    .gather(1, &local.unsqueeze(1), false)
+                    .squeeze_dim(1);
             result = result.index_add(0, &rows, &within);
         }
         result
@@ -363,7 +362,7 @@ impl ClassOutput {
                 continue;
             }
             let within =
-                self.cluster_log_probs(&hidden.index_select(0, &rows), i, &weights, &biases);
+                Self::cluster_log_probs(&hidden.index_select(0, &rows), i, &weights, &biases);
             let local = sampler.draw(&within.exp());
             let within_log_prob = within.gather(1, &local.unsqueeze(1), false).squeeze_dim(1);
             drawn = drawn.index_copy(0, &rows, &(local + self.bounds[i]));
