@@ -286,7 +286,7 @@ struct TrainArgs {
     #[arg(long, value_delimiter = ',')]
     cutoffs: Vec<i64>,
     /// With --softmax class and no --cutoffs: the number of clusters.
-    #[arg(long, default_value_t = 2, value_parser = positive)]
+    #[arg(long, default_value_t = 3, value_parser = positive)]
     clusters: usize,
     /// Stop after this many learning-rate cuts in a row without a better valid loss (0: never).
     #[arg(long, default_value_t = 3)]
