@@ -14,7 +14,10 @@ Measures, each run at least 3 times and reported as the median:
   - sampling throughput, tokens/s, a batch of 100 sequences;
   - start-up: wall time of `rnnlm score` on a 3-row CSV (and of the reference's import);
   - parity: dinosaurs valid perplexity of the character recipe trained the same way by
-    both, seeds 1-3 each (the means should be within 3%).
+    both, seeds 1-3 each (the means should be within 3%);
+  - N-best scoring on Dask (scale/score_dask.py): rows/s of plain `rnnlm score` against
+    1 worker x 2 threads and 2 workers x 1 thread on the same file, with the share of
+    each run that the per-partition start-up of `rnnlm` takes.
 Writes bench/results.md and prints it. Ratios are rnnlm/PyTorch for throughputs (higher
 means rnnlm is faster) and PyTorch/rnnlm for times, so above 1.00x always favours rnnlm.
 """
@@ -31,7 +34,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "rnnlm")
+BIN = os.environ.get("RNNLM_BIN", os.path.join(ROOT, "target", "release", "rnnlm"))
 PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
 REFERENCE = os.path.join(ROOT, "bench", "reference.py")
 BROWN = os.path.join(ROOT, "datasets", "brown")
@@ -99,7 +102,7 @@ def rnnlm_train_speed(data, workdir, cell, tie, softmax="full"):
     out = os.path.join(workdir, f"train-{cell}-{softmax}")
     shutil.rmtree(out, ignore_errors=True)
     flags = MODEL_FLAGS + (["--tie"] if tie else [])
-    run([BIN, "train", "--data", data, "--out", out, "--cell", cell, "--epochs", "1",
+    run([BIN, "train", "--data", data, "--out", out, "--force", "--cell", cell, "--epochs", "1",
          "--min-count", "1", "--softmax", softmax, "--device", "cpu", *flags])
     return last_tokens_per_s(out)
 
@@ -115,9 +118,69 @@ def rnnlm_brown_speed(workdir, softmax):
     """Tokens/s of the word recipe's network on all of Brown train for CLASS_SECONDS."""
     out = os.path.join(workdir, f"brown-{softmax}")
     shutil.rmtree(out, ignore_errors=True)
-    run([BIN, "train", "--data", BROWN, "--out", out, "--epochs", "1", "--time-limit", str(CLASS_SECONDS),
+    run([BIN, "train", "--data", BROWN, "--out", out, "--force", "--epochs", "1", "--time-limit", str(CLASS_SECONDS),
          "--softmax", softmax, "--tie", "--device", "cpu", *MODEL_FLAGS])
     return last_tokens_per_s(out)
+
+
+DASK_COPIES = 2 if QUICK else 8  # copies of the 5,000-row ASR test list
+DASK_PARTITION_ROWS = 5000 if QUICK else 20000
+
+
+def nbest_copies(workdir):
+    """The ASR test N-best list repeated with fresh utterance ids: DASK_COPIES x 5,000 rows."""
+    path = os.path.join(workdir, "nbest-big.csv")
+    with open(os.path.join(ROOT, "datasets", "asr", "test.nbest.csv")) as f:
+        header, *rows = f.read().splitlines()
+    with open(path, "w") as out:
+        out.write(header + "\n")
+        for copy in range(DASK_COPIES):
+            for row in rows:
+                out.write(f"c{copy}-{row}\n")
+    return path, DASK_COPIES * len(rows)
+
+
+def dask_rows(workdir, model):
+    """rows/s of plain `rnnlm score` against the Dask driver at 1 worker x 2 threads and
+    2 workers x 1 thread on the same file, and the share of each Dask run that the
+    per-partition start-up of `rnnlm` takes."""
+    sys.path.insert(0, os.path.join(ROOT, "scale"))
+    import score_dask
+    from dask.distributed import Client, LocalCluster
+
+    path, rows = nbest_copies(workdir)
+    flags = ["--am-column", "am_score", "--ngram-column", "ngram_log10", "--lm-weight", "0.9"]
+    output = os.path.join(workdir, "scored.csv")
+
+    def plain():
+        start = time.perf_counter()
+        run([BIN, "score", "--model", model, "--input", path, "--output", output, "--device", "cpu", *flags])
+        return rows / (time.perf_counter() - start)
+
+    empty = os.path.join(workdir, "empty.csv")
+    with open(path) as f, open(empty, "w") as out:
+        out.write(f.readline())
+
+    def startup():
+        start = time.perf_counter()
+        run([BIN, "score", "--model", model, "--input", empty, "--output", os.devnull, "--device", "cpu",
+             "--threads", "1", *flags])
+        return time.perf_counter() - start
+
+    start_s = statistics.median(startup() for _ in range(REPEATS))
+    partitions = math.ceil(rows / DASK_PARTITION_ROWS)
+    results = {"plain": plain()}
+    for workers, threads in [(1, 2), (2, 1)]:
+        with LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            args = score_dask.parse_args(["--input", path, "--output", output, "--model", model, "--bin", BIN,
+                                          "--workers", str(workers), "--threads", str(threads),
+                                          "--partition-rows", str(DASK_PARTITION_ROWS), "--", *flags])
+            done, seconds = score_dask.run(args, client)
+            assert done == rows, (done, rows)
+            overhead = start_s * math.ceil(partitions / workers) / seconds
+            results[(workers, threads)] = (rows / seconds, overhead)
+    return rows, partitions, start_s, results
 
 
 def median_pair(ours, theirs):
@@ -131,7 +194,7 @@ def rnnlm_valid_ppl(workdir, seed):
     out = os.path.join(workdir, f"char-{seed}")
     shutil.rmtree(out, ignore_errors=True)
     # --patience 0: every epoch, as the reference trains.
-    run([BIN, "train", "--data", DINOSAURS, "--out", out, "--level", "char", "--epochs", str(PARITY_EPOCHS),
+    run([BIN, "train", "--data", DINOSAURS, "--out", out, "--force", "--level", "char", "--epochs", str(PARITY_EPOCHS),
          "--seed", str(seed), "--patience", "0", "--device", "cpu", *CHAR_FLAGS])
     with open(os.path.join(out, "metrics.csv")) as f:
         return math.exp(min(float(line.split(",")[2]) for line in f.read().splitlines()[1:]))
@@ -230,6 +293,8 @@ def main():
                   f"PyTorch {', '.join(f'{p:.3f}' for p in theirs_ppl)}; "
                   f"means {abs(ours / theirs - 1) * 100:.1f}% apart.")
 
+        dask_result = dask_rows(workdir, model)
+
     commit = run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]).stdout.strip()
     cpu = "unknown CPU"
     if os.path.exists("/proc/cpuinfo"):
@@ -258,6 +323,18 @@ def main():
               "| --- | ---: | ---: | ---: |"]
     for name, cls, full in class_rows:
         lines.append(f"| {name} | {cls:,.2f} | {full:,.2f} | {cls / full:.2f}x |")
+    rows, partitions, start_s, dask = dask_result
+    plain = dask["plain"]
+    lines += ["", "## N-best scoring on Dask against one process", "",
+              f"{rows:,} rows (the ASR test list x {DASK_COPIES}), the LSTM model above, LM + am + n-gram flags; "
+              f"{partitions} partitions of {DASK_PARTITION_ROWS:,} rows; one run each (LocalCluster start-up not counted). "
+              f"Start-up of one `rnnlm score` (load the model, score nothing): {start_s:.2f} s.",
+              "",
+              "| setup | rows/s | vs plain | start-up share of the run |",
+              "| --- | ---: | ---: | ---: |",
+              f"| plain `rnnlm score`, 2 threads | {plain:,.1f} | 1.00x | |"]
+    for (workers, threads), (rate, overhead) in ((k, v) for k, v in dask.items() if k != "plain"):
+        lines.append(f"| Dask, {workers} worker(s) x {threads} thread(s) | {rate:,.1f} | {rate / plain:.2f}x | {overhead * 100:.1f}% |")
     text = "\n".join(lines) + "\n"
     with open(os.path.join(ROOT, "bench", "results.md"), "w") as f:
         f.write(text)

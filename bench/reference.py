@@ -20,11 +20,11 @@ import json
 import math
 import os
 import random
-import struct
 import sys
 import time
 from collections import Counter
 
+import safetensors.torch
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -178,23 +178,6 @@ def sentence_log_probs(model, sentences, batch_size, device):
     return result
 
 
-def read_safetensors(path):
-    """A minimal safetensors reader (F32 only), so the reference needs nothing but torch."""
-    with open(path, "rb") as f:
-        (header_len,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(header_len))
-        data = f.read()
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if info["dtype"] != "F32":
-            raise ValueError(f"{path}: {name} is {info['dtype']}, expected F32")
-        start, end = info["data_offsets"]
-        tensors[name] = torch.frombuffer(bytearray(data[start:end]), dtype=torch.float32).reshape(info["shape"])
-    return tensors
-
-
 def load_model(model_dir, device):
     with open(os.path.join(model_dir, "config.json")) as f:
         config = json.load(f)
@@ -202,7 +185,7 @@ def load_model(model_dir, device):
     output = m.get("output", {"kind": "full"})
     cutoffs = output["cutoffs"] if output["kind"] == "class" else None
     model = RnnLm(m["cell"], m["vocab_size"], m["embed"], m["hidden"], m["layers"], m["dropout"], m["tie"], cutoffs)
-    state = read_safetensors(os.path.join(model_dir, "weights.safetensors"))
+    state = safetensors.torch.load_file(os.path.join(model_dir, "weights.safetensors"))
     if m["tie"]:
         state["decoder.weight"] = state["encoder.weight"]
     model.load_state_dict(state)

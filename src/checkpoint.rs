@@ -1,16 +1,23 @@
-//! The model directory: `config.json`, `vocab.txt`, `weights.safetensors`, plus the
-//! training record (`metrics.csv`, `loss.png`, `state.json`). Every file is written
-//! to a temporary name and renamed, so a kill at any moment leaves the last good
-//! version of each file in place.
+//! The model directory: `config.json`, `vocab.txt`, `oov_counts.tsv` and
+//! `weights.safetensors` (the best weights), plus the training record and what
+//! `--resume` needs (`metrics.csv`, `loss.png`, `state.json`, `last.safetensors`,
+//! `optimizer.safetensors`).
+//!
+//! Training saves a checkpoint as one unit: every file of it goes into a fresh
+//! sibling directory, which is then swapped with the model directory in one rename
+//! ([`crate::files::swap_dir`]). A kill at any moment leaves the old checkpoint or the
+//! new one, and a reader that loads while training runs gets one of them whole
+//! ([`ModelDir::load`] checks that the directory was not swapped while it read).
 
+use crate::files::{swap_dir, write_atomic, StagingDir};
+use crate::metrics::{write_metrics, EpochRecord};
 use crate::model::{ModelConfig, RnnLm};
 use crate::oov::OovClasses;
 use crate::vocab::{Tokenizer, Vocab, VocabLimits};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use tch::{nn, Device};
+use tch::{nn, Device, Tensor};
 
 /// Hyper-parameters and tokenizer settings saved as `config.json` beside the weights.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -41,10 +48,34 @@ pub struct TrainState {
     /// Learning-rate cuts since the valid loss last improved.
     #[serde(default)]
     pub cuts_without_improvement: usize,
+    /// The run's seed: every epoch's shuffle and dropout draw from streams derived
+    /// from it and the epoch number, so a resumed run continues them.
+    #[serde(default)]
+    pub seed: Option<u64>,
 }
 
-/// The file of training counts of the tokens mapped to `<UNK>`.
-pub const OOV_FILE: &str = "oov_counts.tsv";
+/// What a checkpoint holds: the run's header files, the weights after the last
+/// epoch, the optimizer's state and the record.
+pub struct Snapshot<'a> {
+    /// The configuration.
+    pub config: &'a SavedConfig,
+    /// The vocabulary.
+    pub vocab: &'a Vocab,
+    /// The `<UNK>` class counts (absent in directories of older versions).
+    pub oov: Option<&'a OovClasses>,
+    /// The weights now.
+    pub weights: &'a nn::VarStore,
+    /// Whether the weights now are the best so far (else the saved best ones stay).
+    pub improved: bool,
+    /// The optimizer's state tensors, by name.
+    pub optimizer: Vec<(String, Tensor)>,
+    /// Where training stands.
+    pub state: &'a TrainState,
+    /// Every epoch so far.
+    pub history: &'a [EpochRecord],
+}
+
+pub use crate::oov::OOV_FILE;
 
 /// The format marker in `config.json`.
 pub const FORMAT: &str = "rnnlm-1";
@@ -89,32 +120,117 @@ impl ModelDir {
         self.root.join("state.json")
     }
 
-    /// Writes the configuration, the vocabulary and the `<UNK>` class counts (once, at
-    /// the start of training).
-    pub fn save_header(&self, config: &SavedConfig, vocab: &Vocab, oov: &OovClasses) -> Result<()> {
-        std::fs::create_dir_all(&self.root)
-            .with_context(|| format!("cannot create model directory {}", self.root.display()))?;
-        write_atomic(&self.config(), |w| {
-            serde_json::to_writer_pretty(&mut *w, config)?;
+    /// `last.safetensors`: the weights after the last epoch, where `--resume` goes on.
+    pub fn last_weights(&self) -> PathBuf {
+        self.root.join("last.safetensors")
+    }
+    /// `optimizer.safetensors`: the optimizer's moment estimates, for `--resume`.
+    pub fn optimizer(&self) -> PathBuf {
+        self.root.join("optimizer.safetensors")
+    }
+
+    /// Whether the directory holds a model (its `config.json`).
+    pub fn exists(&self) -> bool {
+        self.config().exists()
+    }
+
+    /// Checks that a new run may write here: the directory is absent or empty, or holds
+    /// a model and `force` is given.
+    pub fn check_writable(&self, force: bool) -> Result<()> {
+        let root = &self.root;
+        match std::fs::read_dir(root) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", root.display())),
+            Ok(mut entries) => {
+                if entries.next().is_none() {
+                    Ok(())
+                } else if !self.exists() {
+                    bail!(
+                        "{} holds files that are not a model; choose another --out",
+                        root.display()
+                    )
+                } else if !force {
+                    bail!(
+                        "{} already holds a model: pass --resume to continue it, or --force to replace it (the old model stays until the new one's first checkpoint)",
+                        root.display()
+                    )
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Saves a checkpoint as one unit. `fresh`: the run's first checkpoint, which keeps
+    /// nothing of what the directory held.
+    pub fn commit(&self, snapshot: &Snapshot, fresh: bool) -> Result<()> {
+        if fresh && !snapshot.improved {
+            bail!("the first checkpoint of a run must hold its best weights");
+        }
+        let staging = StagingDir::create(self.staging_path())?;
+        let next = ModelDir::new(staging.path());
+        write_atomic(&next.config(), |w| {
+            serde_json::to_writer_pretty(&mut *w, snapshot.config)?;
             writeln!(w)?;
             Ok(())
         })?;
-        vocab.save(&self.vocab())?;
-        oov.save(&self.oov())
+        snapshot.vocab.save(&next.vocab())?;
+        if let Some(oov) = snapshot.oov {
+            oov.save(&next.oov())?;
+        }
+        save_vars(snapshot.weights, &next.last_weights())?;
+        if snapshot.improved {
+            link_or_copy(&next.last_weights(), &next.weights())?;
+        } else {
+            link_or_copy(&self.weights(), &next.weights())?;
+        }
+        if !snapshot.optimizer.is_empty() {
+            Tensor::write_safetensors(&snapshot.optimizer, next.optimizer())
+                .with_context(|| format!("cannot write {}", self.optimizer().display()))?;
+        }
+        write_atomic(&next.state(), |w| {
+            serde_json::to_writer_pretty(&mut *w, snapshot.state)?;
+            Ok(())
+        })?;
+        write_metrics(&next.metrics(), snapshot.history)?;
+        if let Err(e) = crate::plot::plot_losses(&next.plot(), snapshot.history) {
+            tracing::warn!("cannot draw {}: {e:#}", self.plot().display());
+            let _ = std::fs::remove_file(next.plot());
+        }
+        if !fresh {
+            self.carry_other_files(staging.path())?;
+        }
+        swap_dir(staging, &self.root)
     }
 
-    /// Saves the weights of `vs` and the training state.
-    pub fn save_weights(&self, vs: &nn::VarStore, state: &TrainState) -> Result<()> {
-        // The temporary name keeps the .safetensors suffix: tch picks the format by it.
-        let tmp = self.root.join(".weights.tmp.safetensors");
-        vs.save(&tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, self.weights())
-            .with_context(|| format!("cannot write {}", self.weights().display()))?;
-        write_atomic(&self.state(), |w| {
-            serde_json::to_writer_pretty(&mut *w, state)?;
-            Ok(())
-        })
+    /// Links files that training does not write (a user's notes, say) into the next
+    /// checkpoint, so that a swap does not drop them.
+    fn carry_other_files(&self, next: &Path) -> Result<()> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read {}", self.root.display()))
+            }
+        };
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot read {}", self.root.display()))?;
+            let target = next.join(entry.file_name());
+            if entry.file_type().is_ok_and(|t| t.is_file()) && !target.exists() {
+                link_or_copy(&entry.path(), &target)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `.NAME.next` beside the directory: where the next checkpoint is assembled.
+    fn staging_path(&self) -> PathBuf {
+        let name = self
+            .root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".to_string());
+        self.root.with_file_name(format!(".{name}.next"))
     }
 
     /// Reads `config.json` and `vocab.txt` and checks that they belong together.
@@ -127,8 +243,9 @@ impl ModelDir {
                 path.display()
             )
         })?;
-        let config: SavedConfig = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not an rnnlm model configuration", path.display()))?;
+        let config: SavedConfig = serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!("{}: not an rnnlm model configuration: {e}", path.display())
+        })?;
         if config.format != FORMAT {
             bail!(
                 "{}: format '{}' is not {FORMAT}",
@@ -136,6 +253,10 @@ impl ModelDir {
                 config.format
             );
         }
+        config
+            .model
+            .check()
+            .with_context(|| format!("{}: model", path.display()))?;
         let vocab = Vocab::load(&self.vocab())?;
         if vocab.len() as i64 != config.model.vocab_size {
             bail!(
@@ -158,8 +279,21 @@ impl ModelDir {
             .with_context(|| format!("{}: not a training state", path.display()))
     }
 
-    /// Loads a trained model onto `device`.
+    /// Loads a trained model onto `device`. If training swapped in a new checkpoint
+    /// while the files were read, reads again, so the parts are always of one checkpoint.
     pub fn load(&self, device: Device) -> Result<LoadedModel> {
+        let mut attempts = 0;
+        loop {
+            let before = directory_id(&self.root);
+            let loaded = self.load_once(device);
+            if before.is_none() || directory_id(&self.root) == before || attempts == 5 {
+                return loaded;
+            }
+            attempts += 1;
+        }
+    }
+
+    fn load_once(&self, device: Device) -> Result<LoadedModel> {
         let (config, vocab) = self.load_header()?;
         let mut vs = nn::VarStore::new(device);
         let model = RnnLm::new(&vs.root(), &config.model);
@@ -207,8 +341,15 @@ pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
         )
     })?;
     let stored: std::collections::HashMap<String, tch::Tensor> = stored.into_iter().collect();
+    let variables = vs.variables();
+    if let Some(extra) = stored.keys().find(|name| !variables.contains_key(*name)) {
+        bail!(
+            "{}: tensor '{extra}' is not part of this configuration's model",
+            path.display()
+        );
+    }
     let _guard = tch::no_grad_guard();
-    for (name, mut var) in vs.variables() {
+    for (name, mut var) in variables {
         let Some(value) = stored.get(&name) else {
             bail!(
                 "{}: no tensor '{name}': the weights do not belong to this configuration",
@@ -223,7 +364,21 @@ pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
                 var.size()
             );
         }
-        var.copy_(value);
+        if value.kind() != var.kind() {
+            bail!(
+                "{}: '{name}' holds {:?} values, the model needs {:?}",
+                path.display(),
+                value.kind(),
+                var.kind()
+            );
+        }
+        var.f_copy_(value).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: '{name}': {}",
+                path.display(),
+                first_line(&e.to_string())
+            )
+        })?;
     }
     Ok(())
 }
@@ -232,29 +387,24 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
 }
 
-/// Writes a file through `fill` into a temporary file beside it, then renames it into place.
-pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
-    let tmp = temporary_path(path);
-    let result = (|| {
-        let file = std::fs::File::create(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        let mut writer = BufWriter::new(file);
-        fill(&mut writer)?;
-        writer.flush()?;
-        writer.get_ref().sync_all()?;
-        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+/// The identity of the directory at `path` (device and inode), which a swap changes.
+fn directory_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
-/// A hidden temporary name in the same directory (so the rename stays on one file system).
-pub fn temporary_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
+/// Saves `vs` to `path` (a `.safetensors` name: tch picks the format by it).
+fn save_vars(vs: &nn::VarStore, path: &Path) -> Result<()> {
+    vs.save(path)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// A hard link when the file system allows one (files of a checkpoint never change
+/// once written), else a copy.
+fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
+    if std::fs::hard_link(from, to).is_err() {
+        std::fs::copy(from, to)
+            .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+    }
+    Ok(())
 }

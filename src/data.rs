@@ -12,7 +12,6 @@
 //! change its outputs; the loss is taken only at the real positions, listed in
 //! `positions`, so it never sees the padding either.
 
-use crate::model::ZERO_INPUT;
 use crate::vocab::{read_lines, Tokenizer, Vocab, EOS_ID, UNK_ID};
 use anyhow::Result;
 use rand::seq::SliceRandom;
@@ -21,13 +20,16 @@ use std::collections::HashMap;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
+/// An input index that stands for the zero vector: `x<1>`, before any token is seen.
+pub const ZERO_INPUT: i64 = -1;
+
 /// A text file as encoded sentences, each ending in `<EOS>`.
 #[derive(Clone, Debug, Default)]
 pub struct Corpus {
     /// Token indices per non-empty line, `<EOS>` appended.
     pub sentences: Vec<Vec<i64>>,
     /// Tokens mapped to `<UNK>`.
-    pub unknown: usize,
+    pub oov_count: usize,
     /// How often each out-of-vocabulary token occurs.
     pub oov_tokens: HashMap<String, usize>,
     /// Empty lines skipped.
@@ -56,8 +58,8 @@ impl Corpus {
             ..Default::default()
         };
         for tokens in sentences {
-            let (ids, unknown) = vocab.encode(&tokens);
-            corpus.unknown += unknown;
+            let (ids, oov_count) = vocab.encode(&tokens);
+            corpus.oov_count += oov_count;
             for (token, &id) in tokens.iter().zip(&ids) {
                 if id == UNK_ID {
                     *corpus.oov_tokens.entry(token.clone()).or_default() += 1;

@@ -6,15 +6,19 @@
 //! - [`train`]: training by backpropagation through time, with [`optim`]'s optimizers;
 //! - [`score`]: sentence log-probabilities by the chain rule, and [`rescore`] for CSV files;
 //! - [`oov`]: open-vocabulary scoring of out-of-vocabulary tokens;
-//! - [`sample`]: drawing new sequences;
+//! - [`sample`]: drawing new sequences, with [`categorical`]'s seeded draws;
 //! - [`tune`]: combination weights chosen on a dev set by word error rate ([`wer`]);
-//! - [`checkpoint`]: the model directory; [`device`]: `--device`; [`plot`]: `loss.png`;
+//! - [`checkpoint`]: the model directory, saved whole by [`files`], with [`metrics`]
+//!   (`metrics.csv`) and [`plot`] (`loss.png`); [`device`]: `--device`;
 //! - [`malloc`]: allocator settings that let batches reuse freed tensor memory.
 
+pub mod categorical;
 pub mod checkpoint;
 pub mod data;
 pub mod device;
+pub mod files;
 pub mod malloc;
+pub mod metrics;
 pub mod model;
 pub mod oov;
 pub mod optim;

@@ -165,6 +165,14 @@ struct ColumnArgs {
     /// Base of the n-gram column's logarithms: 10 (as ARPA tools print) or e.
     #[arg(long, value_enum, default_value = "10")]
     ngram_log_base: LogBase,
+    /// The CSV input has no header row (nor will the output): name its columns with
+    /// --columns. For engines that pipe raw lines (Dask, Spark's RDD.pipe).
+    #[arg(long, requires = "columns")]
+    no_header: bool,
+    /// With --no-header: the input's column names in order, e.g.
+    /// utterance_id,candidate_id,sentence,am_score.
+    #[arg(long, value_delimiter = ',', requires = "no_header")]
+    columns: Vec<String>,
 }
 
 impl ColumnArgs {
@@ -175,6 +183,7 @@ impl ColumnArgs {
             am: self.am_column.clone(),
             ngram: self.ngram_column.clone(),
             ngram_base: self.ngram_log_base,
+            headerless: self.no_header.then(|| self.columns.clone()),
         }
     }
 }
@@ -224,6 +233,20 @@ struct DeviceArgs {
     /// Device: auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
+    /// libtorch's CPU threads per operation [default: one per core]; running several
+    /// processes, keep processes x threads within the cores.
+    #[arg(long, value_parser = positive)]
+    threads: Option<usize>,
+}
+
+impl DeviceArgs {
+    /// Sets the thread count and picks the device.
+    fn resolve(&self) -> Result<tch::Device, DeviceUnavailable> {
+        if let Some(threads) = self.threads {
+            tch::set_num_threads(threads as i32);
+        }
+        self.device.resolve()
+    }
 }
 
 #[derive(Args)]
@@ -326,8 +349,11 @@ struct TrainArgs {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Continue training the model in --out.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "force")]
     resume: bool,
+    /// Replace the model already in --out (it stays until the new run's first checkpoint).
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -382,6 +408,10 @@ struct ScoreArgs {
     /// Sentences per forward pass (similar lengths are batched together).
     #[arg(long, default_value_t = SCORE_BATCH, value_parser = positive)]
     batch_size: usize,
+    /// Rows read and scored at a time (a group of candidates is never split; memory
+    /// grows with it).
+    #[arg(long, default_value_t = rnnlm::rescore::CHUNK_ROWS, value_parser = positive)]
+    chunk_rows: usize,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -424,6 +454,10 @@ fn main() -> ExitCode {
         .without_time()
         .init();
     let cli = Cli::parse();
+    if let Err(e) = rnnlm::files::remove_temporaries_on_signal() {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Train(args) => train(args),
         Command::Eval(args) => eval(args),
@@ -455,7 +489,7 @@ fn train(args: TrainArgs) -> Result<()> {
     // Training only: scoring streams, and there a heap that never shrinks would grow
     // with the fragments of batches of every length.
     rnnlm::malloc::keep_freed_memory();
-    let device = args.device.device.resolve()?;
+    let device = args.device.resolve()?;
     let t = &args.tokenizer;
     let config = TrainConfig {
         data: args.data,
@@ -501,6 +535,7 @@ fn train(args: TrainArgs) -> Result<()> {
         time_limit: args.time_limit,
         seed: args.seed,
         resume: args.resume,
+        force: args.force,
     };
     let summary = rnnlm::train::train(&config, device)?;
     let best = summary.best_valid_loss;
@@ -514,7 +549,7 @@ fn train(args: TrainArgs) -> Result<()> {
 }
 
 fn eval(args: EvalArgs) -> Result<()> {
-    let device = args.device.device.resolve()?;
+    let device = args.device.resolve()?;
     let loaded = ModelDir::new(&args.model).load(device)?;
     let corpus = Corpus::load(&args.data, &loaded.config.tokenizer, &loaded.vocab)?;
     let oov_options = args.oov.options(OovPolicy::Unk);
@@ -530,7 +565,7 @@ fn eval(args: EvalArgs) -> Result<()> {
             args.data.display(),
             e.sentences,
             e.tokens,
-            e.unk,
+            e.oov_count,
             match oov_options.policy {
                 OovPolicy::Divide => "divide",
                 OovPolicy::Unk => "unk",
@@ -548,7 +583,7 @@ fn path_or_std(arg: &str) -> Option<PathBuf> {
 }
 
 fn score(args: ScoreArgs) -> Result<()> {
-    let device = args.device.device.resolve()?;
+    let device = args.device.resolve()?;
     let loaded = ModelDir::new(&args.model).load(device)?;
     let options = ScoreOptions {
         input: path_or_std(&args.input),
@@ -564,6 +599,7 @@ fn score(args: ScoreArgs) -> Result<()> {
         skip_bad: args.skip_bad,
         per_token: args.per_token,
         batch_size: args.batch_size,
+        chunk_rows: args.chunk_rows,
     };
     let start = std::time::Instant::now();
     let summary = rnnlm::rescore::score_file(&loaded, &options)?;
@@ -590,7 +626,7 @@ fn tune(args: TuneArgs) -> Result<()> {
         anyhow::bail!("--ngram-weights: {w} is not in [0, 1]");
     }
     let loaded = match &args.model {
-        Some(dir) => Some(ModelDir::new(dir).load(args.device.device.resolve()?)?),
+        Some(dir) => Some(ModelDir::new(dir).load(args.device.resolve()?)?),
         None => None,
     };
     let options = TuneOptions {
@@ -622,7 +658,7 @@ fn tune(args: TuneArgs) -> Result<()> {
 }
 
 fn sample(args: SampleArgs) -> Result<()> {
-    let device = args.device.device.resolve()?;
+    let device = args.device.resolve()?;
     let loaded = ModelDir::new(&args.model).load(device)?;
     let tokenizer = &loaded.config.tokenizer;
     let prefix: Vec<i64> = match &args.prefix {

@@ -11,13 +11,13 @@
 //! saved weights load into a PyTorch `nn.Embedding` + `nn.LSTM`/`nn.GRU`/`nn.RNN` +
 //! `nn.Linear` by name.
 
+use crate::categorical::Sampler;
 use crate::output::{OutputConfig, OutputLayer};
-use crate::sample::Sampler;
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Tensor};
 
-/// An input index that stands for the zero vector: `x<1>`, before any token is seen.
-pub const ZERO_INPUT: i64 = -1;
+pub use crate::data::ZERO_INPUT;
 
 /// The recurrent cell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -62,6 +62,44 @@ pub struct ModelConfig {
     /// Full softmax or head and clusters; models saved without it have a full one.
     #[serde(default)]
     pub output: OutputConfig,
+}
+
+/// The largest embedding or hidden width a configuration may ask for: a wider one is a
+/// corrupted file, not a model, and would only fail inside libtorch's allocator.
+pub const MAX_WIDTH: i64 = 1 << 16;
+/// The most recurrent layers a configuration may ask for.
+pub const MAX_LAYERS: i64 = 64;
+
+impl ModelConfig {
+    /// Checks every field: positive sizes, dropout in [0, 1), `tie` only with
+    /// `embed == hidden`, and an output layer that fits the vocabulary.
+    pub fn check(&self) -> Result<()> {
+        if self.vocab_size < 3 {
+            bail!(
+                "vocab_size {} is below 3 (<EOS>, <UNK> and one token)",
+                self.vocab_size
+            );
+        }
+        for (name, value) in [("embed", self.embed), ("hidden", self.hidden)] {
+            if !(1..=MAX_WIDTH).contains(&value) {
+                bail!("{name} {value} is outside 1..={MAX_WIDTH}");
+            }
+        }
+        if !(1..=MAX_LAYERS).contains(&self.layers) {
+            bail!("layers {} is outside 1..={MAX_LAYERS}", self.layers);
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            bail!("dropout {} is outside [0, 1)", self.dropout);
+        }
+        if self.tie && self.embed != self.hidden {
+            bail!(
+                "tie needs embed equal to hidden (got {} and {})",
+                self.embed,
+                self.hidden
+            );
+        }
+        self.output.check(self.vocab_size)
+    }
 }
 
 /// The recurrent state `a<t>` of every layer.

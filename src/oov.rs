@@ -37,6 +37,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+/// The model directory's file of training counts of the tokens mapped to `<UNK>`.
+pub const OOV_FILE: &str = "oov_counts.tsv";
+
 /// How an out-of-vocabulary token is scored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -177,7 +180,7 @@ impl OovClasses {
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut sorted: Vec<(&String, &u64)> = self.counts.iter().collect();
         sorted.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-        crate::checkpoint::write_atomic(path, |w| {
+        crate::files::write_atomic(path, |w| {
             writeln!(w, "# count\ttoken: training tokens mapped to {UNK}")?;
             for (token, count) in sorted {
                 writeln!(w, "{count}\t{token}")?;
@@ -324,7 +327,7 @@ impl<'a> OovScorer<'a> {
                 format!(
                     "{}: no {} (the model was trained before open-vocabulary scoring); retrain it or pass --oov unk",
                     model_dir.display(),
-                    crate::checkpoint::OOV_FILE
+                    OOV_FILE
                 )
             })?),
         };

@@ -8,8 +8,9 @@
 //! tied embeddings the vocabulary-sized matrix dominates a step's memory traffic,
 //! and the unfused update read and wrote it about eight times.
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr};
 use tch::{Kind, Tensor};
 
@@ -80,6 +81,54 @@ impl Optimizer {
             step,
             lr,
         }
+    }
+
+    /// The state a resumed run needs (Adam's step count and moment estimates), by name.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        if self.kind == OptimizerKind::Sgd {
+            return Vec::new();
+        }
+        let mut named = vec![("step".to_string(), self.step.shallow_clone())];
+        for (i, (m, v)) in self.exp_avgs.iter().zip(&self.exp_avg_sqs).enumerate() {
+            named.push((format!("exp_avg.{i}"), m.shallow_clone()));
+            named.push((format!("exp_avg_sq.{i}"), v.shallow_clone()));
+        }
+        named
+    }
+
+    /// Restores what [`Optimizer::state`] returned, checking every name and shape.
+    pub fn load_state(&mut self, stored: &HashMap<String, Tensor>) -> Result<()> {
+        if self.kind == OptimizerKind::Sgd {
+            return Ok(());
+        }
+        let _guard = tch::no_grad_guard();
+        let mut targets = vec![("step".to_string(), &mut self.step)];
+        for (i, (m, v)) in self
+            .exp_avgs
+            .iter_mut()
+            .zip(self.exp_avg_sqs.iter_mut())
+            .enumerate()
+        {
+            targets.push((format!("exp_avg.{i}"), m));
+            targets.push((format!("exp_avg_sq.{i}"), v));
+        }
+        if stored.len() != targets.len() {
+            bail!(
+                "{} tensors, this model's Adam state has {}",
+                stored.len(),
+                targets.len()
+            );
+        }
+        for (name, target) in targets {
+            let value = stored
+                .get(&name)
+                .ok_or_else(|| anyhow!("no tensor '{name}'"))?;
+            if value.size() != target.size() || value.kind() != target.kind() {
+                bail!("'{name}' does not fit this model");
+            }
+            target.f_copy_(value)?;
+        }
+        Ok(())
     }
 
     /// Sets the learning rate.

@@ -24,7 +24,7 @@
 //! needs the head softmax and its own cluster's softmax only: the tokens of a batch
 //! are grouped by the cluster of their target, one large product per cluster.
 
-use crate::sample::Sampler;
+use crate::categorical::Sampler;
 use crate::vocab::UNK_ID;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};

@@ -1,20 +1,18 @@
 //! `loss.png`: training and validation loss per epoch.
 
-use crate::train::EpochRecord;
+use crate::metrics::EpochRecord;
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 use std::path::Path;
 
-/// Draws the train and valid loss curves (nats per token) to a PNG file, atomically.
+/// Draws the train and valid loss curves (nats per token) to a PNG file (the bitmap
+/// backend picks the format by the extension). The file goes into a checkpoint being
+/// assembled, which appears whole or not at all.
 pub fn plot_losses(path: &Path, history: &[EpochRecord]) -> Result<()> {
     if history.is_empty() {
         return Ok(());
     }
-    // The bitmap backend picks the format from the extension, so the temporary name keeps it.
-    let tmp = path.with_file_name(".loss.tmp.png");
-    draw(&tmp, history).map_err(|e| anyhow!("{e}"))?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    draw(path, history).map_err(|e| anyhow!("{e}"))
 }
 
 fn draw(path: &Path, history: &[EpochRecord]) -> Result<(), Box<dyn std::error::Error>> {

@@ -77,7 +77,7 @@ pub struct Evaluation {
     /// Tokens scored, `<EOS>` included.
     pub tokens: usize,
     /// Tokens that were `<UNK>` (scored as `<UNK>`).
-    pub unk: usize,
+    pub oov_count: usize,
     /// Sentences scored.
     pub sentences: usize,
     /// Mean negative log-probability per token, natural log.
@@ -90,11 +90,11 @@ pub struct Evaluation {
 
 impl Evaluation {
     /// Summarizes a total log-probability over `tokens` tokens.
-    pub fn from_total(log_prob: f64, tokens: usize, unk: usize, sentences: usize) -> Self {
+    pub fn from_total(log_prob: f64, tokens: usize, oov_count: usize, sentences: usize) -> Self {
         let nats = -log_prob / tokens.max(1) as f64;
         Evaluation {
             tokens,
-            unk,
+            oov_count,
             sentences,
             nats_per_token: nats,
             bits_per_token: nats / std::f64::consts::LN_2,
@@ -126,7 +126,7 @@ pub fn evaluate(
     Ok(Evaluation::from_total(
         total,
         corpus.tokens(),
-        corpus.unknown,
+        corpus.oov_count,
         corpus.sentences.len(),
     ))
 }

@@ -157,7 +157,12 @@ pub fn tune(model: Option<&LoadedModel>, options: &TuneOptions) -> Result<TuneRe
         Some(m) => Some(OovScorer::new(options.oov, m.oov.as_ref(), &m.dir)?),
         None => None,
     };
-    let mut reader = RowReader::new(open_input(Some(&options.input))?, options.format, &name)?;
+    let mut reader = RowReader::new(
+        open_input(Some(&options.input))?,
+        options.format,
+        &name,
+        options.columns.headerless.as_deref(),
+    )?;
     let columns = Columns::find(&reader, &options.columns, &name)?;
     let Some(group_column) = columns.group else {
         bail!("{name}: line 1: no utterance_id column; name the column that groups the candidates with --group-column");

@@ -217,14 +217,14 @@ impl Vocab {
     /// Indices of a tokenized sentence with `<EOS>` appended, and how many became `<UNK>`.
     pub fn encode(&self, tokens: &[String]) -> (Vec<i64>, usize) {
         let mut ids: Vec<i64> = tokens.iter().map(|t| self.id(t)).collect();
-        let unknown = ids.iter().filter(|&&id| id == UNK_ID).count();
+        let oov_count = ids.iter().filter(|&&id| id == UNK_ID).count();
         ids.push(EOS_ID);
-        (ids, unknown)
+        (ids, oov_count)
     }
 
     /// Writes one token per line, in index order.
     pub fn save(&self, path: &Path) -> Result<()> {
-        crate::checkpoint::write_atomic(path, |w| {
+        crate::files::write_atomic(path, |w| {
             for token in &self.tokens {
                 writeln!(w, "{token}")?;
             }

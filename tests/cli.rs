@@ -120,7 +120,7 @@ fn score_ranks_candidates_and_keeps_every_column() {
             "am_score",
             "note",
             "tokens",
-            "oov",
+            "oov_count",
             "logprob",
             "log10prob",
             "perplexity",
@@ -176,16 +176,26 @@ fn score_per_token_rows_sum_to_the_sentence() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let mut sums = [0.0f64; 2];
+    let mut token_rows = 0;
     let mut reader = csv::Reader::from_path(&per_token).unwrap();
     for r in reader.records() {
         let r = r.unwrap();
         sums[r[0].parse::<usize>().unwrap() - 1] += r[3].parse::<f64>().unwrap();
+        token_rows += 1;
     }
+    assert_eq!(
+        token_rows,
+        4 + 1 + 4 + 1,
+        "every token and <EOS> of both sentences"
+    );
     let out = stdout(&o);
     let mut scored = csv::Reader::from_reader(out.as_bytes());
+    let mut compared = 0;
     for (r, sum) in scored.records().zip(sums) {
         assert!((r.unwrap()[3].parse::<f64>().unwrap() - sum).abs() < 1e-3);
+        compared += 1;
     }
+    assert_eq!(compared, 2);
 }
 
 #[test]
@@ -383,7 +393,9 @@ fn sample_show_logprob_agrees_with_score() {
     ]);
     assert!(scored.status.success(), "{}", stderr(&scored));
     let scored_out = stdout(&scored);
+    let mut compared = 0;
     for r in csv::Reader::from_reader(scored_out.as_bytes()).records() {
+        compared += 1;
         let r = r.unwrap();
         let (expected, logprob): (f64, f64) = (r[1].parse().unwrap(), r[4].parse().unwrap());
         assert!(
@@ -392,6 +404,7 @@ fn sample_show_logprob_agrees_with_score() {
             &r[0]
         );
     }
+    assert_eq!(compared, 8, "every sample was scored");
     let again = rnnlm(&[
         "sample",
         "--model",
@@ -453,6 +466,7 @@ fn model_directory_problems_are_clear_errors() {
     );
 
     let o = rnnlm(&["sample", "--model", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains("is not a model directory"),
         "{}",

@@ -351,6 +351,40 @@ fn same_seed_same_samples() {
     let a = sample(&model, &[], 20, 15, &mut Sampler::new(41)).unwrap();
     let b = sample(&model, &[], 20, 15, &mut Sampler::new(41)).unwrap();
     assert_eq!(a, b);
+    let other = sample(&model, &[], 20, 15, &mut Sampler::new(42)).unwrap();
+    assert_ne!(a, other, "another seed draws other sequences");
+}
+
+#[test]
+fn dropout_is_off_at_evaluation() {
+    tch::manual_seed(17);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let with_dropout = ModelConfig {
+        dropout: 0.5,
+        ..config(Cell::Lstm, 9, 2)
+    };
+    let model = RnnLm::new(&vs.root(), &with_dropout);
+    let mut plain_vs = nn::VarStore::new(Device::Cpu);
+    let plain = RnnLm::new(
+        &plain_vs.root(),
+        &ModelConfig {
+            dropout: 0.0,
+            ..with_dropout.clone()
+        },
+    );
+    plain_vs.copy(&vs).unwrap();
+    let inputs = Tensor::from_slice(&[-1i64, 3, 4, 2, 7, 1]).reshape([2, 3]);
+    let _guard = tch::no_grad_guard();
+    let run = |m: &RnnLm, train: bool| m.forward(&inputs, &m.zero_state(2), train).0;
+    let evaluated = run(&model, false);
+    assert!(
+        evaluated.allclose(&run(&plain, false), 0.0, 0.0, false),
+        "at evaluation, dropout 0.5 gives what dropout 0 gives"
+    );
+    assert!(
+        !run(&model, true).allclose(&evaluated, 1e-3, 1e-3, false),
+        "in training, dropout changes the outputs"
+    );
 }
 
 #[test]

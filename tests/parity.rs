@@ -73,7 +73,7 @@ fn pytorch_reference_gives_the_same_sentence_log_probs() {
                 "--format",
                 "text",
                 "--oov",
-                "unk",
+                "oov_count",
                 "--input",
                 test.to_str().unwrap(),
             ])

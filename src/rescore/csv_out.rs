@@ -3,7 +3,7 @@
 use super::combine::ranks;
 use super::nbest::{word_count, Candidate, Columns, GroupOrder, RowEvent, RowReader};
 use super::{input_name, open_input, open_per_token, score_sentences, write_per_token};
-use super::{ScoreOptions, ScoreSummary, Sink, CHUNK_ROWS};
+use super::{ScoreOptions, ScoreSummary, Sink};
 use crate::checkpoint::LoadedModel;
 use crate::oov::OovScorer;
 use anyhow::{bail, Result};
@@ -25,7 +25,12 @@ pub(super) fn score_rows(
     progress: &indicatif::ProgressBar,
 ) -> Result<ScoreSummary> {
     let name = input_name(options.input.as_deref());
-    let mut reader = RowReader::new(open_input(options.input.as_deref())?, options.format, &name)?;
+    let mut reader = RowReader::new(
+        open_input(options.input.as_deref())?,
+        options.format,
+        &name,
+        options.columns.headerless.as_deref(),
+    )?;
     let columns = Columns::find(&reader, &options.columns, &name)?;
     let layout = Layout {
         score: columns.am.is_some()
@@ -36,7 +41,9 @@ pub(super) fn score_rows(
     let mut sink = Sink::create(options.output.as_deref())?;
     let mut per_token = open_per_token(options)?;
     let mut writer = csv::WriterBuilder::new().from_writer(&mut sink.writer);
-    writer.write_record(&output_header(reader.headers(), &layout))?;
+    if options.columns.headerless.is_none() {
+        writer.write_record(&output_header(reader.headers(), &layout))?;
+    }
 
     let mut summary = ScoreSummary::default();
     let mut pending: Vec<Candidate> = Vec::new();
@@ -65,7 +72,8 @@ pub(super) fn score_rows(
             RowEvent::End => {}
         }
         // Score when the chunk is full, but never split a group across chunks.
-        let full = pending.len() >= CHUNK_ROWS && !last_two_in_one_group(&pending, &layout.columns);
+        let full = pending.len() >= options.chunk_rows
+            && !last_two_in_one_group(&pending, &layout.columns);
         if full || (!more && !pending.is_empty()) {
             let keep = if more { pending.pop() } else { None };
             let scored = flush(
@@ -101,7 +109,7 @@ pub(super) fn score_rows(
 
 fn output_header(headers: &csv::StringRecord, layout: &Layout) -> csv::StringRecord {
     let mut header = headers.clone();
-    header.extend(["tokens", "oov", "logprob", "log10prob", "perplexity"]);
+    header.extend(["tokens", "oov_count", "logprob", "log10prob", "perplexity"]);
     if layout.columns.ngram.is_some() {
         header.push_field("lm_logprob");
     }
@@ -177,7 +185,7 @@ fn flush(
         let n = s.tokens.len();
         let mut out = c.fields.clone();
         out.push_field(&n.to_string());
-        out.push_field(&s.oov.to_string());
+        out.push_field(&s.oov_count.to_string());
         out.push_field(&format!("{lp:.4}"));
         out.push_field(&format!("{:.4}", lp / std::f64::consts::LN_10));
         out.push_field(&format!("{:.3}", (-lp / n as f64).exp()));

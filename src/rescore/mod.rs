@@ -59,6 +59,9 @@ pub struct ScoreOptions {
     pub per_token: Option<PathBuf>,
     /// Sentences per forward pass.
     pub batch_size: usize,
+    /// Rows read and scored at a time, extended to the end of the group in progress
+    /// ([`CHUNK_ROWS`] unless a test shrinks it).
+    pub chunk_rows: usize,
 }
 
 /// Counts of a finished run.
@@ -71,7 +74,7 @@ pub struct ScoreSummary {
     /// Tokens scored, `<EOS>` included.
     pub tokens: usize,
     /// Tokens outside the vocabulary.
-    pub oov: usize,
+    pub oov_count: usize,
     /// Total log-probability, nats.
     pub log_prob: f64,
 }
@@ -80,7 +83,7 @@ impl ScoreSummary {
     fn add(&mut self, s: &Scored) {
         self.rows += 1;
         self.tokens += s.tokens.len();
-        self.oov += s.oov;
+        self.oov_count += s.oov_count;
         self.log_prob += s.log_prob();
     }
 }
@@ -91,7 +94,7 @@ pub struct Scored {
     /// Its tokens, `<EOS>` last.
     pub tokens: Vec<String>,
     /// How many are outside the vocabulary.
-    pub oov: usize,
+    pub oov_count: usize,
     /// Each token's log-probability (nats), unknown tokens as the OOV policy says.
     pub token_log_probs: Vec<f64>,
     /// Each unknown token's ln P(token | `<UNK>`); `None` for known tokens.
@@ -138,7 +141,7 @@ pub fn score_sentences(
         }
         scored.push(Scored {
             tokens,
-            oov: oov_count,
+            oov_count,
             token_log_probs,
             oov_log_shares,
         });

@@ -64,21 +64,33 @@ enum Source {
 }
 
 impl RowReader {
-    /// Starts reading `input` (named `name` in errors) in `format` (CSV or Kaldi).
-    pub fn new(input: Box<dyn Read>, format: Format, name: &str) -> Result<Self> {
+    /// Starts reading `input` (named `name` in errors) in `format` (CSV or Kaldi);
+    /// `headerless` names the columns of a CSV input that has no header row.
+    pub fn new(
+        input: Box<dyn Read>,
+        format: Format,
+        name: &str,
+        headerless: Option<&[String]>,
+    ) -> Result<Self> {
         match format {
             Format::Kaldi => Ok(RowReader {
                 source: Source::Kaldi(BufReader::new(input), Vec::new(), 0),
                 headers: csv::StringRecord::from(vec!["utterance_id", "candidate", "sentence"]),
             }),
             Format::Csv => {
+                // Row lengths are checked against the header here, not by the reader,
+                // which without a header would compare with the first row.
                 let mut reader = csv::ReaderBuilder::new()
-                    .has_headers(true)
+                    .has_headers(headerless.is_none())
+                    .flexible(true)
                     .from_reader(input);
-                let headers = reader
-                    .headers()
-                    .with_context(|| format!("{name}: cannot read the header"))?
-                    .clone();
+                let headers = match headerless {
+                    Some(names) => csv::StringRecord::from(names.to_vec()),
+                    None => reader
+                        .headers()
+                        .with_context(|| format!("{name}: cannot read the header"))?
+                        .clone(),
+                };
                 Ok(RowReader {
                     source: Source::Csv(reader, csv::ByteRecord::new()),
                     headers,
@@ -106,6 +118,12 @@ impl RowReader {
                 Ok(false) => Ok(RowEvent::End),
                 Ok(true) => {
                     let line = record.position().map_or(0, |p| p.line());
+                    let expected = self.headers.len();
+                    if record.len() != expected {
+                        let reason =
+                            format!("{} fields where the header has {expected}", record.len());
+                        return Ok(RowEvent::Bad { line, reason });
+                    }
                     Ok(match csv::StringRecord::from_byte_record(record.clone()) {
                         Ok(fields) => RowEvent::Row { line, fields },
                         Err(e) => RowEvent::Bad {
@@ -205,6 +223,9 @@ pub struct ColumnNames {
     pub ngram: Option<String>,
     /// `--ngram-log-base`.
     pub ngram_base: LogBase,
+    /// `--no-header --columns`: the names of the columns of a CSV input without a
+    /// header row (the output then has none either).
+    pub headerless: Option<Vec<String>>,
 }
 
 /// The index of `column` in `headers`, or an error naming the flag and the columns there are.

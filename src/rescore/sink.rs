@@ -1,23 +1,24 @@
 //! Output files that appear whole or not at all.
 
-use crate::checkpoint::temporary_path;
+use crate::files::AtomicFile;
 use anyhow::{bail, Context, Result};
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// An output file written under a temporary name and renamed into place on
-/// [`Sink::commit`], or standard output, or a device or pipe written in place.
+/// [`Sink::commit`] (removed if the sink is dropped first), or standard output, or
+/// a device or pipe written in place.
 pub struct Sink {
     /// Where the rows go.
     pub writer: BufWriter<Box<dyn Write>>,
-    paths: Option<(PathBuf, PathBuf)>,
+    file: Option<AtomicFile>,
 }
 
 impl Sink {
     /// Opens `path` for writing, or standard output for `None`.
     pub fn create(path: Option<&Path>) -> Result<Self> {
-        let (inner, paths): (Box<dyn Write>, _) = match path {
+        let (inner, file): (Box<dyn Write>, _) = match path {
             None => (Box::new(io::stdout().lock()), None),
             Some(path) => match std::fs::metadata(path) {
                 Ok(meta) if meta.is_dir() => {
@@ -35,35 +36,27 @@ impl Sink {
                 _ => {
                     // Through a symlink, the file it points to is replaced, not the link.
                     let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-                    let tmp = temporary_path(&path);
-                    let file = File::create(&tmp)
-                        .with_context(|| format!("cannot create {}", path.display()))?;
-                    (Box::new(file), Some((tmp, path)))
+                    let mut file = AtomicFile::create(&path)?;
+                    let handle = file
+                        .file()
+                        .try_clone()
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    (Box::new(handle), Some(file))
                 }
             },
         };
         Ok(Sink {
             writer: BufWriter::new(inner),
-            paths,
+            file,
         })
     }
 
     /// Flushes and moves the file into place.
     pub fn commit(mut self) -> Result<()> {
         self.writer.flush()?;
-        if let Some((tmp, path)) = self.paths.take() {
-            std::fs::rename(&tmp, &path)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        // Not committed: an error stopped the run, so no half-written file is left.
-        if let Some((tmp, _)) = &self.paths {
-            let _ = std::fs::remove_file(tmp);
+        match self.file.take() {
+            Some(file) => file.commit(),
+            None => Ok(()),
         }
     }
 }

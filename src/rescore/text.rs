@@ -1,15 +1,14 @@
-//! Plain text: one sentence per line, scored like SRILM's `-ppl`.
+//! Plain text: one sentence per line, with a corpus summary in SRILM's `-ppl` terms.
 
 use super::{input_name, open_input, open_per_token, score_sentences, write_per_token};
-use super::{ScoreOptions, ScoreSummary, CHUNK_ROWS};
+use super::{ScoreOptions, ScoreSummary};
 use crate::checkpoint::LoadedModel;
 use crate::oov::OovScorer;
-use crate::score::Evaluation;
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Write};
 
-/// Prints logprob, log10prob, perplexity, tokens, oov and the sentence per line, and a
-/// corpus summary on stderr.
+/// Prints logprob, log10prob, perplexity, tokens, oov_count and the sentence per line,
+/// and a corpus summary on stderr (see [`srilm_summary`]).
 pub(super) fn score_text(
     model: &LoadedModel,
     oov: &OovScorer,
@@ -22,7 +21,7 @@ pub(super) fn score_text(
     let mut per_token = open_per_token(options)?;
     writeln!(
         sink.writer,
-        "logprob\tlog10prob\tperplexity\ttokens\toov\tsentence"
+        "logprob\tlog10prob\tperplexity\ttokens\toov_count\tsentence"
     )?;
     let mut summary = ScoreSummary::default();
     let mut line_number = 0;
@@ -31,7 +30,7 @@ pub(super) fn score_text(
     loop {
         let mut rows = Vec::new();
         let mut sentences = Vec::new();
-        while sentences.len() < CHUNK_ROWS {
+        while sentences.len() < options.chunk_rows {
             buffer.clear();
             if reader
                 .read_until(b'\n', &mut buffer)
@@ -72,7 +71,7 @@ pub(super) fn score_text(
                 sink.writer,
                 "{lp:.4}\t{:.4}\t{ppl:.3}\t{n}\t{}\t{sentence}",
                 lp / std::f64::consts::LN_10,
-                s.oov
+                s.oov_count
             )?;
             summary.add(s);
         }
@@ -83,16 +82,22 @@ pub(super) fn score_text(
     if let Some(sink) = per_token {
         sink.commit()?;
     }
-    let e = Evaluation::from_total(summary.log_prob, summary.tokens, summary.oov, summary.rows);
-    eprintln!(
-        "file {name}: {} sentences, {} tokens (<EOS> included), {} OOVs, {empty} empty lines skipped\nlogprob= {:.2} log10prob= {:.2} ppl= {:.2} bits/token= {:.4}",
-        summary.rows,
-        summary.tokens,
-        summary.oov,
-        summary.log_prob,
-        summary.log_prob / std::f64::consts::LN_10,
-        e.perplexity,
-        e.bits_per_token
-    );
+    eprintln!("{}", srilm_summary(&name, &summary, empty));
     Ok(summary)
+}
+
+/// The corpus summary with SRILM's fields and meanings: `logprob=` is log10, `ppl=`
+/// counts every token with `</s>` (here `<EOS>`), `ppl1=` the words alone. Unlike
+/// SRILM, which skips OOVs, the OOVs are scored (by the `--oov` policy) and counted.
+pub fn srilm_summary(name: &str, summary: &ScoreSummary, empty_lines: usize) -> String {
+    let log10prob = summary.log_prob / std::f64::consts::LN_10;
+    let words = summary.tokens.saturating_sub(summary.rows);
+    let ppl = |count: usize| 10f64.powf(-log10prob / count.max(1) as f64);
+    format!(
+        "file {name}: {} sentences, {words} words, {} OOVs, {empty_lines} empty lines skipped\nlogprob= {log10prob:.2} ppl= {:.2} ppl1= {:.2} (log10; OOVs scored, not skipped)",
+        summary.rows,
+        summary.oov_count,
+        ppl(summary.tokens),
+        ppl(words),
+    )
 }

@@ -6,8 +6,12 @@
 //! the file as one token stream and backpropagates through `bptt` steps at a time,
 //! carrying the state forward detached.
 
-use crate::checkpoint::{write_atomic, ModelDir, SavedConfig, TrainState, FORMAT};
-use crate::data::{length_batches, Corpus, SentenceBatch, TokenStream};
+mod epoch;
+
+use crate::checkpoint::{load_weights, ModelDir, SavedConfig, Snapshot, TrainState, FORMAT};
+use crate::data::Corpus;
+use crate::metrics::read_metrics;
+pub use crate::metrics::EpochRecord;
 use crate::model::{ModelConfig, RnnLm};
 use crate::oov::{OovClasses, OovScorer};
 use crate::optim::Optimizer;
@@ -16,11 +20,8 @@ use crate::output::{choose_cutoffs, OutputConfig};
 use crate::score::{evaluate, SCORE_BATCH};
 use crate::vocab::{read_lines, Tokenizer, Vocab, VocabLimits};
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
-use rand::rngs::StdRng;
-use rand::SeedableRng;
+use epoch::{epoch_rng, run_epoch, Schedule};
 use serde::{Deserialize, Serialize};
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::{nn, Device, Tensor};
@@ -79,26 +80,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Continue the model in `out`.
     pub resume: bool,
+    /// Replace the model in `out` (at the new run's first checkpoint).
+    #[serde(default)]
+    pub force: bool,
 }
-
-/// One row of `metrics.csv`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct EpochRecord {
-    /// Epochs completed (fractional when a run stopped mid-epoch).
-    pub epoch: f64,
-    /// Mean training loss, nats per token.
-    pub train_loss: f64,
-    /// Validation loss, nats per token.
-    pub valid_loss: f64,
-    /// Training tokens per second of training time.
-    pub tokens_per_s: f64,
-    /// Training seconds in this epoch.
-    pub seconds: f64,
-    /// Learning rate used in the epoch.
-    pub lr: f64,
-}
-
-const METRICS_HEADER: &str = "epoch,train_loss,valid_loss,valid_ppl,tokens_per_s,seconds,lr";
 
 /// What a finished run reports.
 #[derive(Debug)]
@@ -115,28 +100,44 @@ struct Data {
     valid: Corpus,
 }
 
+/// What a run starts from: a fresh header, or the checkpoint it resumes.
+struct Start {
+    saved: SavedConfig,
+    vocab: Vocab,
+    oov: Option<OovClasses>,
+    state: TrainState,
+    history: Vec<EpochRecord>,
+}
+
 /// Trains a model as `config` says and writes its directory; returns the history.
+///
+/// The directory changes only at the end of an epoch whose model is worth keeping,
+/// one checkpoint at a time; a run that ends before its first such epoch is an
+/// error, and leaves the directory as it was.
 pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
-    tch::manual_seed(config.seed as i64);
-    let mut rng = StdRng::seed_from_u64(config.seed);
     let dir = ModelDir::new(&config.out);
-    let (saved, vocab, oov, mut state, mut history) = if config.resume {
-        let (saved, vocab, state, history) = resume_header(&dir)?;
-        (saved, vocab, None, state, history)
+    let Start {
+        saved,
+        vocab,
+        oov,
+        mut state,
+        mut history,
+    } = if config.resume {
+        resume_start(&dir)?
     } else {
-        let (saved, vocab, oov, state) = fresh_header(config)?;
-        (saved, vocab, Some(oov), state, Vec::new())
+        dir.check_writable(config.force)?;
+        fresh_start(config)?
     };
+    let seed = *state.seed.get_or_insert(config.seed);
     let data = load_data(config, &saved.tokenizer, &vocab)?;
 
+    tch::manual_seed(seed as i64);
     let mut vs = nn::VarStore::new(device);
     let model = RnnLm::new(&vs.root(), &saved.model);
-    if config.resume {
-        crate::checkpoint::load_weights(&mut vs, &dir.weights())?;
-    } else if let Some(oov) = &oov {
-        dir.save_header(&saved, &vocab, oov)?;
-    }
     let mut optimizer = Optimizer::new(config.optimizer, vs.trainable_variables(), state.lr);
+    if config.resume {
+        resume_weights(&dir, &mut vs, &mut optimizer)?;
+    }
     tracing::info!(
         "{} parameters, vocabulary {}, {} train / {} valid tokens, device {:?}",
         vs.trainable_variables()
@@ -151,7 +152,10 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
 
     let start = Instant::now();
     let mut last_validation = 0.0;
+    let mut committed = config.resume;
+    let mut no_model_because = "--epochs is 0";
     while state.epoch < config.epochs {
+        let mut rng = epoch_rng(seed, state.epoch);
         let deadline = config.time_limit.map(|limit| limit - last_validation);
         let schedule = Schedule {
             config,
@@ -162,10 +166,11 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
         let epoch_lr = schedule.rate(0.0).unwrap_or(state.lr);
         let epoch = run_epoch(&model, &mut optimizer, &data.train, &mut rng, &schedule)?;
         if epoch.tokens == 0 {
+            no_model_because = "--time-limit ran out before the first batch";
             break;
         }
         let validation_start = Instant::now();
-        let valid_loss = validate(config, &model, &data.valid)?;
+        let valid_loss = validate(&model, &data.valid)?;
         last_validation = validation_start.elapsed().as_secs_f64();
         let record = EpochRecord {
             epoch: state.epoch as f64 + epoch.fraction,
@@ -181,24 +186,30 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
         if epoch.fraction >= 1.0 {
             state.epoch += 1;
         }
-        if valid_loss < state.best_valid_loss {
+        let improved = valid_loss < state.best_valid_loss;
+        if improved {
             state.best_valid_loss = valid_loss;
             state.cuts_without_improvement = 0;
-            dir.save_weights(&vs, &state)?;
-        } else {
-            if config.lr_schedule == LrSchedule::Plateau {
-                state.lr *= config.lr_decay;
-                optimizer.set_lr(state.lr);
-                state.cuts_without_improvement += 1;
-            }
-            // The state file follows even when the weights do not: the epoch and rate move on.
-            write_atomic(&dir.state(), |w| {
-                Ok(serde_json::to_writer_pretty(w, &state)?)
-            })?;
+        } else if config.lr_schedule == LrSchedule::Plateau {
+            state.lr *= config.lr_decay;
+            optimizer.set_lr(state.lr);
+            state.cuts_without_improvement += 1;
         }
-        write_metrics(&dir, &history)?;
-        if let Err(e) = crate::plot::plot_losses(&dir.plot(), &history) {
-            tracing::warn!("cannot draw {}: {e:#}", dir.plot().display());
+        if state.best_valid_loss.is_finite() {
+            let snapshot = Snapshot {
+                config: &saved,
+                vocab: &vocab,
+                oov: oov.as_ref(),
+                weights: &vs,
+                improved,
+                optimizer: optimizer.state(),
+                state: &state,
+                history: &history,
+            };
+            dir.commit(&snapshot, !committed)?;
+            committed = true;
+        } else {
+            no_model_because = "the valid loss was not finite in any epoch";
         }
         if config.patience > 0 && state.cuts_without_improvement >= config.patience {
             tracing::info!(
@@ -216,20 +227,19 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
             break;
         }
     }
+    if !committed {
+        bail!(
+            "no model was written to {}: {no_model_because}",
+            dir.root.display()
+        );
+    }
     Ok(TrainSummary {
         history,
         best_valid_loss: state.best_valid_loss,
     })
 }
 
-fn fresh_header(config: &TrainConfig) -> Result<(SavedConfig, Vocab, OovClasses, TrainState)> {
-    if config.model.tie && config.model.embed != config.model.hidden {
-        bail!(
-            "--tie needs --embed equal to --hidden (got {} and {})",
-            config.model.embed,
-            config.model.hidden
-        );
-    }
+fn fresh_start(config: &TrainConfig) -> Result<Start> {
     let train_path = config.data.join("train.txt");
     let (lines, _) = read_lines(&train_path)?;
     let tokenized: Vec<Vec<String>> = lines.iter().map(|l| config.tokenizer.tokenize(l)).collect();
@@ -253,7 +263,7 @@ fn fresh_header(config: &TrainConfig) -> Result<(SavedConfig, Vocab, OovClasses,
             );
         }
     }
-    model.output.check(model.vocab_size).context("--cutoffs")?;
+    model.check()?;
     let saved = SavedConfig {
         format: FORMAT.to_string(),
         model,
@@ -267,21 +277,62 @@ fn fresh_header(config: &TrainConfig) -> Result<(SavedConfig, Vocab, OovClasses,
         best_valid_loss: f64::INFINITY,
         seconds: 0.0,
         cuts_without_improvement: 0,
+        seed: Some(config.seed),
     };
-    Ok((saved, vocab, oov, state))
+    Ok(Start {
+        saved,
+        vocab,
+        oov: Some(oov),
+        state,
+        history: Vec::new(),
+    })
 }
 
-fn resume_header(dir: &ModelDir) -> Result<(SavedConfig, Vocab, TrainState, Vec<EpochRecord>)> {
+fn resume_start(dir: &ModelDir) -> Result<Start> {
     let (saved, vocab) = dir.load_header().context("--resume")?;
     let state = dir.load_state().context("--resume")?;
-    let history = read_metrics(dir)?;
+    let history = read_metrics(&dir.metrics()).context("--resume")?;
+    let oov = match dir.oov().exists() {
+        true => Some(OovClasses::load(&dir.oov(), saved.tokenizer.level, &vocab)?),
+        false => None,
+    };
     tracing::info!(
         "resuming {} after epoch {} at lr {}",
         dir.root.display(),
         state.epoch,
         state.lr
     );
-    Ok((saved, vocab, state, history))
+    Ok(Start {
+        saved,
+        vocab,
+        oov,
+        state,
+        history,
+    })
+}
+
+/// Loads the weights after the last epoch and the optimizer's state; a directory
+/// saved without them goes on from the best weights with fresh moment estimates.
+fn resume_weights(dir: &ModelDir, vs: &mut nn::VarStore, optimizer: &mut Optimizer) -> Result<()> {
+    if dir.last_weights().exists() {
+        load_weights(vs, &dir.last_weights())?;
+    } else {
+        tracing::warn!(
+            "{} has no last.safetensors: going on from the best weights",
+            dir.root.display()
+        );
+        load_weights(vs, &dir.weights())?;
+    }
+    let path = dir.optimizer();
+    if path.exists() {
+        let stored = Tensor::read_safetensors(&path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let stored = stored.into_iter().collect();
+        optimizer
+            .load_state(&stored)
+            .with_context(|| format!("{}: not this run's optimizer state", path.display()))?;
+    }
+    Ok(())
 }
 
 fn load_data(config: &TrainConfig, tokenizer: &Tokenizer, vocab: &Vocab) -> Result<Data> {
@@ -298,174 +349,18 @@ fn load_data(config: &TrainConfig, tokenizer: &Tokenizer, vocab: &Vocab) -> Resu
             "{name}.txt: {} sentences, {} tokens, {} <UNK>, {} empty lines skipped",
             corpus.sentences.len(),
             corpus.tokens(),
-            corpus.unknown,
+            corpus.oov_count,
             corpus.empty_lines
         );
     }
     Ok(Data { train, valid })
 }
 
-/// The learning rate at a point of the run.
-struct Schedule<'a> {
-    config: &'a TrainConfig,
-    /// Epochs completed before the current one.
-    epoch: usize,
-    start: Instant,
-    /// When this run must stop, in seconds since `start`.
-    deadline: Option<f64>,
-}
-
-impl Schedule<'_> {
-    /// The rate for the next step, `done` being the share of the current epoch done;
-    /// `None` when the schedule leaves the rate alone.
-    fn rate(&self, done: f64) -> Option<f64> {
-        let c = self.config;
-        if c.lr_schedule != LrSchedule::Linear {
-            return None;
-        }
-        let by_epochs = (self.epoch as f64 + done) / c.epochs.max(1) as f64;
-        let by_time = self
-            .deadline
-            .map_or(0.0, |d| self.start.elapsed().as_secs_f64() / d.max(1e-9));
-        Some(c.lr * (1.0 - by_epochs.max(by_time)).max(0.0))
-    }
-}
-
-/// What one pass over the training data did.
-struct EpochStats {
-    loss_sum: f64,
-    tokens: usize,
-    seconds: f64,
-    /// Share of the epoch's batches done: below 1 when the time limit cut it short.
-    fraction: f64,
-}
-
-/// One pass over the training data, stopping early at the schedule's deadline.
-fn run_epoch(
-    model: &RnnLm,
-    optimizer: &mut Optimizer,
-    corpus: &Corpus,
-    rng: &mut StdRng,
-    schedule: &Schedule,
-) -> Result<EpochStats> {
-    let config = schedule.config;
-    let epoch_start = Instant::now();
-    let progress = progress_bar(corpus.tokens() as u64);
-    let mut stats = EpochStats {
-        loss_sum: 0.0,
-        tokens: 0,
-        seconds: 0.0,
-        fraction: 1.0,
-    };
-    let mut step = |loss_sum: Tensor,
-                    tokens: usize,
-                    stats: &mut EpochStats,
-                    lr: Option<f64>|
-     -> Result<()> {
-        if let Some(lr) = lr {
-            optimizer.set_lr(lr);
-        }
-        let loss = f64::try_from(&loss_sum)?;
-        optimizer.step(&(&loss_sum / tokens as f64), config.clip)?;
-        let per_token = loss / tokens as f64;
-        if !per_token.is_finite() || per_token > 100.0 {
-            bail!(
-                "training diverged (loss {per_token:.3e} nats/token); the last good model stays in {}; try a lower --lr or --clip",
-                config.out.display()
-            );
-        }
-        stats.loss_sum += loss;
-        stats.tokens += tokens;
-        progress.inc(tokens as u64);
-        progress.set_message(format!("{:.3}", stats.loss_sum / stats.tokens as f64));
-        Ok(())
-    };
-    let past_deadline = || {
-        schedule
-            .deadline
-            .is_some_and(|d| schedule.start.elapsed().as_secs_f64() >= d)
-    };
-
-    if config.stream {
-        let stream = TokenStream::new(corpus, config.batch_size, model.device())
-            .with_context(|| config.data.join("train.txt").display().to_string())?;
-        let chunks: Vec<(Tensor, Tensor)> = stream.chunks(config.bptt).collect();
-        let mut state = model.zero_state(config.batch_size as i64);
-        for (i, (inputs, targets)) in chunks.iter().enumerate() {
-            if past_deadline() {
-                stats.fraction = i as f64 / chunks.len() as f64;
-                break;
-            }
-            let lr = schedule.rate(i as f64 / chunks.len() as f64);
-            let (hidden, next) = model.forward(inputs, &state.detach(), true);
-            state = next;
-            let width = hidden.size()[2];
-            let log_probs =
-                model.target_log_probs(&hidden.reshape([-1, width]), &targets.reshape([-1]));
-            step(-log_probs.sum(None), targets.numel(), &mut stats, lr)?;
-        }
-    } else {
-        let lengths: Vec<usize> = corpus.sentences.iter().map(Vec::len).collect();
-        let batches = length_batches(&lengths, config.batch_size, Some(rng));
-        for (i, rows) in batches.iter().enumerate() {
-            if past_deadline() {
-                stats.fraction = i as f64 / batches.len() as f64;
-                break;
-            }
-            let lr = schedule.rate(i as f64 / batches.len() as f64);
-            let sentences: Vec<&[i64]> = rows
-                .iter()
-                .map(|&r| corpus.sentences[r].as_slice())
-                .collect();
-            let batch = SentenceBatch::new(&sentences, model.device());
-            let (hidden, _) = model.forward(&batch.inputs, &model.zero_state(batch.size()), true);
-            let log_probs = model.target_log_probs(&batch.gather(&hidden), &batch.targets);
-            step(
-                -log_probs.sum(None),
-                batch.lengths.iter().sum(),
-                &mut stats,
-                lr,
-            )?;
-        }
-    }
-    progress.finish_and_clear();
-    stats.seconds = epoch_start.elapsed().as_secs_f64();
-    Ok(stats)
-}
-
-/// Validation loss in nats per token, read the way training reads.
-fn validate(config: &TrainConfig, model: &RnnLm, corpus: &Corpus) -> Result<f64> {
-    if !config.stream {
-        return Ok(evaluate(model, corpus, SCORE_BATCH, &OovScorer::closed())?.nats_per_token);
-    }
-    let _guard = tch::no_grad_guard();
-    let stream = TokenStream::new(corpus, config.batch_size, model.device())
-        .with_context(|| config.data.join("valid.txt").display().to_string())?;
-    let mut state = model.zero_state(config.batch_size as i64);
-    let mut total = 0.0;
-    for (inputs, targets) in stream.chunks(config.bptt) {
-        let (hidden, next) = model.forward(&inputs, &state, false);
-        state = next;
-        let width = hidden.size()[2];
-        let log_probs =
-            model.target_log_probs(&hidden.reshape([-1, width]), &targets.reshape([-1]));
-        total -= f64::try_from(log_probs.sum(None))?;
-    }
-    Ok(total / stream.tokens().max(1) as f64)
-}
-
-fn progress_bar(len: u64) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len);
-    let style = ProgressStyle::with_template(
-        "{bar:30} {percent:>3}% {human_pos}/{human_len} tokens {per_sec:>12} loss {msg} ETA {eta}",
-    );
-    if let Ok(style) = style {
-        bar.set_style(style);
-    }
-    bar
+/// Validation loss in nats per token, every sentence from the zero state as `eval`
+/// and `score` read it, whatever layout training uses: the epoch kept is the one
+/// that is best the way the model is used.
+fn validate(model: &RnnLm, corpus: &Corpus) -> Result<f64> {
+    Ok(evaluate(model, corpus, SCORE_BATCH, &OovScorer::closed())?.nats_per_token)
 }
 
 fn log_epoch(r: &EpochRecord) {
@@ -479,53 +374,4 @@ fn log_epoch(r: &EpochRecord) {
         r.seconds,
         r.lr
     );
-}
-
-fn write_metrics(dir: &ModelDir, history: &[EpochRecord]) -> Result<()> {
-    write_atomic(&dir.metrics(), |w| {
-        writeln!(w, "{METRICS_HEADER}")?;
-        for r in history {
-            writeln!(
-                w,
-                "{:.4},{:.6},{:.6},{:.4},{:.1},{:.2},{:.6e}",
-                r.epoch,
-                r.train_loss,
-                r.valid_loss,
-                r.valid_loss.exp(),
-                r.tokens_per_s,
-                r.seconds,
-                r.lr
-            )?;
-        }
-        Ok(())
-    })
-}
-
-fn read_metrics(dir: &ModelDir) -> Result<Vec<EpochRecord>> {
-    let path = dir.metrics();
-    let mut reader =
-        csv::Reader::from_path(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut history = Vec::new();
-    for (n, record) in reader.records().enumerate() {
-        let record = record.with_context(|| format!("{}: row {}", path.display(), n + 2))?;
-        let field = |i: usize| -> Result<f64> {
-            record.get(i).and_then(|v| v.parse().ok()).with_context(|| {
-                format!(
-                    "{}: row {}: column {} is not a number",
-                    path.display(),
-                    n + 2,
-                    i + 1
-                )
-            })
-        };
-        history.push(EpochRecord {
-            epoch: field(0)?,
-            train_loss: field(1)?,
-            valid_loss: field(2)?,
-            tokens_per_s: field(4)?,
-            seconds: field(5)?,
-            lr: field(6)?,
-        });
-    }
-    Ok(history)
 }

@@ -1,0 +1,237 @@
+//! Files and directories that appear whole or not at all.
+//!
+//! Every output is written under a hidden temporary name beside its destination and
+//! renamed into place when complete ([`AtomicFile`], [`write_atomic`]), and a model
+//! directory is replaced by swapping in a complete sibling ([`swap_dir`]). Temporary
+//! paths are registered while they exist, so that SIGINT or SIGTERM removes them
+//! before the process exits ([`remove_temporaries_on_signal`]); an error drops them
+//! on the way out.
+
+use anyhow::{Context, Result};
+use std::collections::BTreeSet;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use tempfile::NamedTempFile;
+
+/// Temporary files and directories that a signal must not leave behind.
+static TEMPORARIES: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+fn register(path: &Path) {
+    if let Ok(mut set) = TEMPORARIES.lock() {
+        set.insert(path.to_path_buf());
+    }
+}
+
+fn unregister(path: &Path) {
+    if let Ok(mut set) = TEMPORARIES.lock() {
+        set.remove(path);
+    }
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: removes every registered temporary and exits with
+/// 128 + the signal number, as a shell reports a killed process.
+pub fn remove_temporaries_on_signal() -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("cannot install the signal handlers")?;
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            // Held to the exit, so no new temporary is registered after the sweep.
+            let set = TEMPORARIES.lock().unwrap_or_else(|e| e.into_inner());
+            for path in set.iter() {
+                if path.is_dir() {
+                    let _ = std::fs::remove_dir_all(path);
+                } else {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+            eprintln!("error: interrupted (signal {signal}); no partial output was left");
+            std::process::exit(128 + signal);
+        }
+    });
+    Ok(())
+}
+
+/// A file written under a hidden temporary name in the destination's directory and
+/// renamed over the destination by [`AtomicFile::commit`]; dropped uncommitted, the
+/// temporary is removed.
+pub struct AtomicFile {
+    temp: Option<NamedTempFile>,
+    path: PathBuf,
+}
+
+impl AtomicFile {
+    /// Starts a file that will become `path`. The temporary keeps `path`'s extension,
+    /// for writers that choose the format by it.
+    pub fn create(path: &Path) -> Result<Self> {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let suffix = path
+            .extension()
+            .map(|e| format!(".{}", e.to_string_lossy()))
+            .unwrap_or_default();
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(&suffix)
+            .tempfile_in(dir)
+            .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+        register(temp.path());
+        Ok(AtomicFile {
+            temp: Some(temp),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The temporary path, for writers that take a path rather than a stream.
+    pub fn temp_path(&self) -> &Path {
+        self.temp.as_ref().map_or(&self.path, |t| t.path())
+    }
+
+    /// The open temporary file.
+    pub fn file(&mut self) -> &mut std::fs::File {
+        self.temp
+            .as_mut()
+            .expect("an AtomicFile is only consumed by commit")
+            .as_file_mut()
+    }
+
+    /// Syncs the temporary to disk and renames it over the destination.
+    pub fn commit(mut self) -> Result<()> {
+        let temp = self
+            .temp
+            .take()
+            .expect("an AtomicFile is only consumed by commit");
+        let temp_path = temp.path().to_path_buf();
+        temp.as_file()
+            .sync_all()
+            .with_context(|| format!("cannot write {}", self.path.display()))?;
+        let result = temp
+            .persist(&self.path)
+            .map(|_| ())
+            .map_err(|e| e.error)
+            .with_context(|| format!("cannot write {}", self.path.display()));
+        unregister(&temp_path);
+        result
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if let Some(temp) = self.temp.take() {
+            let path = temp.path().to_path_buf();
+            drop(temp);
+            unregister(&path);
+        }
+    }
+}
+
+/// Writes `path` through `fill`, atomically.
+pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+    let mut file = AtomicFile::create(path)?;
+    {
+        let mut writer = BufWriter::new(file.file());
+        fill(&mut writer).with_context(|| format!("cannot write {}", path.display()))?;
+        writer
+            .flush()
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    file.commit()
+}
+
+/// A directory being filled beside its destination; removed if dropped before
+/// [`swap_dir`] moves it into place.
+pub struct StagingDir {
+    path: PathBuf,
+    done: bool,
+}
+
+impl StagingDir {
+    /// Creates `path` empty, removing whatever a killed run left there.
+    pub fn create(path: PathBuf) -> Result<Self> {
+        if path.exists() {
+            std::fs::remove_dir_all(&path)
+                .with_context(|| format!("cannot remove the leftover {}", path.display()))?;
+        }
+        std::fs::create_dir_all(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        register(&path);
+        Ok(StagingDir { path, done: false })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for StagingDir {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+        unregister(&self.path);
+    }
+}
+
+/// Puts the complete directory `staging` at `target` in one step: a reader of
+/// `target` finds either the old directory or the new one. The old one is removed.
+pub fn swap_dir(mut staging: StagingDir, target: &Path) -> Result<()> {
+    sync_dir(staging.path())?;
+    if target.exists() {
+        exchange(staging.path(), target)?;
+        // `staging` now names the old directory; its drop removes it.
+    } else {
+        std::fs::rename(staging.path(), target)
+            .with_context(|| format!("cannot create {}", target.display()))?;
+        staging.done = true;
+    }
+    if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+fn sync_dir(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", path.display()))
+}
+
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).context("a path with a NUL byte");
+    let (ca, cb) = (c(a)?, c(b)?);
+    // SAFETY: two valid NUL-terminated paths; renameat2 only reads them.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("cannot replace {}", b.display()));
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exchange(a: &Path, b: &Path) -> Result<()> {
+    // Without an atomic exchange: move the old one aside, then the new one in.
+    let aside = a.with_extension("old");
+    std::fs::rename(b, &aside).with_context(|| format!("cannot replace {}", b.display()))?;
+    std::fs::rename(a, b).with_context(|| format!("cannot replace {}", b.display()))?;
+    std::fs::rename(&aside, a).with_context(|| format!("cannot replace {}", b.display()))
+}
