@@ -186,7 +186,7 @@ def _csv_field(value):
 class ParquetOutput:
     """Writes each partition's output CSV as a row group, with one fixed schema."""
 
-    INTEGER = {"tokens", "oov_count", "rank", "best"}
+    INTEGER = {"tokens", "oov_count", "rank"}
 
     def __init__(self, path, input_schema):
         self.path, self.input_schema, self.writer = path, input_schema, None
@@ -200,6 +200,8 @@ class ParquetOutput:
                 fields.append(self.input_schema.field(name))
             elif name in self.INTEGER:
                 fields.append(pa.field(name, pa.int64()))
+            elif name == "best":
+                fields.append(pa.field(name, pa.bool_()))
             else:
                 fields.append(pa.field(name, pa.float64()))
         self.schema = pa.schema(fields)
@@ -249,6 +251,7 @@ def run(args, client):
     os.close(fd)
     started = time.perf_counter()
     rows = partitions_done = 0
+    handle = None
     try:
         if args.output.endswith(".parquet"):
             import pyarrow.parquet as pq
@@ -256,7 +259,6 @@ def run(args, client):
             schema = pq.ParquetFile(args.input).schema_arrow if parquet else _string_schema(header)
             sink = ParquetOutput(temp, schema)
             sink.header(columns)
-            handle = None
         else:
             handle = open(temp, "wb")
             sink = CsvOutput(handle)
@@ -299,6 +301,8 @@ def run(args, client):
             handle.close()
         os.replace(temp, args.output)
     except BaseException:
+        if handle:
+            handle.close()
         if os.path.exists(temp):
             os.remove(temp)
         raise

@@ -112,6 +112,7 @@ class DaskScoring(unittest.TestCase):
             self.assertEqual(g["utterance_id"], w["utterance_id"])
             self.assertEqual(g["sentence"], w["sentence"])
             self.assertEqual(g["rank"], int(w["rank"]))
+            self.assertEqual(g["best"], w["best"] == "true")
             self.assertAlmostEqual(g["logprob"], float(w["logprob"]), delta=1e-4)
 
     def test_a_bad_row_fails_the_job_with_its_line(self):

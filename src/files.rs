@@ -184,13 +184,18 @@ impl Drop for StagingDir {
 /// `target` finds either the old directory or the new one. The old one is removed.
 pub fn swap_dir(mut staging: StagingDir, target: &Path) -> Result<()> {
     sync_dir(staging.path())?;
-    if target.exists() {
-        exchange(staging.path(), target)?;
-        // `staging` now names the old directory; its drop removes it.
-    } else {
-        std::fs::rename(staging.path(), target)
-            .with_context(|| format!("cannot create {}", target.display()))?;
-        staging.done = true;
+    {
+        // The signal handler sweeps under this lock, so the exchange cannot happen
+        // while it is emptying the staging directory (which would empty the new model).
+        let _sweep = TEMPORARIES.lock().unwrap_or_else(|e| e.into_inner());
+        if target.exists() {
+            exchange(staging.path(), target)?;
+            // `staging` now names the old directory; its drop removes it.
+        } else {
+            std::fs::rename(staging.path(), target)
+                .with_context(|| format!("cannot create {}", target.display()))?;
+            staging.done = true;
+        }
     }
     if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
         sync_dir(parent)?;

@@ -582,3 +582,152 @@ fn numeric_flags_out_of_range_are_refused_before_anything_runs() {
         );
     }
 }
+
+#[test]
+fn ranking_without_an_am_column_goes_by_logprob() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(
+        dir.path(),
+        "in.csv",
+        "utterance_id,sentence\nu1,the pear is ripe\nu1,ripe is pear the\nu1,the apple is red\n",
+    );
+    let o = rnnlm(&["score", "--model", model_path(), "--input", &input]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let mut reader = csv::Reader::from_reader(out.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    assert!(!headers.iter().any(|h| h == "score"), "{headers:?}");
+    let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 3);
+    let logprobs: Vec<f64> = rows
+        .iter()
+        .map(|r| r[column("logprob")].parse().unwrap())
+        .collect();
+    for (r, lp) in rows.iter().zip(&logprobs) {
+        let better = logprobs.iter().filter(|other| *other > lp).count();
+        assert_eq!(r[column("rank")], (better + 1).to_string(), "{logprobs:?}");
+    }
+}
+
+#[test]
+fn a_chunk_boundary_never_splits_a_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("utterance_id,sentence\n");
+    for group in 0..7 {
+        for candidate in 0..(1 + group % 4) {
+            let sentence = SENTENCES[(group + candidate) % SENTENCES.len()];
+            text.push_str(&format!("g{group},{sentence}\n"));
+        }
+    }
+    let input = write(dir.path(), "in.csv", text);
+    let run = |chunk: &str| {
+        let o = rnnlm(&[
+            "score",
+            "--model",
+            model_path(),
+            "--input",
+            &input,
+            "--chunk-rows",
+            chunk,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let whole = run("10000");
+    assert_eq!(whole.lines().count(), 1 + 16);
+    for chunk in ["1", "2", "3"] {
+        assert_eq!(run(chunk), whole, "--chunk-rows {chunk}");
+    }
+    let best_per_group = whole.lines().filter(|l| l.ends_with(",1,true")).count();
+    assert_eq!(best_per_group, 7, "one best per group:\n{whole}");
+}
+
+#[test]
+fn the_saved_tokenizer_settings_are_applied_when_scoring() {
+    let dir = tempfile::tempdir().unwrap();
+    // The shared model was trained with --lowercase.
+    let input = write(
+        dir.path(),
+        "in.csv",
+        "sentence\nthe pear is ripe\nTHE Pear IS rIPE\n",
+    );
+    let o = rnnlm(&["score", "--model", model_path(), "--input", &input]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let rows: Vec<csv::StringRecord> = csv::Reader::from_reader(out.as_bytes())
+        .records()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(&rows[1][2], "0", "no OOVs once lowercased");
+    assert_eq!(&rows[0][3], &rows[1][3], "the same log-probability");
+}
+
+#[test]
+fn a_character_model_trains_scores_and_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = "anna\nbob\nclara\ndora\nemma\nflora\ngreta\nhanna\n".repeat(5);
+    write(dir.path(), "train.txt", &names);
+    write(dir.path(), "valid.txt", "anna\nemma\n");
+    let model = dir.path().join("char");
+    let o = rnnlm(&[
+        "train",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--out",
+        model.to_str().unwrap(),
+        "--level",
+        "char",
+        "--cell",
+        "gru",
+        "--embed",
+        "8",
+        "--hidden",
+        "16",
+        "--layers",
+        "1",
+        "--dropout",
+        "0",
+        "--lr",
+        "0.02",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "60",
+        "--patience",
+        "0",
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let model = model.to_str().unwrap();
+    let input = write(dir.path(), "in.txt", "anna\nqxzv\n");
+    let o = rnnlm(&[
+        "score", "--model", model, "--input", &input, "--format", "text", "--oov", "unk",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<Vec<String>> = stdout(&o)
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').map(String::from).collect())
+        .collect();
+    assert_eq!(lines[0][3], "5", "four characters and <EOS>");
+    assert_eq!(lines[1][4], "4", "q, x, z and v are unseen characters");
+    let known: f64 = lines[0][0].parse().unwrap();
+    assert!(known > lines[1][0].parse::<f64>().unwrap());
+    assert!(
+        known > -5.0f64 * 8f64.ln(),
+        "a trained name beats uniform guessing: {known}"
+    );
+    let o = rnnlm(&["sample", "--model", model, "--count", "20", "--seed", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let samples = stdout(&o);
+    assert_eq!(samples.lines().count(), 20);
+    let seen: Vec<&str> = names.lines().collect();
+    let copies = samples.lines().filter(|s| seen.contains(s)).count();
+    assert!(
+        copies >= 10,
+        "mostly training names after 30 epochs:\n{samples}"
+    );
+}
