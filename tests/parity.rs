@@ -73,7 +73,7 @@ fn pytorch_reference_gives_the_same_sentence_log_probs() {
                 "--format",
                 "text",
                 "--oov",
-                "oov_count",
+                "unk",
                 "--input",
                 test.to_str().unwrap(),
             ])
