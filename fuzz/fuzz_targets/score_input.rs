@@ -11,7 +11,6 @@ use rnnlm::oov::{OovOptions, OovPolicy};
 use rnnlm::rescore::combine::Weights;
 use rnnlm::rescore::nbest::{ColumnNames, LogBase};
 use rnnlm::rescore::{score_file, Format, ScoreOptions};
-use std::sync::OnceLock;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -19,27 +18,32 @@ struct Fixture {
     input: std::path::PathBuf,
 }
 
-fn fixture() -> &'static Fixture {
-    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
-    FIXTURE.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let model = ModelDir::new(common::tiny_model(dir.path()))
-            .load(tch::Device::Cpu)
-            .unwrap();
-        let input = dir.path().join("input");
-        Fixture {
-            _dir: dir,
-            model,
-            input,
-        }
-    })
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let model = ModelDir::new(common::tiny_model(dir.path()))
+        .load(tch::Device::Cpu)
+        .unwrap();
+    let input = dir.path().join("input");
+    Fixture {
+        _dir: dir,
+        model,
+        input,
+    }
+}
+
+thread_local! {
+    // libFuzzer runs the target on one thread; a model is not `Sync`.
+    static FIXTURE: Fixture = fixture();
 }
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, bytes)) = data.split_first() else {
         return;
     };
-    let f = fixture();
+    FIXTURE.with(|f| run(f, selector, bytes));
+});
+
+fn run(f: &Fixture, selector: u8, bytes: &[u8]) {
     std::fs::write(&f.input, bytes).unwrap();
     let format = match selector % 3 {
         0 => Format::Csv,
@@ -84,4 +88,4 @@ fuzz_target!(|data: &[u8]| {
         chunk_rows: 2,
     };
     let _ = score_file(&f.model, &options);
-});
+}
