@@ -583,22 +583,25 @@ fn numeric_flags_out_of_range_are_refused_before_anything_runs() {
     }
 }
 
-#[test]
-fn ranking_without_an_am_column_goes_by_logprob() {
+/// Scores `csv_text` with the shared model and default flags: the header and the rows.
+fn score_rows(csv_text: &str) -> (csv::StringRecord, Vec<csv::StringRecord>) {
     let dir = tempfile::tempdir().unwrap();
-    let input = write(
-        dir.path(),
-        "in.csv",
-        "utterance_id,sentence\nu1,the pear is ripe\nu1,ripe is pear the\nu1,the apple is red\n",
-    );
+    let input = write(dir.path(), "in.csv", csv_text);
     let o = rnnlm(&["score", "--model", model_path(), "--input", &input]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     let mut reader = csv::Reader::from_reader(out.as_bytes());
     let headers = reader.headers().unwrap().clone();
+    (headers, reader.records().map(|r| r.unwrap()).collect())
+}
+
+#[test]
+fn ranking_without_an_am_column_goes_by_logprob() {
+    let (headers, rows) = score_rows(
+        "utterance_id,sentence\nu1,the pear is ripe\nu1,ripe is pear the\nu1,the apple is red\n",
+    );
     assert!(!headers.iter().any(|h| h == "score"), "{headers:?}");
     let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
-    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
     assert_eq!(rows.len(), 3);
     let logprobs: Vec<f64> = rows
         .iter()
@@ -645,20 +648,8 @@ fn a_chunk_boundary_never_splits_a_group() {
 
 #[test]
 fn the_saved_tokenizer_settings_are_applied_when_scoring() {
-    let dir = tempfile::tempdir().unwrap();
     // The shared model was trained with --lowercase.
-    let input = write(
-        dir.path(),
-        "in.csv",
-        "sentence\nthe pear is ripe\nTHE Pear IS rIPE\n",
-    );
-    let o = rnnlm(&["score", "--model", model_path(), "--input", &input]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let out = stdout(&o);
-    let rows: Vec<csv::StringRecord> = csv::Reader::from_reader(out.as_bytes())
-        .records()
-        .map(|r| r.unwrap())
-        .collect();
+    let (_, rows) = score_rows("sentence\nthe pear is ripe\nTHE Pear IS rIPE\n");
     assert_eq!(rows.len(), 2);
     assert_eq!(&rows[1][2], "0", "no OOVs once lowercased");
     assert_eq!(&rows[0][3], &rows[1][3], "the same log-probability");
