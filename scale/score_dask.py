@@ -227,10 +227,11 @@ class ParquetOutput:
         self.writer.close()
 
 
-def output_columns(binary, model, flags, header, device):
-    """The output's column names: rnnlm's header for an empty input with these columns."""
+def output_columns(binary, model, flags, header):
+    """The output's column names: rnnlm's header for an empty input with these columns
+    (on the CPU: the driver's machine need not have the workers' GPUs)."""
     text = ",".join(_csv_field(h) for h in header) + "\n"
-    result = subprocess.run([binary, "score", "--model", model, "--device", device, *flags],
+    result = subprocess.run([binary, "score", "--model", model, *flags, "--device", "cpu"],
                             input=text.encode("utf-8"), capture_output=True)
     if result.returncode != 0:
         raise JobFailed(result.stderr.decode("utf-8", "replace").strip())
@@ -244,7 +245,7 @@ def run(args, client):
     else:
         header, partitions = csv_partitions(args.input, args.flags, args.partition_rows)
     binary, model = os.path.abspath(args.bin), os.path.abspath(args.model)
-    columns = output_columns(binary, model, args.flags, header, args.device)
+    columns = output_columns(binary, model, args.flags, header)
 
     out_dir = os.path.dirname(os.path.abspath(args.output))
     fd, temp = tempfile.mkstemp(prefix="." + os.path.basename(args.output) + ".", dir=out_dir)
@@ -344,7 +345,8 @@ def parse_args(argv):
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.threads is None and args.scheduler is None:
         args.threads = max(1, (os.cpu_count() or 1) // args.workers)
-    forbidden = {"--input", "--output", "--model", "--no-header", "--columns", "--per-token", "--format"}
+    forbidden = {"--input", "--output", "--model", "--no-header", "--columns", "--per-token", "--format",
+                 "--device", "--threads"}
     for flag in flags:
         if flag.split("=", 1)[0] in forbidden:
             parser.error(f"{flag} is set by the driver; pass it as a driver option or leave it out")
