@@ -54,8 +54,9 @@ pub struct TrainState {
     pub seed: Option<u64>,
 }
 
-/// What a checkpoint holds: the run's header files, the weights after the last
-/// epoch, the optimizer's state and the record.
+/// What a checkpoint holds: the run's header files (written by its first checkpoint,
+/// carried over by the later ones), the weights after the last epoch, the optimizer's
+/// state and the record.
 pub struct Snapshot<'a> {
     /// The configuration.
     pub config: &'a SavedConfig,
@@ -169,20 +170,22 @@ impl ModelDir {
         }
         let staging = StagingDir::create(self.staging_path())?;
         let next = ModelDir::new(staging.path());
-        write_atomic(&next.config(), |w| {
-            serde_json::to_writer_pretty(&mut *w, snapshot.config)?;
-            writeln!(w)?;
-            Ok(())
-        })?;
-        snapshot.vocab.save(&next.vocab())?;
-        if let Some(oov) = snapshot.oov {
-            oov.save(&next.oov())?;
+        // Later checkpoints of a run carry the header files (and the best weights when
+        // they did not improve) over from the last one as links.
+        if fresh {
+            write_atomic(&next.config(), |w| {
+                serde_json::to_writer_pretty(&mut *w, snapshot.config)?;
+                writeln!(w)?;
+                Ok(())
+            })?;
+            snapshot.vocab.save(&next.vocab())?;
+            if let Some(oov) = snapshot.oov {
+                oov.save(&next.oov())?;
+            }
         }
         save_vars(snapshot.weights, &next.last_weights())?;
         if snapshot.improved {
             link_or_copy(&next.last_weights(), &next.weights())?;
-        } else {
-            link_or_copy(&self.weights(), &next.weights())?;
         }
         if !snapshot.optimizer.is_empty() {
             Tensor::write_safetensors(&snapshot.optimizer, next.optimizer())
@@ -203,9 +206,18 @@ impl ModelDir {
         swap_dir(staging, &self.root)
     }
 
-    /// Links files that training does not write (a user's notes, say) into the next
-    /// checkpoint, so that a swap does not drop them.
+    /// Links the files of the last checkpoint that this one does not write (the header,
+    /// unimproved best weights, a user's notes) into the next one, so that a swap does
+    /// not drop them. The record of the run is never carried: a plot that could not be
+    /// drawn this time is left out rather than left stale.
     fn carry_other_files(&self, next: &Path) -> Result<()> {
+        let rewritten = [
+            self.last_weights(),
+            self.optimizer(),
+            self.state(),
+            self.metrics(),
+            self.plot(),
+        ];
         let entries = match std::fs::read_dir(&self.root) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -216,7 +228,8 @@ impl ModelDir {
         for entry in entries {
             let entry = entry.with_context(|| format!("cannot read {}", self.root.display()))?;
             let target = next.join(entry.file_name());
-            if entry.file_type().is_ok_and(|t| t.is_file()) && !target.exists() {
+            let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+            if is_file && !target.exists() && !rewritten.contains(&entry.path()) {
                 link_or_copy(&entry.path(), &target)?;
             }
         }
