@@ -12,6 +12,7 @@
 //! `nn.Linear` by name.
 
 use crate::categorical::Sampler;
+use crate::optim::SharedParameter;
 use crate::output::{OutputConfig, OutputLayer};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -134,6 +135,9 @@ impl State {
 pub struct RnnLm {
     config: ModelConfig,
     encoder: Tensor,
+    /// A leaf sharing `encoder`'s storage that the embedding lookup reads, so that its
+    /// sparse gradient stays apart from the output layer's (see [`RnnLm::shared_parameters`]).
+    lookup: Tensor,
     /// Per layer: weight_ih, weight_hh, bias_ih, bias_hh, in the order the fused ops take.
     rnn_weights: Vec<Tensor>,
     output: OutputLayer,
@@ -166,12 +170,45 @@ impl RnnLm {
             config.vocab_size,
             tied,
         );
+        let lookup = alias(&encoder);
         RnnLm {
             config: config.clone(),
             encoder,
+            lookup,
             rnn_weights,
             output,
             device: vs.device(),
+        }
+    }
+
+    /// The parameters that the model reads through aliasing leaves (the embedding, and
+    /// the output layer's word vectors, one matrix when tied), for
+    /// [`Optimizer::share`](crate::optim::Optimizer::share): an optimizer that is not
+    /// told of them finds them without a gradient.
+    ///
+    /// The leaves are made when the model is built, so the variables' kind and device
+    /// must be set before, not changed after.
+    pub fn shared_parameters(&self) -> Vec<SharedParameter> {
+        let blocks = self.output.word_vector_blocks();
+        if self.config.tie {
+            vec![SharedParameter {
+                param: self.encoder.shallow_clone(),
+                blocks,
+                lookups: vec![self.lookup.shallow_clone()],
+            }]
+        } else {
+            vec![
+                SharedParameter {
+                    param: self.encoder.shallow_clone(),
+                    blocks: Vec::new(),
+                    lookups: vec![self.lookup.shallow_clone()],
+                },
+                SharedParameter {
+                    param: self.output.word_vectors(),
+                    blocks,
+                    lookups: Vec::new(),
+                },
+            ]
         }
     }
 
@@ -201,9 +238,12 @@ impl RnnLm {
 
     /// `x<t>` for input indices `[batch, time]`: embedding rows, and the zero vector
     /// wherever the index is [`ZERO_INPUT`].
+    ///
+    /// The lookup's gradient is sparse, the batch's rows only: a dense one is a zeroed
+    /// vocabulary-sized matrix per step.
     fn embed(&self, inputs: &Tensor) -> Tensor {
         let is_token = inputs.ge(0);
-        let rows = Tensor::embedding(&self.encoder, &inputs.clamp_min(0), -1, false, false);
+        let rows = Tensor::embedding(&self.lookup, &inputs.clamp_min(0), -1, false, true);
         let mask = is_token.unsqueeze(-1).to_kind(rows.kind());
         rows * mask
     }
@@ -303,6 +343,12 @@ impl RnnLm {
     pub fn target_log_probs(&self, hidden: &Tensor, targets: &Tensor) -> Tensor {
         self.output.target_log_probs(hidden, targets)
     }
+}
+
+/// A leaf that shares `param`'s storage (and sees every update of it) but collects
+/// its own gradient.
+pub(crate) fn alias(param: &Tensor) -> Tensor {
+    param.detach().set_requires_grad(param.requires_grad())
 }
 
 /// The recurrent parameters with PyTorch's names and initialization, U(-1/√H, 1/√H).

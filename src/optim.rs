@@ -7,6 +7,13 @@
 //! clip is folded into it as a scale, so clipping costs no pass of its own. With
 //! tied embeddings the vocabulary-sized matrix dominates a step's memory traffic,
 //! and the unfused update read and wrote it about eight times.
+//!
+//! For the same reason a [`SharedParameter`] (that matrix) is never given a gradient
+//! of its own by autograd: the model reads it through leaves that alias its storage,
+//! one per row block of the output layer and one for the embedding lookup. Their
+//! gradients (dense blocks, and the lookup's sparse rows added into them in place)
+//! are updated block by block. Autograd would zero a vocabulary-sized matrix for the
+//! lookup, copy the blocks into another, and add the two.
 
 use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
@@ -46,10 +53,44 @@ extern "C" {
 const BETAS: (f64, f64) = (0.9, 0.999);
 const EPS: f64 = 1e-8;
 
+/// A parameter that the model reads through leaves sharing its storage, so that its
+/// gradient arrives in parts.
+#[derive(Debug)]
+pub struct SharedParameter {
+    /// The variable itself.
+    pub param: Tensor,
+    /// Leaves for consecutive blocks of its rows, together all of them, each given a
+    /// dense gradient; none: the whole parameter is one block with no dense gradient.
+    pub blocks: Vec<Tensor>,
+    /// Leaves aliasing the whole parameter that are given sparse gradients (lookups).
+    pub lookups: Vec<Tensor>,
+}
+
+/// Where the gradient of a parameter comes from.
+enum Source {
+    /// Autograd's gradient of the parameter itself.
+    Direct,
+    /// Row blocks `(first row, rows, leaf)` and sparse lookups, as [`SharedParameter`].
+    Shared {
+        blocks: Vec<(i64, i64, Option<Tensor>)>,
+        lookups: Vec<Tensor>,
+    },
+}
+
+/// One piece of the update: a parameter or a row block of one, its gradient and its
+/// rows of Adam's moment estimates.
+struct Piece {
+    param: Tensor,
+    grad: Tensor,
+    exp_avg: Option<Tensor>,
+    exp_avg_sq: Option<Tensor>,
+}
+
 /// Updates a set of parameters from a loss.
 pub struct Optimizer {
     kind: OptimizerKind,
     params: Vec<Tensor>,
+    sources: Vec<Source>,
     /// Adam's first and second moment estimates, one per parameter.
     exp_avgs: Vec<Tensor>,
     exp_avg_sqs: Vec<Tensor>,
@@ -73,14 +114,49 @@ impl Optimizer {
                 )
             }),
         };
+        let sources = params.iter().map(|_| Source::Direct).collect();
         Optimizer {
             kind,
             params,
+            sources,
             exp_avgs,
             exp_avg_sqs,
             step,
             lr,
         }
+    }
+
+    /// Takes the gradients of `shared` parameters from their aliasing leaves. Each must
+    /// be one of this optimizer's parameters (the same storage); its blocks must cover
+    /// its rows in order.
+    pub fn share(mut self, shared: Vec<SharedParameter>) -> Result<Self> {
+        for s in shared {
+            let index = self
+                .params
+                .iter()
+                .position(|p| p.data_ptr() == s.param.data_ptr())
+                .ok_or_else(|| anyhow!("a shared parameter is not one of the optimizer's"))?;
+            let rows = s.param.size()[0];
+            let mut blocks = Vec::new();
+            let mut start = 0;
+            for leaf in s.blocks {
+                let len = leaf.size()[0];
+                blocks.push((start, len, Some(leaf)));
+                start += len;
+            }
+            if blocks.is_empty() {
+                blocks.push((0, rows, None));
+                start = rows;
+            }
+            if start != rows {
+                bail!("the blocks of a shared parameter cover {start} of its {rows} rows");
+            }
+            self.sources[index] = Source::Shared {
+                blocks,
+                lookups: s.lookups,
+            };
+        }
+        Ok(self)
     }
 
     /// The state a resumed run needs (Adam's step count and moment estimates), by name.
@@ -139,39 +215,156 @@ impl Optimizer {
     /// Backpropagates `loss` and updates every parameter, the gradient's global norm
     /// clipped to `clip` first (0: no clipping).
     pub fn step(&mut self, loss: &Tensor, clip: f64) -> Result<()> {
-        let grads = Tensor::run_backward(&[loss], &self.params, false, false);
+        let mut grads = Tensor::run_backward(&[loss], &self.leaves(), false, false).into_iter();
         let _guard = tch::no_grad_guard();
+        let pieces = self.pieces(&mut grads, true)?;
         // clip_grad_norm_: multiply by clip / (norm + 1e-6) when that is below 1, here
-        // as a divisor max((norm + 1e-6) / clip, 1) kept on the device.
+        // as a divisor max((norm + 1e-6) / clip, 1) kept on the device. Each norm is one
+        // read of its gradient, with no squared copy.
         let scale = (clip > 0.0).then(|| {
-            let squares: Vec<Tensor> = grads
+            let norms: Vec<Tensor> = pieces
                 .iter()
-                .map(|g| g.to_kind(Kind::Float).square().sum(Kind::Float))
+                .map(|p| p.grad.norm().to_kind(Kind::Float))
                 .collect();
-            let norm = Tensor::stack(&squares, 0).sum(Kind::Float).sqrt();
+            let norm = Tensor::stack(&norms, 0).norm();
             ((norm + 1e-6) / clip).clamp_min(1.0)
         });
         match self.kind {
             OptimizerKind::Sgd => {
-                for (p, g) in self.params.iter_mut().zip(&grads) {
+                for mut piece in pieces {
                     let update = match &scale {
-                        Some(s) => g / s * self.lr,
-                        None => g * self.lr,
+                        Some(s) => &piece.grad / s * self.lr,
+                        None => &piece.grad * self.lr,
                     };
-                    let _ = p.f_sub_(&update)?;
+                    let _ = piece.param.f_sub_(&update)?;
                 }
                 Ok(())
             }
-            OptimizerKind::Adam => self.fused_adam(&grads, scale.as_ref()),
+            OptimizerKind::Adam => self.fused_adam(&pieces, scale.as_ref()),
         }
     }
 
-    fn fused_adam(&mut self, grads: &[Tensor], scale: Option<&Tensor>) -> Result<()> {
-        let pointers = |ts: &[Tensor]| -> Vec<*mut c_void> {
-            ts.iter().map(|t| t.as_ptr() as *mut c_void).collect()
+    /// The gradient of `loss` for each parameter, whole, in the optimizer's order
+    /// (zero for one the loss does not read); nothing is updated.
+    pub fn gradients(&self, loss: &Tensor) -> Result<Vec<Tensor>> {
+        let mut grads = Tensor::run_backward(&[loss], &self.leaves(), false, false).into_iter();
+        let _guard = tch::no_grad_guard();
+        let mut pieces = self.pieces(&mut grads, false)?.into_iter();
+        let mut whole = Vec::new();
+        for source in &self.sources {
+            let count = match source {
+                Source::Direct => 1,
+                Source::Shared { blocks, .. } => blocks.len(),
+            };
+            let parts: Vec<Tensor> = pieces.by_ref().take(count).map(|p| p.grad).collect();
+            whole.push(Tensor::cat(&parts, 0));
+        }
+        Ok(whole)
+    }
+
+    /// The leaves autograd differentiates for: each parameter, or the leaves that
+    /// stand for it.
+    fn leaves(&self) -> Vec<Tensor> {
+        let mut leaves = Vec::new();
+        for (param, source) in self.params.iter().zip(&self.sources) {
+            match source {
+                Source::Direct => leaves.push(param.shallow_clone()),
+                Source::Shared { blocks, lookups } => {
+                    leaves.extend(
+                        blocks
+                            .iter()
+                            .filter_map(|b| b.2.as_ref().map(Tensor::shallow_clone)),
+                    );
+                    leaves.extend(lookups.iter().map(Tensor::shallow_clone));
+                }
+            }
+        }
+        leaves
+    }
+
+    /// Pairs every parameter, or row block of one, with its gradient from `grads` (in
+    /// the order of [`Optimizer::leaves`]). `strict`: a parameter that the loss does not
+    /// read is an error (training reads them all), else its gradient is zero.
+    fn pieces(&self, grads: &mut impl Iterator<Item = Tensor>, strict: bool) -> Result<Vec<Piece>> {
+        let mut next = || {
+            grads
+                .next()
+                .ok_or_else(|| anyhow!("autograd returned too few gradients"))
         };
-        let (params, grads_ptr) = (pointers(&self.params), pointers(grads));
-        let (exp_avgs, exp_avg_sqs) = (pointers(&self.exp_avgs), pointers(&self.exp_avg_sqs));
+        let mut pieces = Vec::new();
+        for (i, (param, source)) in self.params.iter().zip(&self.sources).enumerate() {
+            let moments = |start: i64, len: i64| match self.kind {
+                OptimizerKind::Sgd => (None, None),
+                OptimizerKind::Adam => (
+                    Some(self.exp_avgs[i].narrow(0, start, len)),
+                    Some(self.exp_avg_sqs[i].narrow(0, start, len)),
+                ),
+            };
+            match source {
+                Source::Direct => {
+                    let grad = next()?;
+                    let grad = match (grad.defined(), strict) {
+                        (true, _) => grad,
+                        (false, false) => param.zeros_like(),
+                        (false, true) => bail!("parameter {i} has no gradient: the loss does not read it, or reads it through leaves not given to `share`"),
+                    };
+                    let (exp_avg, exp_avg_sq) = moments(0, param.size()[0]);
+                    pieces.push(Piece {
+                        param: param.shallow_clone(),
+                        grad,
+                        exp_avg,
+                        exp_avg_sq,
+                    });
+                }
+                Source::Shared { blocks, lookups } => {
+                    let mut block_grads = Vec::new();
+                    for &(start, len, ref leaf) in blocks {
+                        let grad = match leaf {
+                            Some(_) => next()?,
+                            None => Tensor::new(),
+                        };
+                        block_grads.push(if grad.defined() {
+                            grad
+                        } else {
+                            param.narrow(0, start, len).zeros_like()
+                        });
+                    }
+                    for _ in lookups {
+                        let sparse = next()?;
+                        if sparse.defined() {
+                            add_sparse_rows(&mut block_grads, blocks, &sparse)?;
+                        }
+                    }
+                    for (grad, &(start, len, _)) in block_grads.into_iter().zip(blocks) {
+                        let (exp_avg, exp_avg_sq) = moments(start, len);
+                        pieces.push(Piece {
+                            param: param.narrow(0, start, len),
+                            grad,
+                            exp_avg,
+                            exp_avg_sq,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(pieces)
+    }
+
+    fn fused_adam(&mut self, pieces: &[Piece], scale: Option<&Tensor>) -> Result<()> {
+        let pointers = |field: fn(&Piece) -> Option<&Tensor>| -> Result<Vec<*mut c_void>> {
+            pieces
+                .iter()
+                .map(|p| {
+                    field(p)
+                        .map(|t| t.as_ptr() as *mut c_void)
+                        .ok_or_else(|| anyhow!("Adam has no moment estimates for a parameter"))
+                })
+                .collect()
+        };
+        let params = pointers(|p| Some(&p.param))?;
+        let grads_ptr = pointers(|p| Some(&p.grad))?;
+        let exp_avgs = pointers(|p| p.exp_avg.as_ref())?;
+        let exp_avg_sqs = pointers(|p| p.exp_avg_sq.as_ref())?;
         let _ = self.step.f_add_scalar_(1.0)?;
         let steps = vec![self.step.as_ptr() as *mut c_void; params.len()];
         let scale_ptr = scale.map_or(std::ptr::null_mut(), |s| s.as_ptr() as *mut c_void);
@@ -206,4 +399,31 @@ impl Optimizer {
             message.lines().next().unwrap_or("")
         ))
     }
+}
+
+/// Adds the rows of a sparse gradient of the whole parameter (a lookup's: indices
+/// `[1, n]`, values `[n, ...]`, repeats allowed) into the dense gradients of its blocks.
+fn add_sparse_rows(
+    block_grads: &mut [Tensor],
+    blocks: &[(i64, i64, Option<Tensor>)],
+    sparse: &Tensor,
+) -> Result<()> {
+    let rows = sparse.internal_indices().select(0, 0);
+    let values = sparse.internal_values();
+    for (grad, &(start, len, _)) in block_grads.iter_mut().zip(blocks) {
+        if blocks.len() == 1 {
+            let _ = grad.f_index_add_(0, &rows, &values)?;
+            continue;
+        }
+        let inside = rows
+            .ge(start)
+            .logical_and(&rows.lt(start + len))
+            .nonzero()
+            .squeeze_dim(1);
+        if inside.numel() > 0 {
+            let local = rows.index_select(0, &inside) - start;
+            let _ = grad.f_index_add_(0, &local, &values.index_select(0, &inside))?;
+        }
+    }
+    Ok(())
 }

@@ -25,6 +25,7 @@
 //! are grouped by the cluster of their target, one large product per cluster.
 
 use crate::categorical::Sampler;
+use crate::model::alias;
 use crate::vocab::UNK_ID;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -151,7 +152,11 @@ impl OutputLayer {
         });
         let bias = vs.var("bias", &[vocab], nn::Init::Const(0.0));
         match config {
-            OutputConfig::Full => OutputLayer::Full(SoftmaxOutput { weight, bias }),
+            OutputConfig::Full => OutputLayer::Full(SoftmaxOutput {
+                block: alias(&weight),
+                weight,
+                bias,
+            }),
             OutputConfig::Class { cutoffs } => {
                 let clusters = cutoffs.len() as i64;
                 let cluster_weight = vs.var(
@@ -160,16 +165,42 @@ impl OutputLayer {
                     nn::Init::Uniform { lo: -0.1, up: 0.1 },
                 );
                 let cluster_bias = vs.var("cluster_bias", &[clusters], nn::Init::Const(0.0));
-                let mut bounds = cutoffs.clone();
+                let mut bounds = vec![0];
+                bounds.extend(cutoffs);
                 bounds.push(vocab);
+                let blocks = bounds
+                    .windows(2)
+                    .map(|w| alias(&weight.narrow(0, w[0], w[1] - w[0])))
+                    .collect();
+                bounds.remove(0);
                 OutputLayer::Class(ClassOutput {
                     weight,
+                    blocks,
                     bias,
                     cluster_weight,
                     cluster_bias,
                     bounds,
                 })
             }
+        }
+    }
+
+    /// The word vectors `[vocab, hidden]` (the embedding matrix when tied).
+    pub fn word_vectors(&self) -> Tensor {
+        match self {
+            OutputLayer::Full(o) => o.weight.shallow_clone(),
+            OutputLayer::Class(o) => o.weight.shallow_clone(),
+        }
+    }
+
+    /// The leaves through which the layer reads the word vectors: consecutive row
+    /// blocks of them, the whole matrix for a full softmax and the head and each
+    /// cluster for a class layer. Each gets the gradient of its own rows, so the
+    /// gradients are never assembled into a vocabulary-sized matrix.
+    pub fn word_vector_blocks(&self) -> Vec<Tensor> {
+        match self {
+            OutputLayer::Full(o) => vec![o.block.shallow_clone()],
+            OutputLayer::Class(o) => o.blocks.iter().map(Tensor::shallow_clone).collect(),
         }
     }
 
@@ -217,6 +248,8 @@ fn draw_from(log_probs: &Tensor, sampler: &mut Sampler) -> (Tensor, Tensor) {
 pub struct SoftmaxOutput {
     /// `[vocab, hidden]`; the embedding matrix itself when weights are tied.
     weight: Tensor,
+    /// The leaf aliasing `weight` that the layer reads.
+    block: Tensor,
     /// `[vocab]`.
     bias: Tensor,
 }
@@ -224,7 +257,7 @@ pub struct SoftmaxOutput {
 impl SoftmaxOutput {
     fn log_probs(&self, hidden: &Tensor) -> Tensor {
         hidden
-            .linear(&self.weight, Some(&self.bias))
+            .linear(&self.block, Some(&self.bias))
             .log_softmax(-1, None)
     }
 
@@ -240,6 +273,9 @@ impl SoftmaxOutput {
 pub struct ClassOutput {
     /// `[vocab, hidden]` word vectors; the embedding matrix itself when tied.
     weight: Tensor,
+    /// Leaves aliasing the head's and each cluster's rows of `weight`, which the layer
+    /// reads.
+    blocks: Vec<Tensor>,
     /// `[vocab]` word biases.
     bias: Tensor,
     /// `[clusters, hidden]`: the head's vector for each cluster.
@@ -261,14 +297,13 @@ impl ClassOutput {
 
     /// The head words' and each cluster's slice of the word vectors and biases.
     ///
-    /// One `split` rather than a `narrow` per slice: the gradient of a narrowed slice
-    /// is a zero-filled vocabulary-sized tensor, one per slice, while `split` gathers
-    /// the gradients of all slices into a single one.
+    /// The biases are one `split` rather than a `narrow` per slice: the gradient of a
+    /// narrowed slice is a zero-filled vocabulary-sized tensor, one per slice, while
+    /// `split` gathers the gradients of all slices into a single one.
     fn slices(&self) -> (Vec<Tensor>, Vec<Tensor>) {
-        let mut sizes = vec![self.bounds[0]];
-        sizes.extend(self.bounds.windows(2).map(|w| w[1] - w[0]));
+        let sizes: Vec<i64> = self.blocks.iter().map(|b| b.size()[0]).collect();
         (
-            self.weight.split_with_sizes(&sizes, 0),
+            self.blocks.iter().map(Tensor::shallow_clone).collect(),
             self.bias.split_with_sizes(&sizes, 0),
         )
     }

@@ -3,10 +3,12 @@
 
 use rnnlm::data::SentenceBatch;
 use rnnlm::model::{Cell, ModelConfig, RnnLm, ZERO_INPUT};
+use rnnlm::optim::{Optimizer, OptimizerKind};
 use rnnlm::output::OutputConfig;
 use rnnlm::sample::{sample, Sampler};
 use rnnlm::score::{sentence_log_prob, token_log_probs};
 use rnnlm::vocab::UNK_ID;
+use std::collections::HashMap;
 use tch::{nn, Device, Kind, Tensor};
 
 fn config(cell: Cell, vocab_size: i64, layers: i64) -> ModelConfig {
@@ -33,14 +35,51 @@ fn model_with(
     seed: i64,
     output: OutputConfig,
 ) -> (nn::VarStore, RnnLm) {
+    model_of_kind(cell, vocab_size, layers, seed, output, Kind::Float)
+}
+
+/// A model whose parameters are created as `kind`.
+fn model_of_kind(
+    cell: Cell,
+    vocab_size: i64,
+    layers: i64,
+    seed: i64,
+    output: OutputConfig,
+    kind: Kind,
+) -> (nn::VarStore, RnnLm) {
     tch::manual_seed(seed);
-    let vs = nn::VarStore::new(Device::Cpu);
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    vs.set_kind(kind);
     let config = ModelConfig {
         output,
         ..config(cell, vocab_size, layers)
     };
     let model = RnnLm::new(&vs.root(), &config);
     (vs, model)
+}
+
+/// The gradient of `loss` for each of the model's parameters, by name, as training
+/// gathers them.
+fn named_gradients(vs: &nn::VarStore, model: &RnnLm, loss: &Tensor) -> HashMap<String, Tensor> {
+    let params = vs.trainable_variables();
+    let optimizer = Optimizer::new(
+        OptimizerKind::Sgd,
+        params.iter().map(Tensor::shallow_clone).collect(),
+        0.0,
+    )
+    .share(model.shared_parameters())
+    .unwrap();
+    let grads = optimizer.gradients(loss).unwrap();
+    vs.variables()
+        .into_iter()
+        .map(|(name, var)| {
+            let i = params
+                .iter()
+                .position(|p| p.data_ptr() == var.data_ptr())
+                .unwrap();
+            (name, grads[i].shallow_clone())
+        })
+        .collect()
 }
 
 /// A class output layer for the 8-token test vocabulary: head 0..3, clusters 3..5, 5..8.
@@ -148,14 +187,13 @@ fn hand_bptt(
 
 #[test]
 fn autograd_matches_hand_written_bptt() {
-    let (mut vs, model) = model(Cell::Rnn, 8, 1, 3);
-    vs.double();
+    let (vs, model) = model_of_kind(Cell::Rnn, 8, 1, 3, OutputConfig::Full, Kind::Double);
     let sentences = sentences();
-    batch_loss(&model, &sentences).backward();
+    let grads = named_gradients(&vs, &model, &batch_loss(&model, &sentences));
     let params = vs.variables();
     let expected = tch::no_grad(|| hand_bptt(&params, &sentences));
     for (name, hand) in expected {
-        let auto = params[&name].grad();
+        let auto = grads[&name].shallow_clone();
         let error =
             f64::try_from((&auto - &hand).norm()).unwrap() / f64::try_from(hand.norm()).unwrap();
         assert!(error < 1e-6, "{name}: relative error {error:e}");
@@ -465,13 +503,16 @@ fn class_loss_gradient_equals_autograd_of_the_dense_factorization() {
         embed: 7,
         ..config(Cell::Rnn, 8, 1)
     };
+    vs.set_kind(Kind::Double);
     let model = RnnLm::new(&vs.root(), &config);
-    vs.double();
     let hidden = Tensor::randn([12, 7], (Kind::Double, Device::Cpu)).set_requires_grad(true);
     let targets: Vec<i64> = vec![0, 1, 2, 3, 4, 5, 6, 7, 3, 7, 2, 5];
-    let loss = -model
-        .target_log_probs(&hidden, &Tensor::from_slice(&targets))
-        .sum(Kind::Double);
+    let class_loss = || {
+        -model
+            .target_log_probs(&hidden, &Tensor::from_slice(&targets))
+            .sum(Kind::Double)
+    };
+    let loss = class_loss();
     let names = [
         "encoder.weight",
         "decoder.bias",
@@ -479,12 +520,14 @@ fn class_loss_gradient_equals_autograd_of_the_dense_factorization() {
         "decoder.cluster_bias",
     ];
     let variables = vs.variables();
-    let mut inputs: Vec<Tensor> = names
-        .iter()
-        .map(|n| variables[*n].shallow_clone())
-        .collect();
-    inputs.push(hidden.shallow_clone());
-    let ours = Tensor::run_backward(&[&loss], &inputs, false, false);
+    let by_name = named_gradients(&vs, &model, &class_loss());
+    let mut ours: Vec<Tensor> = names.iter().map(|n| by_name[*n].shallow_clone()).collect();
+    ours.extend(Tensor::run_backward(
+        &[&class_loss()],
+        &[&hidden],
+        false,
+        false,
+    ));
 
     // The dense formulation on copies of the same numbers, differentiated by autograd.
     let copies: std::collections::HashMap<String, Tensor> = names
@@ -515,5 +558,56 @@ fn class_loss_gradient_equals_autograd_of_the_dense_factorization() {
             "{name}: relative gradient gap {}",
             gap / scale
         );
+    }
+}
+
+/// With tied weights the embedding matrix is read twice, by the lookup and by every
+/// block of the output layer; its gradient must be the sum of the two that an untied
+/// model with the same numbers gives its embedding and its output matrix.
+#[test]
+fn tied_gradient_is_the_sum_of_the_embedding_and_output_gradients() {
+    for output in output_layers() {
+        let build = |tie: bool| {
+            let mut vs = nn::VarStore::new(Device::Cpu);
+            vs.set_kind(Kind::Double);
+            let config = ModelConfig {
+                output: output.clone(),
+                embed: 7,
+                tie,
+                ..config(Cell::Lstm, 8, 2)
+            };
+            let model = RnnLm::new(&vs.root(), &config);
+            (vs, model)
+        };
+        tch::manual_seed(51);
+        let (tied_vs, tied) = build(true);
+        let (untied_vs, untied) = build(false);
+        let tied_vars = tied_vs.variables();
+        tch::no_grad(|| {
+            for (name, mut var) in untied_vs.variables() {
+                let source = if name == "decoder.weight" {
+                    "encoder.weight"
+                } else {
+                    name.as_str()
+                };
+                var.copy_(&tied_vars[source]);
+            }
+        });
+        let sentences = sentences();
+        let tied_grads = named_gradients(&tied_vs, &tied, &batch_loss(&tied, &sentences));
+        let untied_grads = named_gradients(&untied_vs, &untied, &batch_loss(&untied, &sentences));
+        for (name, grad) in &tied_grads {
+            let expected = if name == "encoder.weight" {
+                &untied_grads["encoder.weight"] + &untied_grads["decoder.weight"]
+            } else {
+                untied_grads[name].shallow_clone()
+            };
+            let gap = f64::try_from((grad - &expected).abs().max()).unwrap();
+            let scale = f64::try_from(expected.abs().max()).unwrap();
+            assert!(
+                scale > 0.0 && gap < 1e-12 * scale.max(1.0),
+                "{output:?} {name}: gap {gap}"
+            );
+        }
     }
 }

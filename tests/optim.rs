@@ -1,6 +1,6 @@
 //! The optimizers against their update rules written out by hand.
 
-use rnnlm::optim::{Optimizer, OptimizerKind};
+use rnnlm::optim::{Optimizer, OptimizerKind, SharedParameter};
 use tch::{Kind, Tensor};
 
 /// Loss Σ (p − target)², gradient 2 (p − target).
@@ -66,4 +66,70 @@ fn sgd_steps_equal_the_textbook_update() {
         (got[0] - 0.2).abs() < 1e-12 && (got[1] + 0.4).abs() < 1e-12,
         "{got:?}"
     );
+}
+
+/// A loss that reads a matrix through two row blocks (as the output layer does) and a
+/// lookup with repeated rows (as the embedding does).
+fn shared_loss(blocks: [&Tensor; 2], lookup: &Tensor, target: &Tensor) -> Tensor {
+    let rows = Tensor::from_slice(&[4i64, 0, 4, 2]);
+    let looked_up = Tensor::embedding(lookup, &rows, -1, false, true);
+    let read = Tensor::cat(&[blocks[0].shallow_clone(), blocks[1] * 3.0], 0);
+    (read - target).square().sum(Kind::Double) + looked_up.sin().sum(Kind::Double)
+}
+
+#[test]
+fn a_parameter_read_through_blocks_and_a_lookup_steps_as_one_read_directly() {
+    let start: Vec<f64> = (0..10).map(|i| 0.3 * i as f64 - 1.0).collect();
+    let target = Tensor::from_slice(&[0.5f64; 10]).reshape([5, 2]);
+    for kind in [OptimizerKind::Adam, OptimizerKind::Sgd] {
+        for clip in [0.0, 0.5] {
+            // Directly: the parameter itself in every place.
+            let direct = Tensor::from_slice(&start)
+                .reshape([5, 2])
+                .set_requires_grad(true);
+            let mut plain = Optimizer::new(kind, vec![direct.shallow_clone()], 0.05);
+            // Shared: leaves over the same storage, rows 0-2 and 3-4, and a lookup.
+            let param = Tensor::from_slice(&start)
+                .reshape([5, 2])
+                .set_requires_grad(true);
+            let alias = |t: Tensor| t.detach().set_requires_grad(true);
+            let blocks = [alias(param.narrow(0, 0, 3)), alias(param.narrow(0, 3, 2))];
+            let lookup = alias(param.shallow_clone());
+            let mut shared = Optimizer::new(kind, vec![param.shallow_clone()], 0.05)
+                .share(vec![SharedParameter {
+                    param: param.shallow_clone(),
+                    blocks: blocks.iter().map(Tensor::shallow_clone).collect(),
+                    lookups: vec![lookup.shallow_clone()],
+                }])
+                .unwrap();
+            for _ in 0..4 {
+                let direct_blocks = [direct.narrow(0, 0, 3), direct.narrow(0, 3, 2)];
+                plain
+                    .step(
+                        &shared_loss([&direct_blocks[0], &direct_blocks[1]], &direct, &target),
+                        clip,
+                    )
+                    .unwrap();
+                shared
+                    .step(
+                        &shared_loss([&blocks[0], &blocks[1]], &lookup, &target),
+                        clip,
+                    )
+                    .unwrap();
+            }
+            let gap = f64::try_from((&direct - &param).abs().max()).unwrap();
+            // The clipping norm is summed in single precision, in pieces on one side.
+            assert!(
+                gap < 1e-7,
+                "{kind:?}, clip {clip}: parameters differ by {gap}"
+            );
+            let moved = f64::try_from(
+                (&param - Tensor::from_slice(&start).reshape([5, 2]))
+                    .abs()
+                    .max(),
+            )
+            .unwrap();
+            assert!(moved > 1e-3, "{kind:?}: the parameter did not move");
+        }
+    }
 }

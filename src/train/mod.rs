@@ -134,7 +134,8 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
     tch::manual_seed(seed as i64);
     let mut vs = nn::VarStore::new(device);
     let model = RnnLm::new(&vs.root(), &saved.model);
-    let mut optimizer = Optimizer::new(config.optimizer, vs.trainable_variables(), state.lr);
+    let mut optimizer = Optimizer::new(config.optimizer, vs.trainable_variables(), state.lr)
+        .share(model.shared_parameters())?;
     if config.resume {
         resume_weights(&dir, &mut vs, &mut optimizer)?;
     }
