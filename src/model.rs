@@ -16,7 +16,7 @@ use crate::optim::SharedParameter;
 use crate::output::{OutputConfig, OutputLayer};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
-use tch::{nn, Device, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
 pub use crate::data::ZERO_INPUT;
 
@@ -259,34 +259,50 @@ impl RnnLm {
     /// come from [`RnnLm::zero_state`] or an earlier call, so they always match.
     pub fn forward(&self, inputs: &Tensor, state: &State, train: bool) -> (Tensor, State) {
         let c = &self.config;
-        let x = self.embed(inputs).dropout(c.dropout, train);
-        let weights: Vec<&Tensor> = self.rnn_weights.iter().collect();
-        let (hidden, state) = match (c.cell, state) {
-            (Cell::Lstm, State::Lstm(h, cs)) => {
-                let (out, h, cs) = x.lstm(
-                    &[h, cs],
-                    &weights,
-                    true,
-                    c.layers,
-                    c.dropout,
-                    train,
-                    false,
-                    true,
-                );
-                (out, State::Lstm(h, cs))
+        // One fused call per layer, so that the dropout between layers is ours too.
+        let mut x = dropout(&self.embed(inputs), c.dropout, train);
+        let mut hs = Vec::new();
+        let mut cs = Vec::new();
+        for layer in 0..c.layers {
+            if layer > 0 {
+                x = dropout(&x, c.dropout, train);
             }
-            (Cell::Gru, State::Hidden(h)) => {
-                let (out, h) = x.gru(h, &weights, true, c.layers, c.dropout, train, false, true);
-                (out, State::Hidden(h))
-            }
-            (Cell::Rnn, State::Hidden(h)) => {
-                let (out, h) =
-                    x.rnn_tanh(h, &weights, true, c.layers, c.dropout, train, false, true);
-                (out, State::Hidden(h))
-            }
-            _ => panic!("state does not match the {:?} cell", c.cell),
+            let weights = &self.rnn_weights[4 * layer as usize..4 * layer as usize + 4];
+            let one = |t: &Tensor| t.narrow(0, layer, 1);
+            x = match (c.cell, state) {
+                (Cell::Lstm, State::Lstm(h, cell)) => {
+                    let (out, h, cell) = x.lstm(
+                        &[one(h), one(cell)],
+                        weights,
+                        true,
+                        1,
+                        0.0,
+                        train,
+                        false,
+                        true,
+                    );
+                    hs.push(h);
+                    cs.push(cell);
+                    out
+                }
+                (Cell::Gru, State::Hidden(h)) => {
+                    let (out, h) = x.gru(&one(h), weights, true, 1, 0.0, train, false, true);
+                    hs.push(h);
+                    out
+                }
+                (Cell::Rnn, State::Hidden(h)) => {
+                    let (out, h) = x.rnn_tanh(&one(h), weights, true, 1, 0.0, train, false, true);
+                    hs.push(h);
+                    out
+                }
+                _ => panic!("state does not match the {:?} cell", c.cell),
+            };
+        }
+        let state = match c.cell {
+            Cell::Lstm => State::Lstm(Tensor::cat(&hs, 0), Tensor::cat(&cs, 0)),
+            _ => State::Hidden(Tensor::cat(&hs, 0)),
         };
-        (hidden.dropout(c.dropout, train), state)
+        (dropout(&x, c.dropout, train), state)
     }
 
     /// One time step for a batch, with the single-step cell ops (no dropout).
@@ -345,6 +361,34 @@ impl RnnLm {
     }
 }
 
+/// Inverted dropout: zeroes each element with probability `p` (rounded to a multiple
+/// of 2⁻¹⁶) and scales the rest by the inverse of the keep probability; `x` itself
+/// when not training.
+///
+/// The mask comes from 16-bit lanes of 64-bit random words, one draw of libtorch's
+/// generator for four elements. `Tensor::dropout` draws a double per element, one at
+/// a time, which on a CPU costs a twentieth of a training step.
+pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
+    if !train || p <= 0.0 {
+        return x.shallow_clone();
+    }
+    const LANES: f64 = 65536.0;
+    let kept_values = ((1.0 - p) * LANES).round().clamp(1.0, LANES) as i64;
+    let n = x.numel() as i64;
+    let mut words = Tensor::empty([(n + 3) / 4], (Kind::Int64, x.device()));
+    let _ = words.random_from_(i64::MIN, None);
+    // A lane is uniform on [-32768, 32767]: kept_values of its values lie below this.
+    let below = kept_values - 32768;
+    let mask = words
+        .view_dtype(Kind::Int16)
+        .narrow(0, 0, n)
+        .lt(below)
+        .view(x.size().as_slice())
+        .to_kind(x.kind())
+        * (LANES / kept_values as f64);
+    x * mask
+}
+
 /// A leaf that shares `param`'s storage (and sees every update of it) but collects
 /// its own gradient.
 pub(crate) fn alias(param: &Tensor) -> Tensor {
@@ -375,9 +419,21 @@ fn recurrent_weights(vs: &nn::Path, c: &ModelConfig) -> Vec<Tensor> {
             Cell::Lstm => 2,
             Cell::Gru => 3,
         };
-        let _ = Tensor::internal_cudnn_rnn_flatten_weight(
-            &weights, 4, c.embed, mode, c.hidden, 0, c.layers, true, false,
-        );
+        // Per layer, as `forward` calls the layers one at a time.
+        for layer in 0..c.layers as usize {
+            let in_dim = if layer == 0 { c.embed } else { c.hidden };
+            let _ = Tensor::internal_cudnn_rnn_flatten_weight(
+                &weights[4 * layer..4 * layer + 4],
+                4,
+                in_dim,
+                mode,
+                c.hidden,
+                0,
+                1,
+                true,
+                false,
+            );
+        }
     }
     weights
 }

@@ -611,3 +611,44 @@ fn tied_gradient_is_the_sum_of_the_embedding_and_output_gradients() {
         }
     }
 }
+
+/// Dropout keeps each element with probability 1 − p, independently of its position,
+/// and scales the kept ones so that the expectation is unchanged.
+#[test]
+fn dropout_keeps_elements_at_the_asked_rate_and_preserves_the_mean() {
+    tch::manual_seed(5);
+    let n = 400_000i64;
+    let ones = Tensor::ones([n / 100, 100], (Kind::Float, Device::Cpu));
+    for p in [0.1, 0.35, 0.5, 0.9] {
+        let out = rnnlm::model::dropout(&ones, p, true);
+        let kept = out.ne(0.0).to_kind(Kind::Double);
+        let rate = f64::try_from(kept.mean(Kind::Double)).unwrap();
+        // Four standard deviations of a binomial proportion.
+        let sd = ((1.0 - p) * p / n as f64).sqrt();
+        assert!((rate - (1.0 - p)).abs() < 4.0 * sd, "p {p}: kept {rate}");
+        // Each lane of a 64-bit word, and each column, keeps at the same rate.
+        for lane in 0..4 {
+            let column = kept.reshape([-1, 4]).select(1, lane);
+            let lane_rate = f64::try_from(column.mean(Kind::Double)).unwrap();
+            assert!(
+                (lane_rate - (1.0 - p)).abs() < 8.0 * sd,
+                "p {p}, lane {lane}: {lane_rate}"
+            );
+        }
+        let mean = f64::try_from(out.to_kind(Kind::Double).mean(Kind::Double)).unwrap();
+        assert!(
+            (mean - 1.0).abs() < 4.0 * sd / (1.0 - p),
+            "p {p}: mean {mean}"
+        );
+        // Neighbouring elements are not correlated.
+        let flat = kept.reshape([-1]);
+        let both = (flat.narrow(0, 0, n - 1) * flat.narrow(0, 1, n - 1)).mean(Kind::Double);
+        let joint = f64::try_from(both).unwrap();
+        assert!(
+            (joint - (1.0 - p).powi(2)).abs() < 8.0 * sd,
+            "p {p}: neighbours {joint}"
+        );
+    }
+    let untouched = rnnlm::model::dropout(&ones, 0.5, false);
+    assert!(untouched.equal(&ones));
+}
