@@ -12,7 +12,7 @@
 //! `nn.Linear` by name.
 
 use crate::categorical::Sampler;
-use crate::optim::SharedParameter;
+use crate::optim::{alias, SharedParameter};
 use crate::output::{OutputConfig, OutputLayer};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -267,7 +267,7 @@ impl RnnLm {
             if layer > 0 {
                 x = dropout(&x, c.dropout, train);
             }
-            let weights = &self.rnn_weights[4 * layer as usize..4 * layer as usize + 4];
+            let weights = self.layer_weights(layer);
             let one = |t: &Tensor| t.narrow(0, layer, 1);
             x = match (c.cell, state) {
                 (Cell::Lstm, State::Lstm(h, cell)) => {
@@ -305,6 +305,12 @@ impl RnnLm {
         (dropout(&x, c.dropout, train), state)
     }
 
+    /// Layer `layer`'s weight_ih, weight_hh, bias_ih and bias_hh.
+    fn layer_weights(&self, layer: i64) -> &[Tensor] {
+        let first = 4 * layer as usize;
+        &self.rnn_weights[first..first + 4]
+    }
+
     /// One time step for a batch, with the single-step cell ops (no dropout).
     ///
     /// `input`: `[batch]` previous-token indices ([`ZERO_INPUT`] for the zero vector).
@@ -316,7 +322,7 @@ impl RnnLm {
         let mut hs = Vec::new();
         let mut cs = Vec::new();
         for layer in 0..c.layers {
-            let w = &self.rnn_weights[4 * layer as usize..4 * layer as usize + 4];
+            let w = self.layer_weights(layer);
             let (w_ih, w_hh, b_ih, b_hh) = (&w[0], &w[1], Some(&w[2]), Some(&w[3]));
             match state {
                 State::Lstm(h, cell) => {
@@ -387,12 +393,6 @@ pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
         .to_kind(x.kind())
         * (LANES / kept_values as f64);
     x * mask
-}
-
-/// A leaf that shares `param`'s storage (and sees every update of it) but collects
-/// its own gradient.
-pub(crate) fn alias(param: &Tensor) -> Tensor {
-    param.detach().set_requires_grad(param.requires_grad())
 }
 
 /// The recurrent parameters with PyTorch's names and initialization, U(-1/√H, 1/√H).

@@ -53,6 +53,12 @@ extern "C" {
 const BETAS: (f64, f64) = (0.9, 0.999);
 const EPS: f64 = 1e-8;
 
+/// A leaf that shares `param`'s storage (and sees every update of it) but collects
+/// its own gradient: what a [`SharedParameter`]'s blocks and lookups are made of.
+pub fn alias(param: &Tensor) -> Tensor {
+    param.detach().set_requires_grad(param.requires_grad())
+}
+
 /// A parameter that the model reads through leaves sharing its storage, so that its
 /// gradient arrives in parts.
 #[derive(Debug)]

@@ -25,7 +25,7 @@
 //! are grouped by the cluster of their target, one large product per cluster.
 
 use crate::categorical::Sampler;
-use crate::model::alias;
+use crate::optim::alias;
 use crate::vocab::UNK_ID;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -165,14 +165,13 @@ impl OutputLayer {
                     nn::Init::Uniform { lo: -0.1, up: 0.1 },
                 );
                 let cluster_bias = vs.var("cluster_bias", &[clusters], nn::Init::Const(0.0));
-                let mut bounds = vec![0];
-                bounds.extend(cutoffs);
+                let mut bounds = cutoffs.clone();
                 bounds.push(vocab);
-                let blocks = bounds
-                    .windows(2)
-                    .map(|w| alias(&weight.narrow(0, w[0], w[1] - w[0])))
+                let starts = std::iter::once(0).chain(bounds.iter().copied());
+                let blocks = starts
+                    .zip(&bounds)
+                    .map(|(start, &end)| alias(&weight.narrow(0, start, end - start)))
                     .collect();
-                bounds.remove(0);
                 OutputLayer::Class(ClassOutput {
                     weight,
                     blocks,

@@ -1,6 +1,6 @@
 //! The optimizers against their update rules written out by hand.
 
-use rnnlm::optim::{Optimizer, OptimizerKind, SharedParameter};
+use rnnlm::optim::{alias, Optimizer, OptimizerKind, SharedParameter};
 use tch::{Kind, Tensor};
 
 /// Loss Σ (p − target)², gradient 2 (p − target).
@@ -92,9 +92,8 @@ fn a_parameter_read_through_blocks_and_a_lookup_steps_as_one_read_directly() {
             let param = Tensor::from_slice(&start)
                 .reshape([5, 2])
                 .set_requires_grad(true);
-            let alias = |t: Tensor| t.detach().set_requires_grad(true);
-            let blocks = [alias(param.narrow(0, 0, 3)), alias(param.narrow(0, 3, 2))];
-            let lookup = alias(param.shallow_clone());
+            let blocks = [alias(&param.narrow(0, 0, 3)), alias(&param.narrow(0, 3, 2))];
+            let lookup = alias(&param);
             let mut shared = Optimizer::new(kind, vec![param.shallow_clone()], 0.05)
                 .share(vec![SharedParameter {
                     param: param.shallow_clone(),
