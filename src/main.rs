@@ -39,7 +39,8 @@ enum Command {
     Score(ScoreArgs),
     /// Draw new sequences from a trained model.
     Sample(SampleArgs),
-    /// Choose --lm-weight, --length-penalty and --ngram-weight on a dev N-best set by WER.
+    /// Choose --lm-weight, --length-penalty, --ngram-weight and --backward-weight on a
+    /// dev N-best set by WER.
     Tune(TuneArgs),
 }
 
@@ -218,6 +219,23 @@ struct TuneArgs {
     /// ngram_weight values to search, in [0, 1] (with --ngram-column).
     #[arg(long, default_value = "0:1:0.1", value_parser = values)]
     ngram_weights: Values,
+    /// A backward model (trained with --reverse) to mix in; its weight is searched too.
+    #[arg(long, requires = "model")]
+    backward_model: Option<PathBuf>,
+    /// backward_weight values to search, in [0, 1] (with --backward-model).
+    #[arg(long, default_value = "0:1:0.1", value_parser = values)]
+    backward_weights: Values,
+    /// Search the given grid alone: no widening where the best value sits at a range's
+    /// end, no refinement around the best.
+    #[arg(long)]
+    grid_only: bool,
+    /// Apply each row's weights from an earlier `tune --json` report (or --save file)
+    /// instead of searching: dev-tuned weights on a test set.
+    #[arg(long)]
+    apply: Option<PathBuf>,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    save: Option<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -263,6 +281,16 @@ struct TokenizerArgs {
     /// Drop punctuation-only tokens.
     #[arg(long)]
     drop_punct: bool,
+    /// Split words at their hyphens.
+    #[arg(long)]
+    split_hyphens: bool,
+    /// The recognizer's text form: --lowercase --drop-punct --split-hyphens.
+    #[arg(long)]
+    recognizer_form: bool,
+    /// Train a backward model: every sentence is read reversed (eval, score, tune and
+    /// sample then reverse for it).
+    #[arg(long)]
+    reverse: bool,
     /// Keep tokens seen at least this often in train.txt; rarer ones become <UNK>
     /// [default: 4 for words, 1 for characters].
     #[arg(long)]
@@ -396,9 +424,16 @@ struct ScoreArgs {
     /// Added to score per word of the hypothesis (negative: an insertion penalty).
     #[arg(long, default_value = "0", value_parser = finite, allow_hyphen_values = true)]
     length_penalty: f64,
-    /// lm = (1 - w) * logprob + w * ngram, with the n-gram score in natural log.
+    /// lm = (1 - b - w) * logprob + b * backward + w * ngram, with the n-gram score in
+    /// natural log.
     #[arg(long, default_value = "0", value_parser = unit_interval)]
     ngram_weight: f64,
+    /// A backward model (trained with --reverse) whose log-probability is mixed in.
+    #[arg(long)]
+    backward_model: Option<PathBuf>,
+    /// The backward model's share b of lm, in [0, 1]; b + ngram_weight is at most 1.
+    #[arg(long, default_value = "0", value_parser = unit_interval, requires = "backward_model")]
+    backward_weight: f64,
     /// Report bad rows on stderr and score the good ones instead of stopping.
     #[arg(long)]
     skip_bad: bool,
@@ -496,9 +531,11 @@ fn train(args: TrainArgs) -> Result<()> {
         out: args.out,
         tokenizer: Tokenizer {
             level: t.level,
-            lowercase: t.lowercase,
+            lowercase: t.lowercase || t.recognizer_form,
             split_punct: t.split_punct,
-            drop_punct: t.drop_punct,
+            drop_punct: t.drop_punct || t.recognizer_form,
+            split_hyphens: t.split_hyphens || t.recognizer_form,
+            reverse: t.reverse,
         },
         vocab_limits: VocabLimits {
             min_count: t
@@ -583,8 +620,19 @@ fn path_or_std(arg: &str) -> Option<PathBuf> {
 }
 
 fn score(args: ScoreArgs) -> Result<()> {
+    if args.backward_weight + args.ngram_weight > 1.0 + 1e-9 {
+        anyhow::bail!(
+            "--backward-weight {} and --ngram-weight {} sum to more than 1",
+            args.backward_weight,
+            args.ngram_weight
+        );
+    }
     let device = args.device.resolve()?;
     let loaded = ModelDir::new(&args.model).load(device)?;
+    let backward = match &args.backward_model {
+        Some(dir) => Some(load_backward(dir, device)?),
+        None => None,
+    };
     let options = ScoreOptions {
         input: path_or_std(&args.input),
         output: path_or_std(&args.output),
@@ -594,6 +642,7 @@ fn score(args: ScoreArgs) -> Result<()> {
             lm_weight: args.lm_weight,
             length_penalty: args.length_penalty,
             ngram_weight: args.ngram_weight,
+            backward_weight: args.backward_weight,
         },
         oov: args.oov.options(OovPolicy::Divide),
         skip_bad: args.skip_bad,
@@ -602,7 +651,7 @@ fn score(args: ScoreArgs) -> Result<()> {
         chunk_rows: args.chunk_rows,
     };
     let start = std::time::Instant::now();
-    let summary = rnnlm::rescore::score_file(&loaded, &options)?;
+    let summary = rnnlm::rescore::score_file(&loaded, backward.as_ref(), &options)?;
     let seconds = start.elapsed().as_secs_f64();
     tracing::info!(
         "scored {} sentences ({} tokens) in {seconds:.3} s: {:.1} sentences/s",
@@ -613,20 +662,51 @@ fn score(args: ScoreArgs) -> Result<()> {
     Ok(())
 }
 
+/// Loads a --backward-model, which must have been trained with --reverse.
+fn load_backward(dir: &std::path::Path, device: tch::Device) -> Result<rnnlm::checkpoint::LoadedModel> {
+    let model = ModelDir::new(dir).load(device)?;
+    if !model.config.tokenizer.reverse {
+        anyhow::bail!(
+            "{}: --backward-model is not a backward model (trained without --reverse)",
+            dir.display()
+        );
+    }
+    Ok(model)
+}
+
 fn tune(args: TuneArgs) -> Result<()> {
     if args.columns.format == Format::Text {
         anyhow::bail!("tune reads N-best lists: --format csv or kaldi");
     }
-    if let Some(w) = args
-        .ngram_weights
-        .0
-        .iter()
-        .find(|w| !(0.0..=1.0).contains(*w))
-    {
-        anyhow::bail!("--ngram-weights: {w} is not in [0, 1]");
+    for (flag, values) in [
+        ("--ngram-weights", &args.ngram_weights.0),
+        ("--backward-weights", &args.backward_weights.0),
+    ] {
+        if let Some(w) = values.iter().find(|w| !(0.0..=1.0).contains(*w)) {
+            anyhow::bail!("{flag}: {w} is not in [0, 1]");
+        }
     }
-    let loaded = match &args.model {
-        Some(dir) => Some(ModelDir::new(dir).load(args.device.resolve()?)?),
+    let device = match &args.model {
+        Some(_) => Some(args.device.resolve()?),
+        None => None,
+    };
+    let loaded = match (&args.model, device) {
+        (Some(dir), Some(device)) => Some(ModelDir::new(dir).load(device)?),
+        _ => None,
+    };
+    let backward = match (&args.backward_model, device) {
+        (Some(dir), Some(device)) => Some(load_backward(dir, device)?),
+        _ => None,
+    };
+    let apply = match &args.apply {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Some(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{}: not a `tune --json` report", path.display()))?,
+            )
+        }
         None => None,
     };
     let options = TuneOptions {
@@ -642,17 +722,22 @@ fn tune(args: TuneArgs) -> Result<()> {
             lm_weights: args.lm_weights.0,
             length_penalties: args.length_penalties.0,
             ngram_weights: args.ngram_weights.0,
+            backward_weights: args.backward_weights.0,
+            refine: !args.grid_only,
         },
+        apply,
+        backward_model: args.backward_model,
     };
-    let report = rnnlm::tune::tune(loaded.as_ref(), &options)?;
-    let flags = rnnlm::tune::score_flags(&report, &options);
+    let report = rnnlm::tune::tune(loaded.as_ref(), backward.as_ref(), &options)?;
+    let json = serde_json::to_string(&report)?;
+    if let Some(path) = &args.save {
+        rnnlm::files::write_atomic(path, |w| Ok(writeln!(w, "{json}")?))?;
+    }
     let mut out = std::io::stdout().lock();
     if args.json {
-        let mut value = serde_json::to_value(&report)?;
-        value["score_flags"] = serde_json::Value::String(flags);
-        writeln!(out, "{value}")?;
+        writeln!(out, "{json}")?;
     } else {
-        write!(out, "{}", rnnlm::tune::report_table(&report, &flags))?;
+        write!(out, "{}", rnnlm::tune::report::report_table(&report))?;
     }
     Ok(())
 }
@@ -687,8 +772,9 @@ fn sample(args: SampleArgs) -> Result<()> {
             .iter()
             .map(|&id| loaded.vocab.token(id).to_string())
             .collect();
+        // A backward model draws the sentence from its end: print it in reading order.
         let text = if args.tokens {
-            tokens.join(" ")
+            tokenizer.reading_order(&tokens).join(" ")
         } else {
             tokenizer.detokenize(&tokens)
         };

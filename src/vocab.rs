@@ -42,6 +42,14 @@ pub struct Tokenizer {
     pub split_punct: bool,
     /// Word level: drop tokens made only of punctuation.
     pub drop_punct: bool,
+    /// Word level: split words at their hyphens ("well-known" → "well", "known"), as a
+    /// speech recognizer whose dictionary lacks most compounds prints them.
+    #[serde(default)]
+    pub split_hyphens: bool,
+    /// Reverse the tokens of every sentence: a backward model, whose `<EOS>` ends the
+    /// reversed sentence (it predicts the sentence start).
+    #[serde(default)]
+    pub reverse: bool,
 }
 
 impl Tokenizer {
@@ -52,11 +60,42 @@ impl Tokenizer {
             lowercase: false,
             split_punct: false,
             drop_punct: false,
+            split_hyphens: false,
+            reverse: false,
         }
     }
 
-    /// The tokens of one line, without `<EOS>`.
+    /// The recognizer's text form: lowercase words with no punctuation and hyphenated
+    /// words split, as a speech recognizer prints its hypotheses.
+    pub fn recognizer_form() -> Self {
+        Tokenizer {
+            lowercase: true,
+            drop_punct: true,
+            split_hyphens: true,
+            ..Tokenizer::new(Level::Word)
+        }
+    }
+
+    /// The tokens of one line, without `<EOS>`, in the model's order (reversed for a
+    /// backward model).
     pub fn tokenize(&self, line: &str) -> Vec<String> {
+        let mut tokens = self.tokenize_forward(line);
+        if self.reverse {
+            tokens.reverse();
+        }
+        tokens
+    }
+
+    /// Tokens in the model's order put back in reading order.
+    pub fn reading_order(&self, tokens: &[String]) -> Vec<String> {
+        let mut tokens = tokens.to_vec();
+        if self.reverse {
+            tokens.reverse();
+        }
+        tokens
+    }
+
+    fn tokenize_forward(&self, line: &str) -> Vec<String> {
         let text = if self.lowercase {
             line.to_lowercase()
         } else {
@@ -73,6 +112,12 @@ impl Tokenizer {
                         tokens.push(word.to_string());
                     }
                 }
+                if self.split_hyphens {
+                    tokens = tokens
+                        .iter()
+                        .flat_map(|t| split_at_hyphens(t))
+                        .collect();
+                }
                 if self.drop_punct {
                     tokens.retain(|t| !t.chars().all(is_punct));
                 }
@@ -81,9 +126,11 @@ impl Tokenizer {
         }
     }
 
-    /// Joins tokens back into readable text: characters are concatenated; words are
-    /// spaced, with no space before closing punctuation and clitics or after opening ones.
+    /// Joins tokens (in the model's order) back into readable text: characters are
+    /// concatenated; words are spaced, with no space before closing punctuation and
+    /// clitics or after opening ones.
     pub fn detokenize(&self, tokens: &[String]) -> String {
+        let tokens = &self.reading_order(tokens);
         match self.level {
             Level::Char => tokens.concat(),
             Level::Word => {
@@ -99,6 +146,20 @@ impl Tokenizer {
                 text
             }
         }
+    }
+}
+
+/// The parts of a word between its hyphens; a token of hyphens alone ("--") stays whole.
+fn split_at_hyphens(token: &str) -> Vec<String> {
+    let parts: Vec<String> = token
+        .split('-')
+        .filter(|p| !p.is_empty())
+        .map(String::from)
+        .collect();
+    if parts.is_empty() {
+        vec![token.to_string()]
+    } else {
+        parts
     }
 }
 

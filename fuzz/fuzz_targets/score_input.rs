@@ -73,6 +73,7 @@ fn run(f: &Fixture, selector: u8, bytes: &[u8]) {
             lm_weight: 1.0,
             length_penalty: 0.5,
             ngram_weight: 0.3,
+            backward_weight: 0.0,
         },
         oov: OovOptions {
             policy: if selector & 32 != 0 {
@@ -87,5 +88,5 @@ fn run(f: &Fixture, selector: u8, bytes: &[u8]) {
         batch_size: 3,
         chunk_rows: 2,
     };
-    let _ = score_file(&f.model, &options);
+    let _ = score_file(&f.model, None, &options);
 }

@@ -1,12 +1,16 @@
 //! Combining the language model with the first pass, and ranking the candidates.
 //!
 //! ```text
-//! lm    = (1 − ngram_weight) · rnnlm_logprob + ngram_weight · ngram_logprob
+//! lm    = (1 − b − n) · forward_logprob + b · backward_logprob + n · ngram_logprob
 //! score = am + lm_weight · lm + length_penalty · words
 //! ```
 //!
-//! All in natural log; the n-gram score is converted from its base first. The first
-//! line is sentence-level log-linear interpolation, as Kaldi's N-best rescoring does it;
+//! with b = `backward_weight` and n = `ngram_weight`, both in [0, 1] and summing to at
+//! most 1. All in natural log; the n-gram score is converted from its base first. A
+//! backward model's log-probability is the same quantity as the forward one's, the
+//! sentence's probability factored in the other order, so the two mix on one scale.
+//! The first line is sentence-level log-linear interpolation, as Kaldi's N-best
+//! rescoring does it;
 //! `words` counts the whitespace-separated words of the hypothesis (an insertion
 //! penalty when negative). A term whose column is absent is left out. `score` and
 //! `tune` both go through [`Weights::score`] and [`best_index`]/[`ranks`], so a
@@ -21,6 +25,8 @@ pub struct Weights {
     pub length_penalty: f64,
     /// Share of the n-gram score in the language-model score, in [0, 1].
     pub ngram_weight: f64,
+    /// Share of the backward model's log-probability, in [0, 1].
+    pub backward_weight: f64,
 }
 
 impl Default for Weights {
@@ -29,26 +35,46 @@ impl Default for Weights {
             lm_weight: 1.0,
             length_penalty: 0.0,
             ngram_weight: 0.0,
+            backward_weight: 0.0,
         }
     }
 }
 
 impl Weights {
-    /// The language-model score: the RNN log-probability, interpolated with the
-    /// n-gram score when there is one.
-    pub fn lm(&self, rnnlm: f64, ngram: Option<f64>) -> f64 {
-        match ngram {
-            Some(ngram) => (1.0 - self.ngram_weight) * rnnlm + self.ngram_weight * ngram,
-            None => rnnlm,
-        }
+    /// The language-model score: the forward RNN log-probability, interpolated with
+    /// the backward model's and the n-gram score where there are such; an absent term's
+    /// weight counts as 0.
+    pub fn lm(&self, lm: &LmScores) -> f64 {
+        let backward = lm.backward.map_or(0.0, |b| self.backward_weight * b);
+        let b = if lm.backward.is_some() {
+            self.backward_weight
+        } else {
+            0.0
+        };
+        let ngram = lm.ngram.map_or(0.0, |n| self.ngram_weight * n);
+        let n = if lm.ngram.is_some() {
+            self.ngram_weight
+        } else {
+            0.0
+        };
+        (1.0 - b - n) * lm.forward + backward + ngram
     }
 
     /// The combined score of one hypothesis.
-    pub fn score(&self, am: Option<f64>, rnnlm: f64, ngram: Option<f64>, words: usize) -> f64 {
-        am.unwrap_or(0.0)
-            + self.lm_weight * self.lm(rnnlm, ngram)
-            + self.length_penalty * words as f64
+    pub fn score(&self, am: Option<f64>, lm: &LmScores, words: usize) -> f64 {
+        am.unwrap_or(0.0) + self.lm_weight * self.lm(lm) + self.length_penalty * words as f64
     }
+}
+
+/// A hypothesis' language-model log-probabilities, natural log.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LmScores {
+    /// The (forward) RNN model's.
+    pub forward: f64,
+    /// The backward model's, where there is one.
+    pub backward: Option<f64>,
+    /// The first-pass n-gram's, where there is a column.
+    pub ngram: Option<f64>,
 }
 
 /// The index of the highest score; ties go to the earlier candidate.

@@ -1,9 +1,9 @@
 //! CSV and Kaldi N-best input: score, combine, rank and write CSV.
 
-use super::combine::ranks;
+use super::combine::{ranks, LmScores};
 use super::nbest::{word_count, Candidate, Columns, GroupOrder, RowEvent, RowReader};
 use super::{input_name, open_input, open_per_token, score_sentences, write_per_token};
-use super::{ScoreOptions, ScoreSummary, Sink};
+use super::{Lm, ScoreOptions, ScoreSummary, Sink};
 use crate::checkpoint::LoadedModel;
 use crate::oov::OovScorer;
 use anyhow::{bail, Result};
@@ -14,6 +14,8 @@ struct Layout {
     columns: Columns,
     /// A `score` column: there is something to combine.
     score: bool,
+    /// A `backward_logprob` column.
+    backward: bool,
 }
 
 /// Scores every row, in chunks that never split a group, and writes the input
@@ -21,6 +23,7 @@ struct Layout {
 pub(super) fn score_rows(
     model: &LoadedModel,
     oov: &OovScorer,
+    backward: Option<&Lm>,
     options: &ScoreOptions,
     progress: &indicatif::ProgressBar,
 ) -> Result<ScoreSummary> {
@@ -35,7 +38,9 @@ pub(super) fn score_rows(
     let layout = Layout {
         score: columns.am.is_some()
             || columns.ngram.is_some()
-            || options.weights.length_penalty != 0.0,
+            || options.weights.length_penalty != 0.0
+            || backward.is_some(),
+        backward: backward.is_some(),
         columns,
     };
     let mut sink = Sink::create(options.output.as_deref())?;
@@ -79,6 +84,7 @@ pub(super) fn score_rows(
             let scored = flush(
                 model,
                 oov,
+                backward,
                 options,
                 &layout,
                 &pending,
@@ -110,7 +116,10 @@ pub(super) fn score_rows(
 fn output_header(headers: &csv::StringRecord, layout: &Layout) -> csv::StringRecord {
     let mut header = headers.clone();
     header.extend(["tokens", "oov_count", "logprob", "log10prob", "perplexity"]);
-    if layout.columns.ngram.is_some() {
+    if layout.backward {
+        header.push_field("backward_logprob");
+    }
+    if layout.columns.ngram.is_some() || layout.backward {
         header.push_field("lm_logprob");
     }
     if layout.score {
@@ -147,9 +156,11 @@ fn bad_row(
 }
 
 /// Scores and writes whole groups; returns the scores for the per-token file.
+#[allow(clippy::too_many_arguments)]
 fn flush(
     model: &LoadedModel,
     oov: &OovScorer,
+    backward: Option<&Lm>,
     options: &ScoreOptions,
     layout: &Layout,
     candidates: &[Candidate],
@@ -159,11 +170,25 @@ fn flush(
     let columns = &layout.columns;
     let texts: Vec<&str> = candidates.iter().map(|c| c.text(columns)).collect();
     let scored = score_sentences(model, oov, &texts, options.batch_size)?;
+    let backward_log_probs = match backward {
+        Some(b) => Some(b.log_probs(&texts, options.batch_size)?),
+        None => None,
+    };
     let weights = &options.weights;
-    let scores: Vec<f64> = candidates
+    let lm_scores: Vec<LmScores> = candidates
         .iter()
         .zip(&scored)
-        .map(|(c, s)| weights.score(c.am, s.log_prob(), c.ngram, word_count(c.text(columns))))
+        .enumerate()
+        .map(|(i, (c, s))| LmScores {
+            forward: s.log_prob(),
+            backward: backward_log_probs.as_ref().map(|b| b[i]),
+            ngram: c.ngram,
+        })
+        .collect();
+    let scores: Vec<f64> = candidates
+        .iter()
+        .zip(&lm_scores)
+        .map(|(c, lm)| weights.score(c.am, lm, word_count(c.text(columns))))
         .collect();
     let rank_by: Vec<f64> = if layout.score {
         scores.clone()
@@ -189,8 +214,11 @@ fn flush(
         out.push_field(&format!("{lp:.4}"));
         out.push_field(&format!("{:.4}", lp / std::f64::consts::LN_10));
         out.push_field(&format!("{:.3}", (-lp / n as f64).exp()));
-        if columns.ngram.is_some() {
-            out.push_field(&format!("{:.4}", weights.lm(lp, c.ngram)));
+        if let Some(b) = lm_scores[i].backward {
+            out.push_field(&format!("{b:.4}"));
+        }
+        if columns.ngram.is_some() || layout.backward {
+            out.push_field(&format!("{:.4}", weights.lm(&lm_scores[i])));
         }
         if layout.score {
             out.push_field(&format!("{:.4}", scores[i]));

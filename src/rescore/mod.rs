@@ -149,21 +149,61 @@ pub fn score_sentences(
     Ok(scored)
 }
 
-/// Scores a file as `options` say; returns the counts.
-pub fn score_file(model: &LoadedModel, options: &ScoreOptions) -> Result<ScoreSummary> {
+/// A model with its out-of-vocabulary scorer.
+pub struct Lm<'a> {
+    /// The model.
+    pub model: &'a LoadedModel,
+    /// Its OOV scorer, as the run's `--oov` says.
+    pub oov: OovScorer<'a>,
+}
+
+impl<'a> Lm<'a> {
+    /// The model with the OOV policy applied to its own vocabulary and counts.
+    pub fn new(model: &'a LoadedModel, options: OovOptions) -> Result<Self> {
+        Ok(Lm {
+            oov: OovScorer::new(options, model.oov.as_ref(), &model.dir)?,
+            model,
+        })
+    }
+
+    /// Each sentence's log-probability (nats) under this model.
+    pub fn log_probs(&self, sentences: &[&str], batch_size: usize) -> Result<Vec<f64>> {
+        Ok(score_sentences(self.model, &self.oov, sentences, batch_size)?
+            .iter()
+            .map(Scored::log_prob)
+            .collect())
+    }
+}
+
+/// Scores a file as `options` say, with a backward model beside the forward one where
+/// one is given; returns the counts (of the forward model).
+pub fn score_file(
+    model: &LoadedModel,
+    backward: Option<&LoadedModel>,
+    options: &ScoreOptions,
+) -> Result<ScoreSummary> {
     if let (Some(output), Some(per_token)) = (&options.output, &options.per_token) {
         if same_file(output, per_token) {
             bail!("--per-token and --output both name {}", per_token.display());
         }
     }
     let oov = OovScorer::new(options.oov, model.oov.as_ref(), &model.dir)?;
+    let backward = match backward {
+        Some(b) => Some(Lm::new(b, options.oov)?),
+        None => None,
+    };
+    if backward.is_some() && options.format == Format::Text {
+        bail!("--backward-model needs N-best input (--format csv or kaldi)");
+    }
     let progress = if io::stderr().is_terminal() {
         indicatif::ProgressBar::new_spinner().with_message("rows scored")
     } else {
         indicatif::ProgressBar::hidden()
     };
     let summary = match options.format {
-        Format::Csv | Format::Kaldi => csv_out::score_rows(model, &oov, options, &progress)?,
+        Format::Csv | Format::Kaldi => {
+            csv_out::score_rows(model, &oov, backward.as_ref(), options, &progress)?
+        }
         Format::Text => text::score_text(model, &oov, options, &progress)?,
     };
     progress.finish_and_clear();
