@@ -1,5 +1,5 @@
 # rnnlm: everything a fresh machine needs is set up from here, idempotently.
-#   make demo    train a small word model, rescore the ASR candidates, sample
+#   make demo    train small recognizer-form models, rescore real N-best lists, sample
 #   make test    fmt check, clippy, unit and end-to-end tests, docs
 
 SHELL := /bin/bash
@@ -17,7 +17,12 @@ DASK_STAMP := $(VENV)/.dask-2026.8.0-pyarrow-26.0.1.stamp
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: setup build test demo train-word train-char score score-dask tune sample bench gpu-check datasets clean
+# The real N-best lists' recognizer: Debian's flite and sox, PyPI's pocketsphinx.
+POCKETSPHINX_VERSION := 5.1.1
+ASR_STAMP := $(VENV)/.asr-pocketsphinx-$(POCKETSPHINX_VERSION).stamp
+
+.PHONY: setup build test demo train-word train-char train-asr score score-dask tune tune-synthetic \
+	sample bench gpu-check datasets real-nbest asr-tools clean
 
 setup: $(SETUP_STAMP)
 
@@ -40,13 +45,13 @@ $(BIN): build
 # every build fails with "failed to run `rustc` to learn about target-specific information".
 CHECK_DEV_NULL := test -c /dev/null || { echo "make: /dev/null is a regular file, which breaks cargo; as root: mknod -m 666 /dev/null.new c 1 3 && mv -f /dev/null.new /dev/null" >&2; exit 1; }
 
-test: $(SETUP_STAMP) $(DASK_STAMP)
+test: $(SETUP_STAMP) $(DASK_STAMP) $(ASR_STAMP)
 	@$(CHECK_DEV_NULL)
 	cargo fmt --check
 	cargo clippy --all-targets --target-dir target/clippy -- -D warnings
 	cargo build --release
 	cargo test --release
-	$(PYTHON) -m unittest scale/test_score_dask.py
+	$(PYTHON) -m unittest scale/test_score_dask.py datasets/test_make_real_nbest.py
 	RUSTDOCFLAGS='-D warnings' cargo doc --no-deps
 
 $(DASK_STAMP): $(SETUP_STAMP)
@@ -62,9 +67,30 @@ score-dask: build $(DASK_STAMP)
 	$(PYTHON) scale/score_dask.py --input $(INPUT) --output $(OUTPUT) --model $(MODEL) --workers $(WORKERS) \
 		$(if $(THREADS),--threads $(THREADS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) -- $(FLAGS)
 
+# flite and sox from Debian (as root, as CI runs; otherwise say what to install), then
+# pocketsphinx into the venv.
+asr-tools: $(ASR_STAMP)
+
+$(ASR_STAMP): $(SETUP_STAMP)
+	@command -v flite >/dev/null && command -v sox >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q flite sox; \
+		else echo "setup: flite and sox are needed: sudo apt-get install flite sox" >&2; exit 1; fi; }
+	@command -v flite >/dev/null && command -v sox >/dev/null || { echo "setup: installing flite and sox failed" >&2; exit 1; }
+	@$(PYTHON) -m pip install --quiet pocketsphinx==$(POCKETSPHINX_VERSION) || { echo "setup: 'pip install pocketsphinx==$(POCKETSPHINX_VERSION)' failed; check the connection to PyPI" >&2; exit 1; }
+	@touch $@
+
 datasets:
 	python3 datasets/regenerate.py --check
 	$(PYTHON) datasets/make_nbest.py --check
+	python3 datasets/make_real_nbest.py --check
+
+# Rebuilds datasets/asr/real-*: speech synthesized and decoded, JOBS decoders at a time
+# (the output does not depend on JOBS). About 30 minutes on 2 cores.
+JOBS ?= 2
+real-nbest: $(ASR_STAMP)
+	$(PYTHON) datasets/make_real_nbest.py --jobs $(JOBS)
 
 clean:
 	cargo clean
@@ -73,9 +99,11 @@ clean:
 # room for the test-set evaluation inside 30 minutes.
 WORD_FLAGS := --cell lstm --embed 384 --hidden 384 --layers 2 --tie --softmax class --dropout 0.4 \
 	--batch-size 32 --lr 0.002 --clip 1.0 --epochs 40
-# The demo's 5 minutes buy more epochs of a smaller network than of the word model's.
-DEMO_FLAGS := --cell lstm --embed 256 --hidden 256 --layers 2 --tie --softmax class --dropout 0.35 \
-	--batch-size 32 --lr 0.002 --clip 1.0 --epochs 40
+# The recognizer-form pair for the real N-best lists: the demo network, trained as a
+# recognizer prints its words (lowercase, no punctuation, hyphens split), forward and
+# backward side by side, one core each.
+ASR_FLAGS := --recognizer-form --cell lstm --embed 256 --hidden 256 --layers 2 --tie --softmax class \
+	--dropout 0.35 --batch-size 32 --lr 0.002 --clip 1.0 --epochs 40 --threads 1
 CHAR_FLAGS := --level char --cell gru --embed 64 --hidden 256 --layers 1 --dropout 0.5 \
 	--batch-size 32 --lr 0.003 --clip 1.0 --epochs 80
 
@@ -90,31 +118,61 @@ train-char: build
 	@$(BIN) sample --model models/char --count 10 --seed $$RANDOM | \
 		while read -r name; do if grep -qx -- "$$name" datasets/dinosaurs/train.txt; then echo "$$name *"; else echo "$$name"; fi; done
 
-score: build
-	@test -f models/word/weights.safetensors || { echo "no models/word yet: run make demo or make train-word first" >&2; exit 1; }
-	$(BIN) score --model models/word --input datasets/asr/candidates.csv --am-column am_score --output models/word/candidates.scored.csv
-	@cat models/word/candidates.scored.csv
+# Trains a forward and a backward model at once (one core each) for SECONDS, then
+# evaluates both on Brown test in their own (recognizer) form.
+define train_pair
+	@$(BIN) train --data datasets/brown --out $(1) --force $(ASR_FLAGS) --time-limit $(3) & forward=$$!; \
+	$(BIN) train --data datasets/brown --out $(2) --force $(ASR_FLAGS) --reverse --time-limit $(3); backward=$$?; \
+	wait $$forward && test $$backward = 0
+	$(BIN) eval --model $(1) --data datasets/brown/test.txt
+	$(BIN) eval --model $(2) --data datasets/brown/test.txt
+endef
 
-# N-best rescoring weights: tuned by WER on the dev lists, then applied to the test lists.
+train-asr: build
+	$(call train_pair,models/asr,models/asr-back,1560)
+
+SCORE_MODEL ?= models/word
+score: build
+	@test -f $(SCORE_MODEL)/weights.safetensors || { echo "no $(SCORE_MODEL) yet: run make train-word first (or make score SCORE_MODEL=models/asr-demo)" >&2; exit 1; }
+	$(BIN) score --model $(SCORE_MODEL) --input datasets/asr/candidates.csv --am-column am_score --output $(SCORE_MODEL)/candidates.scored.csv
+	@cat $(SCORE_MODEL)/candidates.scored.csv
+
+# N-best rescoring weights: tuned by WER on the real dev lists (PocketSphinx on flite
+# speech), then applied to the real test lists.
+ASR_MODEL ?= models/asr
+ASR_BACKWARD ?= $(ASR_MODEL)-back
+REAL_TUNE_FLAGS = --model $(ASR_MODEL) --backward-model $(ASR_BACKWARD) --am-column am_score --ngram-column ngram_log10
+
+tune: build
+	@test -f $(ASR_MODEL)/weights.safetensors -a -f $(ASR_BACKWARD)/weights.safetensors || { echo "no $(ASR_MODEL) and $(ASR_BACKWARD) yet: run make train-asr (or make demo) first" >&2; exit 1; }
+	@echo "== real dev lists (datasets/asr/real-dev.nbest.csv): weights tuned here"
+	@$(BIN) tune $(REAL_TUNE_FLAGS) --input datasets/asr/real-dev.nbest.csv --references datasets/asr/real-dev.refs.csv \
+		--save $(ASR_MODEL)/tune.dev.json
+	@echo "== real test lists (datasets/asr/real-test.nbest.csv): each row's dev weights applied"
+	@$(BIN) tune $(REAL_TUNE_FLAGS) --input datasets/asr/real-test.nbest.csv --references datasets/asr/real-test.refs.csv \
+		--apply $(ASR_MODEL)/tune.dev.json
+
+# The same on the synthetic lists (homophones and OOVs swapped into Brown sentences).
 MODEL ?= models/word
 TUNE_FLAGS := --model $(MODEL) --am-column am_score --ngram-column ngram_log10
 
-tune: build
-	@test -f $(MODEL)/weights.safetensors || { echo "no $(MODEL) yet: run make demo or make train-word first" >&2; exit 1; }
-	@echo "== dev (datasets/asr/dev.nbest.csv): weights tuned here"
-	@$(BIN) tune $(TUNE_FLAGS) --input datasets/asr/dev.nbest.csv --references datasets/asr/dev.refs.csv | tee $(MODEL)/tune.dev.txt
-	@set -- $$(sed -n 's/^weights: lm_weight \(.*\) length_penalty \(.*\) ngram_weight \(.*\)$$/\1 \2 \3/p' $(MODEL)/tune.dev.txt); \
-	echo "== test (datasets/asr/test.nbest.csv): the dev weights applied"; \
-	$(BIN) tune $(TUNE_FLAGS) --input datasets/asr/test.nbest.csv --references datasets/asr/test.refs.csv \
-		--lm-weights "$$1" --length-penalties "$$2" --ngram-weights "$$3"
+tune-synthetic: build
+	@test -f $(MODEL)/weights.safetensors || { echo "no $(MODEL) yet: run make train-word first" >&2; exit 1; }
+	@echo "== synthetic dev lists (datasets/asr/dev.nbest.csv): weights tuned here"
+	@$(BIN) tune $(TUNE_FLAGS) --input datasets/asr/dev.nbest.csv --references datasets/asr/dev.refs.csv --save $(MODEL)/tune.dev.json
+	@echo "== synthetic test lists (datasets/asr/test.nbest.csv): each row's dev weights applied"
+	@$(BIN) tune $(TUNE_FLAGS) --input datasets/asr/test.nbest.csv --references datasets/asr/test.refs.csv --apply $(MODEL)/tune.dev.json
 
 sample: build
-	$(BIN) sample --model models/word --count 5 --max-len 40
+	$(BIN) sample --model $(SCORE_MODEL) --count 5 --max-len 40
 
+# Five minutes of the recognizer-form pair, the hand-written candidates, samples of
+# both, and the real N-best lists tuned on dev and applied to test.
 demo: build
-	$(BIN) train --data datasets/brown --out models/word --force $(DEMO_FLAGS) --time-limit 300
-	$(BIN) eval --model models/word --data datasets/brown/test.txt
-	$(MAKE) --no-print-directory score tune sample
+	$(call train_pair,models/asr-demo,models/asr-demo-back,300)
+	$(MAKE) --no-print-directory score sample SCORE_MODEL=models/asr-demo
+	$(BIN) sample --model models/asr-demo-back --count 5 --max-len 40
+	$(MAKE) --no-print-directory tune ASR_MODEL=models/asr-demo
 
 bench: build
 	$(PYTHON) bench/bench.py

@@ -663,7 +663,10 @@ fn score(args: ScoreArgs) -> Result<()> {
 }
 
 /// Loads a --backward-model, which must have been trained with --reverse.
-fn load_backward(dir: &std::path::Path, device: tch::Device) -> Result<rnnlm::checkpoint::LoadedModel> {
+fn load_backward(
+    dir: &std::path::Path,
+    device: tch::Device,
+) -> Result<rnnlm::checkpoint::LoadedModel> {
     let model = ModelDir::new(dir).load(device)?;
     if !model.config.tokenizer.reverse {
         anyhow::bail!(

@@ -113,10 +113,7 @@ impl Tokenizer {
                     }
                 }
                 if self.split_hyphens {
-                    tokens = tokens
-                        .iter()
-                        .flat_map(|t| split_at_hyphens(t))
-                        .collect();
+                    tokens = tokens.iter().flat_map(|t| split_at_hyphens(t)).collect();
                 }
                 if self.drop_punct {
                     tokens.retain(|t| !t.chars().all(is_punct));

@@ -2,11 +2,12 @@
 //! `score --backward-model`, and `tune`'s search beyond its starting grid.
 
 mod common;
+// Its three-sentence corpus is not used here.
+#[allow(dead_code)]
 #[path = "common/training.rs"]
 mod training;
 
 use common::{rnnlm, stderr, stdout, write};
-use training::{config, corpus_dir};
 use rnnlm::checkpoint::{LoadedModel, ModelDir};
 use rnnlm::data::ZERO_INPUT;
 use rnnlm::model::Cell;
@@ -15,6 +16,7 @@ use rnnlm::rescore::score_sentences;
 use rnnlm::train::train;
 use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
+use training::{config, corpus_dir};
 
 /// Four sentences, each told apart by its first word and by its last.
 const FOUR: [&str; 4] = [
@@ -69,7 +71,10 @@ fn step_by_step(model: &LoadedModel, ids: &[i64]) -> f64 {
 fn a_backward_model_scores_the_chain_rule_over_the_reversed_tokens() {
     let (_dir, _, backward) = pair();
     let model = load(backward);
-    assert!(model.config.tokenizer.reverse, "config.json records --reverse");
+    assert!(
+        model.config.tokenizer.reverse,
+        "config.json records --reverse"
+    );
     let sentence = "the cat ran to the mat";
     let reversed: Vec<String> = sentence.split(' ').rev().map(String::from).collect();
     let (ids, _) = model.vocab.encode(&reversed);
@@ -104,7 +109,10 @@ fn forward_and_backward_models_agree_on_the_likelihood_once_trained() {
     // whichever order the chain rule factors it in.
     let truth = 4.0 * (0.25f64).ln();
     assert!((f - b).abs() < 0.5, "forward {f} vs backward {b}");
-    assert!((f - truth).abs() < 0.5 && (b - truth).abs() < 0.5, "{f} {b} vs {truth}");
+    assert!(
+        (f - truth).abs() < 0.5 && (b - truth).abs() < 0.5,
+        "{f} {b} vs {truth}"
+    );
 }
 
 #[test]
@@ -124,7 +132,10 @@ fn sampling_a_backward_model_prints_reading_order() {
     let text = stdout(&o);
     let matches = text.lines().filter(|l| known.contains(l)).count();
     // A converged model reproduces the training sentences, read front to back.
-    assert!(matches >= 15, "{matches} of 20 samples are training sentences:\n{text}");
+    assert!(
+        matches >= 15,
+        "{matches} of 20 samples are training sentences:\n{text}"
+    );
 }
 
 #[test]
@@ -184,10 +195,18 @@ fn score_combines_forward_backward_and_ngram_as_documented() {
         let lm = (1.0 - b - n) * num("logprob")
             + b * num("backward_logprob")
             + n * num("ng") * std::f64::consts::LN_10;
-        assert!((num("lm_logprob") - lm).abs() < 1e-3, "{lm} vs {}", num("lm_logprob"));
+        assert!(
+            (num("lm_logprob") - lm).abs() < 1e-3,
+            "{lm} vs {}",
+            num("lm_logprob")
+        );
         let words = sentence.split_whitespace().count() as f64;
         let score = num("am") + lm_weight * lm + penalty * words;
-        assert!((num("score") - score).abs() < 1e-3, "{score} vs {}", num("score"));
+        assert!(
+            (num("score") - score).abs() < 1e-3,
+            "{score} vs {}",
+            num("score")
+        );
         rows += 1;
     }
     assert_eq!(rows, 4);
@@ -197,7 +216,11 @@ fn score_combines_forward_backward_and_ngram_as_documented() {
     wrong[4] = forward.to_str().unwrap();
     let o = rnnlm(&wrong);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("not a backward model"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not a backward model"),
+        "{}",
+        stderr(&o)
+    );
     let mut over = args.to_vec();
     over[14] = "0.9";
     let o = rnnlm(&over);

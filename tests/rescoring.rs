@@ -275,7 +275,11 @@ fn tune_json(args: &[&str]) -> serde_json::Value {
 
 /// `rnnlm tune --scored` on SCORED with its am column and the given grid.
 fn tune_scored(input: &str, refs: &str, lm_weights: &str) -> serde_json::Value {
-    tune_json(&[
+    let (lm_weights, grid_only) = match lm_weights.split_once(' ') {
+        Some((values, flag)) => (values, Some(flag)),
+        None => (lm_weights, None),
+    };
+    let mut args = vec![
         "tune",
         "--scored",
         "--input",
@@ -289,7 +293,9 @@ fn tune_scored(input: &str, refs: &str, lm_weights: &str) -> serde_json::Value {
         "--length-penalties",
         "0,1",
         "--json",
-    ])
+    ];
+    args.extend(grid_only);
+    tune_json(&args)
 }
 
 #[test]
@@ -304,7 +310,7 @@ fn tune_finds_the_known_best_weights() {
     assert_eq!(report["oracle_wer"], 0.0);
     assert_eq!(report["reference_words"], 7);
     assert_eq!(report["utterances"], 3);
-    // First pass by am: A picks "a c" (1 error), B "x y", C "p q" (ties go first: 1).
+    // First pass, each list's first candidate: A "a c" (1 error), B "x y", C "p q" (1).
     assert!((report["first_pass_wer"].as_f64().unwrap() - 2.0 / 7.0).abs() < 1e-12);
     // LM only: A "a b", B "x z" (1), C "p q" (1).
     assert!((report["lm_only_wer"].as_f64().unwrap() - 2.0 / 7.0).abs() < 1e-12);
@@ -312,11 +318,17 @@ fn tune_finds_the_known_best_weights() {
         report["score_flags"],
         "--am-column am --lm-weight 0.6 --length-penalty 1"
     );
-    // Without the 0.6 setting nothing is perfect, and the first best setting is kept.
-    let report = tune_scored(&input, &refs, "0:1:0.5");
+    // On the grid alone, without the 0.6 setting nothing is perfect, and the first
+    // best setting is kept.
+    let report = tune_scored(&input, &refs, "0:1:0.5 --grid-only");
     assert!((report["rescored_wer"].as_f64().unwrap() - 1.0 / 7.0).abs() < 1e-12);
     assert_eq!(report["lm_weight"], 0.0, "{report}");
     assert_eq!(report["settings"], 6);
+    // The refinement around the grid's best finds a perfect setting between its values.
+    let report = tune_scored(&input, &refs, "0:1:0.5");
+    assert_eq!(report["rescored_wer"], 0.0, "{report}");
+    let lm_weight = report["lm_weight"].as_f64().unwrap();
+    assert!(lm_weight > 0.5 && lm_weight < 1.0, "{report}");
 }
 
 #[test]
@@ -352,9 +364,14 @@ fn tune_searches_the_ngram_weight() {
         "0:1:0.25",
         "--json",
     ]);
-    assert_eq!(report["ngram_weight"], 0.5, "{report}");
-    assert_eq!(report["first_pass_by"], "ngram");
-    assert_eq!(report["first_pass_wer"], 0.0);
+    let ngram_weight = report["ngram_weight"].as_f64().unwrap();
+    assert!(ngram_weight > 1.0 / 3.0, "{report}");
+    assert_eq!(report["rescored_wer"], 0.0, "{report}");
+    // The first candidate is the wrong one; the n-gram alone (the baseline) and the
+    // RNN alone disagree.
+    assert_eq!(report["first_pass_by"], "first");
+    assert_eq!(report["first_pass_wer"], 0.5);
+    assert_eq!(report["baseline_wer"], 0.0);
     assert_eq!(report["lm_only_wer"], 0.5);
 }
 
@@ -429,7 +446,7 @@ fn scoring_with_the_flags_tune_prints_reproduces_the_tuned_wer() {
         (wer - report["rescored_wer"].as_f64().unwrap()).abs() < 1e-12,
         "{wer} {report}"
     );
-    assert!(report["rescored_wer"].as_f64() <= report["first_pass_wer"].as_f64());
+    assert!(report["oracle_wer"].as_f64() <= report["rescored_wer"].as_f64());
 
     // --scored on what `score` wrote gives the same LM-only WER without a model run.
     let scored = write(dir.path(), "scored.csv", stdout(&o));

@@ -133,3 +133,72 @@ fn device_parsing() {
         assert!(err.contains("no CUDA device"), "{err}");
     }
 }
+
+#[test]
+fn the_recognizer_form_is_lowercase_words_without_punctuation_or_hyphens() {
+    let t = Tokenizer::recognizer_form();
+    assert_eq!(
+        t.tokenize("The well-known X-ray , said `` Mr. O'Brien '' -- twice ."),
+        words("the well known x ray said mr. o'brien twice")
+    );
+    assert_eq!(
+        t.tokenize("Don't stop the boys' car ; 'em"),
+        words("don't stop the boys' car 'em"),
+        "apostrophes inside and at the ends of words stay"
+    );
+    assert_eq!(
+        t.tokenize("self--made --- anti-"),
+        words("self made anti"),
+        "runs of hyphens split like one, and a lone one goes"
+    );
+    // A recognizer's hypothesis is already in this form: the tokenizer leaves it be.
+    let hypothesis = "the president met with the press on monday";
+    assert_eq!(t.tokenize(hypothesis), words(hypothesis));
+}
+
+#[test]
+fn a_reversed_tokenizer_reverses_and_detokenizes_in_reading_order() {
+    let t = Tokenizer {
+        reverse: true,
+        ..Tokenizer::recognizer_form()
+    };
+    let tokens = t.tokenize("The cat sat on the well-known mat .");
+    assert_eq!(tokens, words("mat known well the on sat cat the"));
+    assert_eq!(t.detokenize(&tokens), "the cat sat on the well known mat");
+    assert_eq!(
+        t.reading_order(&tokens),
+        words("the cat sat on the well known mat")
+    );
+}
+
+/// The shipped real N-best references are the Brown sentences their ids name, in the
+/// decoder's form: the recognizer-form tokenizer reads both alike.
+#[test]
+fn real_references_are_their_brown_sentences_in_the_recognizer_form() {
+    let t = Tokenizer::recognizer_form();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets");
+    for (refs, brown) in [("real-dev", "valid"), ("real-test", "test")] {
+        let lines = std::fs::read_to_string(root.join(format!("brown/{brown}.txt"))).unwrap();
+        let lines: Vec<&str> = lines.split('\n').collect();
+        let path = root.join(format!("asr/{refs}.refs.csv"));
+        let mut reader = csv::Reader::from_path(&path).unwrap();
+        let mut count = 0;
+        for record in reader.records() {
+            let record = record.unwrap();
+            let (id, reference) = (&record[0], &record[1]);
+            let (split, number) = id.split_once('-').unwrap();
+            assert_eq!(split, brown, "{id}");
+            let line = lines[number.parse::<usize>().unwrap() - 1];
+            assert_eq!(t.tokenize(reference), t.tokenize(line), "{id}: {line}");
+            assert_eq!(reference, reference.to_lowercase(), "{id}");
+            assert!(
+                reference
+                    .split(' ')
+                    .all(|w| w.chars().any(char::is_alphabetic)),
+                "{id}: {reference}"
+            );
+            count += 1;
+        }
+        assert_eq!(count, 500, "{}", path.display());
+    }
+}

@@ -168,10 +168,12 @@ impl<'a> Lm<'a> {
 
     /// Each sentence's log-probability (nats) under this model.
     pub fn log_probs(&self, sentences: &[&str], batch_size: usize) -> Result<Vec<f64>> {
-        Ok(score_sentences(self.model, &self.oov, sentences, batch_size)?
-            .iter()
-            .map(Scored::log_prob)
-            .collect())
+        Ok(
+            score_sentences(self.model, &self.oov, sentences, batch_size)?
+                .iter()
+                .map(Scored::log_prob)
+                .collect(),
+        )
     }
 }
 

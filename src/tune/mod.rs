@@ -352,4 +352,3 @@ impl References {
             .min_by_key(|&(_, line)| line)
     }
 }
-

@@ -177,10 +177,18 @@ pub(super) fn report(
         pick_total(&|_| 0),
     )];
     // Each tuned row: its settings tried and the weights left at a range end.
-    let tuned = |name: &str, label: &str, space: Space, rows: &mut Vec<Row>| -> Result<(usize, Vec<String>)> {
+    let tuned = |name: &str,
+                 label: &str,
+                 space: Space,
+                 rows: &mut Vec<Row>|
+     -> Result<(usize, Vec<String>)> {
         let (weights, edits, settings, at_end) = match &options.apply {
             Some(earlier) => {
-                let Some(w) = earlier.rows.iter().find(|r| r.name == name).and_then(Row::weights)
+                let Some(w) = earlier
+                    .rows
+                    .iter()
+                    .find(|r| r.name == name)
+                    .and_then(Row::weights)
                 else {
                     bail!("--apply: the report has no weights for the '{name}' row");
                 };
@@ -284,9 +292,24 @@ fn grid_ends(space: &Space, weights: &Weights) -> Vec<String> {
     let mut ends = Vec::new();
     for (name, axis, chosen, share) in [
         ("lm_weight", &space.lm_weight, weights.lm_weight, false),
-        ("length_penalty", &space.length_penalty, weights.length_penalty, false),
-        ("ngram_weight", &space.ngram_weight, weights.ngram_weight, true),
-        ("backward_weight", &space.backward_weight, weights.backward_weight, true),
+        (
+            "length_penalty",
+            &space.length_penalty,
+            weights.length_penalty,
+            false,
+        ),
+        (
+            "ngram_weight",
+            &space.ngram_weight,
+            weights.ngram_weight,
+            true,
+        ),
+        (
+            "backward_weight",
+            &space.backward_weight,
+            weights.backward_weight,
+            true,
+        ),
     ] {
         let (low, high) = (axis.values[0], axis.values[axis.values.len() - 1]);
         let hard_limit = share && (chosen == 0.0 || chosen == 1.0);

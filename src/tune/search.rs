@@ -244,8 +244,9 @@ pub fn search(cache: &[Cached], lists: &[std::ops::Range<usize>], space: &Space)
     }
 }
 
-/// Coordinate search around the best setting: each free weight moves by up to three
-/// steps either way while that helps, then every step halves.
+/// Coordinate search around the best setting: each free weight in turn is tried at
+/// every point within two of the grid's steps either way, at a resolution that halves
+/// from half a step, moving whenever a point is strictly better, until no weight moves.
 fn refine(s: &mut Search, space: &Space) {
     let axes = [
         &space.lm_weight,
@@ -253,28 +254,27 @@ fn refine(s: &mut Search, space: &Space) {
         &space.ngram_weight,
         &space.backward_weight,
     ];
-    let mut steps: Vec<f64> = axes.iter().map(|a| a.step() / 2.0).collect();
-    for _ in 0..REFINEMENTS {
+    for level in 0..REFINEMENTS {
+        let points = 4i32 << level;
         let mut improved = true;
         while improved {
             improved = false;
             for (axis, a) in axes.iter().enumerate() {
-                if !a.free || steps[axis] <= 0.0 {
+                let step = a.step() / f64::from(2 << level);
+                if !a.free || step <= 0.0 {
                     continue;
                 }
-                for k in [-3.0, -2.0, -1.0, 1.0, 2.0, 3.0] {
-                    let mut w = s.weights();
-                    let value = tidy(get(&w, axis) + k * steps[axis]);
+                let center = get(&s.weights(), axis);
+                for k in (-points..=points).filter(|&k| k != 0) {
+                    let value = tidy(center + f64::from(k) * step);
                     if value < a.bounds.0 || value > a.bounds.1 {
                         continue;
                     }
+                    let mut w = s.weights();
                     set(&mut w, axis, value);
                     improved |= s.try_weights(w);
                 }
             }
-        }
-        for step in &mut steps {
-            *step /= 2.0;
         }
     }
 }
