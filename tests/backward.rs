@@ -246,23 +246,27 @@ fn tune_with_a_backward_model_reports_every_row_and_scores_them_again() {
         "utterance_id,reference\nu1,the cat sat on the mat\nu2,one fish swam in a pond\n",
     );
     let save = dir.path().join("dev.json");
-    let o = rnnlm(&[
-        "tune",
-        "--model",
-        forward.to_str().unwrap(),
-        "--backward-model",
-        backward.to_str().unwrap(),
-        "--input",
-        &input,
-        "--references",
-        &refs,
-        "--am-column",
-        "am",
-        "--ngram-column",
-        "ng",
-        "--save",
-        save.to_str().unwrap(),
-    ]);
+    let save = save.to_str().unwrap();
+    let tune = |extra: &[&str]| {
+        let mut args = vec![
+            "tune",
+            "--model",
+            forward.to_str().unwrap(),
+            "--backward-model",
+            backward.to_str().unwrap(),
+            "--input",
+            &input,
+            "--references",
+            &refs,
+            "--am-column",
+            "am",
+            "--ngram-column",
+            "ng",
+        ];
+        args.extend(extra);
+        rnnlm(&args)
+    };
+    let o = tune(&["--save", save]);
     assert!(o.status.success(), "{}", stderr(&o));
     let table = stdout(&o);
     for label in [
@@ -276,31 +280,14 @@ fn tune_with_a_backward_model_reports_every_row_and_scores_them_again() {
         assert!(table.contains(label), "{label} missing:\n{table}");
     }
     let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&save).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(save).unwrap()).unwrap();
     assert_eq!(report["first_pass_wer"], 2.0 / 12.0);
     assert_eq!(report["oracle_wer"], 0.0);
     // The converged models know both sentences: every row with an RNN gets them right.
     assert_eq!(report["rescored_wer"], 0.0, "{report}");
     assert_eq!(report["forward_backward_wer"], 0.0, "{report}");
     // --apply evaluates the saved weights without searching: the same WER, one setting.
-    let applied = rnnlm(&[
-        "tune",
-        "--model",
-        forward.to_str().unwrap(),
-        "--backward-model",
-        backward.to_str().unwrap(),
-        "--input",
-        &input,
-        "--references",
-        &refs,
-        "--am-column",
-        "am",
-        "--ngram-column",
-        "ng",
-        "--apply",
-        save.to_str().unwrap(),
-        "--json",
-    ]);
+    let applied = tune(&["--apply", save, "--json"]);
     assert!(applied.status.success(), "{}", stderr(&applied));
     let again: serde_json::Value = serde_json::from_str(&stdout(&applied)).unwrap();
     assert_eq!(again["rows"], report["rows"]);
