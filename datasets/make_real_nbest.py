@@ -47,7 +47,7 @@ SEED = 20261201
 UTTERANCES = 500
 NBEST = 10
 # Lattice pruning beam in nats (see `prune`).
-BEAM = 100.0
+BEAM = 80.0
 MIN_WORDS, MAX_WORDS = 5, 20
 TEMPO = (0.9, 1.15)
 SNR_DB = (25.0, 40.0)
@@ -98,9 +98,6 @@ class Decoder:
         self.settings = {k: config[k] for k in ("lw", "fwdflatlw", "bestpathlw", "wip",
                                                  "beam", "wbeam", "fwdflat", "bestpath")}
         self.unknown = self.lm.prob(["<unk>"])
-        # Live CMN carries over from one utterance to the next: start each from the
-        # same estimate, so an utterance decodes the same whichever worker takes it.
-        self.initial_cmn = self.decoder.get_cmn()
         self._prob = {}
 
     def in_vocabulary(self, word):
@@ -115,7 +112,6 @@ class Decoder:
         return self._prob[key]
 
     def lattice(self, samples):
-        self.decoder.set_cmn(self.initial_cmn)
         self.decoder.start_utt()
         self.decoder.process_raw(samples.tobytes(), full_utt=True)
         self.decoder.end_utt()
@@ -326,15 +322,13 @@ def speak(text, rng, tmp):
                      "snr_db": None if snr is None else round(snr, 2)}
 
 
-_decoder = None
-
-
 def decode_one(job):
-    """One utterance, start to end; runs in a worker process."""
-    global _decoder
-    if _decoder is None:
-        _decoder = Decoder()
+    """One utterance, start to end; runs in a worker process. Each utterance gets a
+    decoder of its own: live CMN carries its estimate from one utterance to the next
+    (and setting it back does not undo that), so a shared decoder would decode an
+    utterance differently after different predecessors, that is, for another --jobs."""
     uttid, line = job
+    decoder = Decoder()
     words = speakable_words(line)
     rng = random.Random(f"{SEED}:{uttid}")
     text = " ".join(t for t in line.split() if t not in ("``", "''"))
@@ -342,9 +336,9 @@ def decode_one(job):
     with tempfile.TemporaryDirectory() as tmp:
         samples, audio = speak(text, rng, tmp)
     synth = time.perf_counter() - started
-    lattice, hyp = _decoder.lattice(samples)
+    lattice, hyp = decoder.lattice(samples)
     decoded = time.perf_counter()
-    hyps = nbest(lattice, _decoder, NBEST) if lattice else []
+    hyps = nbest(lattice, decoder, NBEST) if lattice else []
     exact_first = True
     if hyps:
         # The decoder's own best-path search approximates the trigram context across
@@ -353,11 +347,11 @@ def decode_one(job):
         best = [base_word(w) for w in hyp.split()]
         if hyps[0][0] != best:
             exact_first = False
-            own = [h for h in hyps if h[0] == best] or nbest(lattice, _decoder, 1, target=best)
+            own = [h for h in hyps if h[0] == best] or nbest(lattice, decoder, 1, target=best)
             hyps = (own + [h for h in hyps if h[0] != best])[:NBEST]
     return {
         "uttid": uttid,
-        "reference": normalize(words, _decoder.in_vocabulary),
+        "reference": normalize(words, decoder.in_vocabulary),
         "hyps": hyps,
         "exact_first": exact_first,
         "audio": audio,
@@ -401,8 +395,15 @@ def generate(out, jobs, limit):
         for name, split in SPLITS:
             split_started = time.time()
             # A few spares: an utterance the decoder finds no speech in is replaced.
-            results = [r for r in pool.imap(decode_one, candidates(split, limit + limit // 20 + 2))
-                       if r["hyps"] and r["reference"]][:limit]
+            jobs_of_split = candidates(split, limit + limit // 20 + 2)
+            results = []
+            for done, r in enumerate(pool.imap(decode_one, jobs_of_split), 1):
+                if r["hyps"] and r["reference"]:
+                    results.append(r)
+                if done % 25 == 0:
+                    print(f"{name}: {done}/{len(jobs_of_split)} decoded, "
+                          f"{time.time() - split_started:.0f} s", file=sys.stderr, flush=True)
+            results = results[:limit]
             nbest_rows, ref_rows, agree = [], [], 0
             for r in results:
                 ref_rows.append([r["uttid"], " ".join(r["reference"])])
