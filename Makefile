@@ -129,7 +129,7 @@ define train_pair
 endef
 
 train-asr: build
-	$(call train_pair,models/asr,models/asr-back,1560)
+	$(call train_pair,models/asr,models/asr-back,1320)
 
 SCORE_MODEL ?= models/word
 score: build
