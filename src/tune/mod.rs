@@ -5,7 +5,7 @@
 //! scores, the forward (and backward) RNN log-probabilities, the word count and the
 //! candidate's word errors against its reference. The [`search`] over `lm_weight`,
 //! `length_penalty`, `ngram_weight` and `backward_weight` then only picks each
-//! utterance's best candidate by [`Weights::score`], the same function and tie-break
+//! utterance's best candidate by [`Weights::score`](crate::rescore::combine::Weights::score), the same function and tie-break
 //! (the earlier candidate) that `score` ranks with. [`report`] tunes one row per
 //! system: the first pass re-weighted, the forward RNN, forward + backward, and all.
 
