@@ -195,7 +195,9 @@ pub(super) fn report(
                 (w, edits_at(cache, lists, &w), 1, Vec::new())
             }
             None => {
-                let found = search(cache, lists, &space);
+                let Some(found) = search(cache, lists, &space) else {
+                    bail!("no setting of --ngram-weights and --backward-weights sums to at most 1");
+                };
                 let mut at_end = found.at_range_end;
                 if !grid.refine {
                     at_end.extend(grid_ends(&space, &found.weights));

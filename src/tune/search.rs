@@ -200,8 +200,9 @@ fn scaled(axis: &Axis, scale: f64) -> Axis {
     }
 }
 
-/// The best weights in `space`: its grid at growing scales, then refined.
-pub fn search(cache: &[Cached], lists: &[std::ops::Range<usize>], space: &Space) -> Found {
+/// The best weights in `space`: its grid at growing scales, then refined; `None` when
+/// no setting of the grid keeps the shares within 1.
+pub fn search(cache: &[Cached], lists: &[std::ops::Range<usize>], space: &Space) -> Option<Found> {
     let mut s = Search {
         cache,
         lists,
@@ -234,14 +235,15 @@ pub fn search(cache: &[Cached], lists: &[std::ops::Range<usize>], space: &Space)
             at_range_end.push("lm_weight".to_string());
         }
     }
+    s.best?;
     refine(&mut s, &best_space);
-    let (_, weights, edits) = s.best.expect("the grid has at least one setting");
-    Found {
+    let (_, weights, edits) = s.best?;
+    Some(Found {
         weights,
         edits,
         settings: s.settings,
         at_range_end,
-    }
+    })
 }
 
 /// Coordinate search around the best setting: each free weight in turn is tried at
