@@ -4,15 +4,16 @@
 //! `optimizer.safetensors`).
 //!
 //! Training saves a checkpoint as one unit: every file of it goes into a fresh
-//! sibling directory, which is then swapped with the model directory in one rename
-//! ([`crate::files::swap_dir`]). A kill at any moment leaves the old checkpoint or the
+//! sibling directory, which then takes the model directory's place
+//! ([`crate::swap::swap_dir`]). A kill at any moment leaves the old checkpoint or the
 //! new one, and a reader that loads while training runs gets one of them whole
 //! ([`ModelDir::load`] checks that the directory was not swapped while it read).
 
-use crate::files::{swap_dir, write_atomic, StagingDir};
+use crate::files::write_atomic;
 use crate::metrics::{write_metrics, EpochRecord};
 use crate::model::{ModelConfig, RnnLm};
 use crate::oov::OovClasses;
+use crate::swap::{finish_interrupted_swap, sibling, swap_dir, StagingDir};
 use crate::vocab::{Tokenizer, Vocab, VocabLimits};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -130,14 +131,17 @@ impl ModelDir {
         self.root.join("optimizer.safetensors")
     }
 
-    /// Whether the directory holds a model (its `config.json`).
+    /// Whether the directory holds a model (its `config.json`), once a checkpoint that
+    /// a kill interrupted is completed.
     pub fn exists(&self) -> bool {
+        let _ = finish_interrupted_swap(&self.root);
         self.config().exists()
     }
 
     /// Checks that a new run may write here: the directory is absent or empty, or holds
     /// a model and `force` is given.
     pub fn check_writable(&self, force: bool) -> Result<()> {
+        finish_interrupted_swap(&self.root)?;
         let root = &self.root;
         match std::fs::read_dir(root) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -206,10 +210,10 @@ impl ModelDir {
         swap_dir(staging, &self.root)
     }
 
-    /// Links the files of the last checkpoint that this one does not write (the header,
-    /// unimproved best weights, a user's notes) into the next one, so that a swap does
-    /// not drop them. The record of the run is never carried: a plot that could not be
-    /// drawn this time is left out rather than left stale.
+    /// Carries what the last checkpoint holds and this one does not write (the header,
+    /// unimproved best weights, a user's files, folders and links) into the next one,
+    /// so that a swap does not drop them. The record of the run is never carried: a
+    /// plot that could not be drawn this time is left out rather than left stale.
     fn carry_other_files(&self, next: &Path) -> Result<()> {
         let rewritten = [
             self.last_weights(),
@@ -228,9 +232,8 @@ impl ModelDir {
         for entry in entries {
             let entry = entry.with_context(|| format!("cannot read {}", self.root.display()))?;
             let target = next.join(entry.file_name());
-            let is_file = entry.file_type().is_ok_and(|t| t.is_file());
-            if is_file && !target.exists() && !rewritten.contains(&entry.path()) {
-                link_or_copy(&entry.path(), &target)?;
+            if !target.exists() && !rewritten.contains(&entry.path()) {
+                carry(&entry.path(), &target)?;
             }
         }
         Ok(())
@@ -238,16 +241,12 @@ impl ModelDir {
 
     /// `.NAME.next` beside the directory: where the next checkpoint is assembled.
     fn staging_path(&self) -> PathBuf {
-        let name = self
-            .root
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "model".to_string());
-        self.root.with_file_name(format!(".{name}.next"))
+        sibling(&self.root, "next")
     }
 
     /// Reads `config.json` and `vocab.txt` and checks that they belong together.
     pub fn load_header(&self) -> Result<(SavedConfig, Vocab)> {
+        finish_interrupted_swap(&self.root)?;
         let path = self.config();
         let text = std::fs::read_to_string(&path).with_context(|| {
             format!(
@@ -283,8 +282,28 @@ impl ModelDir {
         Ok((config, vocab))
     }
 
+    /// Refuses a configuration whose parameters would not fit in the weights file,
+    /// before building the model: a tampered `config.json` must not allocate
+    /// terabytes on its way to a shape mismatch.
+    fn check_weights_size(&self, config: &SavedConfig) -> Result<()> {
+        let path = self.weights();
+        let bytes = std::fs::metadata(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .len();
+        let needed = config.model.parameter_count() * 4;
+        if u128::from(bytes) < needed {
+            bail!(
+                "{}: {bytes} bytes, but {} describes a model of {needed} bytes of parameters: they do not belong together",
+                path.display(),
+                self.config().display()
+            );
+        }
+        Ok(())
+    }
+
     /// Reads `state.json`.
     pub fn load_state(&self) -> Result<TrainState> {
+        finish_interrupted_swap(&self.root)?;
         let path = self.state();
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read {}", path.display()))?;
@@ -308,6 +327,7 @@ impl ModelDir {
 
     fn load_once(&self, device: Device) -> Result<LoadedModel> {
         let (config, vocab) = self.load_header()?;
+        self.check_weights_size(&config)?;
         let mut vs = nn::VarStore::new(device);
         let model = RnnLm::new(&vs.root(), &config.model);
         load_weights(&mut vs, &self.weights())?;
@@ -410,6 +430,31 @@ fn directory_id(path: &Path) -> Option<(u64, u64)> {
 fn save_vars(vs: &nn::VarStore, path: &Path) -> Result<()> {
     vs.save(path)
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Recreates `from` at `to`: files as links (or copies), folders entry by entry,
+/// symbolic links as links to the same target.
+fn carry(from: &Path, to: &Path) -> Result<()> {
+    let kind = std::fs::symlink_metadata(from)
+        .with_context(|| format!("cannot read {}", from.display()))?
+        .file_type();
+    if kind.is_symlink() {
+        let points_to =
+            std::fs::read_link(from).with_context(|| format!("cannot read {}", from.display()))?;
+        std::os::unix::fs::symlink(points_to, to)
+            .with_context(|| format!("cannot create {}", to.display()))
+    } else if kind.is_dir() {
+        std::fs::create_dir(to).with_context(|| format!("cannot create {}", to.display()))?;
+        for entry in
+            std::fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))?
+        {
+            let entry = entry.with_context(|| format!("cannot read {}", from.display()))?;
+            carry(&entry.path(), &to.join(entry.file_name()))?;
+        }
+        Ok(())
+    } else {
+        link_or_copy(from, to)
+    }
 }
 
 /// A hard link when the file system allows one (files of a checkpoint never change

@@ -1,8 +1,8 @@
 //! Files and directories that appear whole or not at all.
 //!
 //! Every output is written under a hidden temporary name beside its destination and
-//! renamed into place when complete ([`AtomicFile`], [`write_atomic`]), and a model
-//! directory is replaced by swapping in a complete sibling ([`swap_dir`]). Temporary
+//! renamed into place when complete ([`AtomicFile`], [`write_atomic`]); a model
+//! directory is replaced whole by [`crate::swap`]. Temporary
 //! paths are registered while they exist, so that SIGINT or SIGTERM removes them
 //! before the process exits ([`remove_temporaries_on_signal`]); an error drops them
 //! on the way out.
@@ -15,15 +15,15 @@ use std::sync::Mutex;
 use tempfile::NamedTempFile;
 
 /// Temporary files and directories that a signal must not leave behind.
-static TEMPORARIES: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+pub(crate) static TEMPORARIES: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 
-fn register(path: &Path) {
+pub(crate) fn register(path: &Path) {
     if let Ok(mut set) = TEMPORARIES.lock() {
         set.insert(path.to_path_buf());
     }
 }
 
-fn unregister(path: &Path) {
+pub(crate) fn unregister(path: &Path) {
     if let Ok(mut set) = TEMPORARIES.lock() {
         set.remove(path);
     }
@@ -47,7 +47,10 @@ pub fn remove_temporaries_on_signal() -> Result<()> {
                 }
             }
             eprintln!("error: interrupted (signal {signal}); no partial output was left");
-            std::process::exit(128 + signal);
+            // libtorch's worker threads are still running: exit handlers and static
+            // destructors run under them would crash, so leave without running any.
+            // SAFETY: _exit only ends the process.
+            unsafe { libc::_exit(128 + signal) }
         }
     });
     Ok(())
@@ -143,100 +146,4 @@ pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     file.commit()
-}
-
-/// A directory being filled beside its destination; removed if dropped before
-/// [`swap_dir`] moves it into place.
-pub struct StagingDir {
-    path: PathBuf,
-    done: bool,
-}
-
-impl StagingDir {
-    /// Creates `path` empty, removing whatever a killed run left there.
-    pub fn create(path: PathBuf) -> Result<Self> {
-        if path.exists() {
-            std::fs::remove_dir_all(&path)
-                .with_context(|| format!("cannot remove the leftover {}", path.display()))?;
-        }
-        std::fs::create_dir_all(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        register(&path);
-        Ok(StagingDir { path, done: false })
-    }
-
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for StagingDir {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-        unregister(&self.path);
-    }
-}
-
-/// Puts the complete directory `staging` at `target` in one step: a reader of
-/// `target` finds either the old directory or the new one. The old one is removed.
-pub fn swap_dir(mut staging: StagingDir, target: &Path) -> Result<()> {
-    sync_dir(staging.path())?;
-    {
-        // The signal handler sweeps under this lock, so the exchange cannot happen
-        // while it is emptying the staging directory (which would empty the new model).
-        let _sweep = TEMPORARIES.lock().unwrap_or_else(|e| e.into_inner());
-        if target.exists() {
-            exchange(staging.path(), target)?;
-            // `staging` now names the old directory; its drop removes it.
-        } else {
-            std::fs::rename(staging.path(), target)
-                .with_context(|| format!("cannot create {}", target.display()))?;
-            staging.done = true;
-        }
-    }
-    if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
-        sync_dir(parent)?;
-    }
-    Ok(())
-}
-
-fn sync_dir(path: &Path) -> Result<()> {
-    std::fs::File::open(path)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot sync {}", path.display()))
-}
-
-#[cfg(target_os = "linux")]
-fn exchange(a: &Path, b: &Path) -> Result<()> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).context("a path with a NUL byte");
-    let (ca, cb) = (c(a)?, c(b)?);
-    // SAFETY: two valid NUL-terminated paths; renameat2 only reads them.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            ca.as_ptr(),
-            libc::AT_FDCWD,
-            cb.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("cannot replace {}", b.display()));
-    }
-    Ok(())
-}
-
-#[cfg(not(target_os = "linux"))]
-fn exchange(a: &Path, b: &Path) -> Result<()> {
-    // Without an atomic exchange: move the old one aside, then the new one in.
-    let aside = a.with_extension("old");
-    std::fs::rename(b, &aside).with_context(|| format!("cannot replace {}", b.display()))?;
-    std::fs::rename(a, b).with_context(|| format!("cannot replace {}", b.display()))?;
-    std::fs::rename(&aside, a).with_context(|| format!("cannot replace {}", b.display()))
 }

@@ -8,7 +8,7 @@
 //! - [`oov`]: open-vocabulary scoring of out-of-vocabulary tokens;
 //! - [`sample`]: drawing new sequences, with [`categorical`]'s seeded draws;
 //! - [`tune`]: combination weights chosen on a dev set by word error rate ([`wer`]);
-//! - [`checkpoint`]: the model directory, saved whole by [`files`], with [`metrics`]
+//! - [`checkpoint`]: the model directory, saved whole by [`swap`] and [`files`], with [`metrics`]
 //!   (`metrics.csv`) and [`plot`] (`loss.png`); [`device`]: `--device`;
 //! - [`malloc`]: allocator settings that let batches reuse freed tensor memory.
 
@@ -27,6 +27,7 @@ pub mod plot;
 pub mod rescore;
 pub mod sample;
 pub mod score;
+pub mod swap;
 pub mod train;
 pub mod tune;
 pub mod vocab;

@@ -101,6 +101,29 @@ impl ModelConfig {
         }
         self.output.check(self.vocab_size)
     }
+
+    /// How many parameters (f32 values) a model of this shape holds, counted without
+    /// building it, so that a configuration too big to allocate is refused first.
+    pub fn parameter_count(&self) -> u128 {
+        let (vocab, embed, hidden) = (
+            self.vocab_size.max(0) as u128,
+            self.embed.max(0) as u128,
+            self.hidden.max(0) as u128,
+        );
+        let gate_rows = self.cell.gates() as u128 * hidden;
+        let recurrent: u128 = (0..self.layers.max(0))
+            .map(|layer| {
+                let input = if layer == 0 { embed } else { hidden };
+                gate_rows * (input + hidden + 2)
+            })
+            .sum();
+        let word_vectors = if self.tie { 0 } else { vocab * hidden };
+        let clusters = match &self.output {
+            OutputConfig::Full => 0,
+            OutputConfig::Class { cutoffs } => cutoffs.len() as u128 * (hidden + 1),
+        };
+        vocab * embed + recurrent + word_vectors + vocab + clusters
+    }
 }
 
 /// The recurrent state `a<t>` of every layer.

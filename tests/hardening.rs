@@ -3,78 +3,13 @@
 
 mod common;
 use common::{rnnlm, stderr, stdout, write};
+#[path = "common/tiny.rs"]
+mod tiny;
+use tiny::{assert_one_line_error, data, train_args, trained};
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-const SENTENCES: [&str; 5] = [
-    "the apple and pear salad",
-    "the pear is ripe",
-    "a pair of shoes",
-    "we ate the salad",
-    "a pear and an apple",
-];
-
-/// A data directory of `copies` copies of the sentences, and the training flags of a
-/// tiny model on it.
-fn data(dir: &Path, copies: usize) -> PathBuf {
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let train: Vec<&str> = SENTENCES.iter().cycle().take(5 * copies).copied().collect();
-    write(&data, "train.txt", train.join("\n") + "\n");
-    write(&data, "valid.txt", SENTENCES.join("\n") + "\n");
-    data
-}
-
-fn train_args<'a>(data: &'a str, out: &'a str, epochs: &'a str) -> Vec<&'a str> {
-    vec![
-        "train",
-        "--data",
-        data,
-        "--out",
-        out,
-        "--min-count",
-        "1",
-        "--cell",
-        "gru",
-        "--embed",
-        "8",
-        "--hidden",
-        "8",
-        "--layers",
-        "1",
-        "--epochs",
-        epochs,
-        "--patience",
-        "0",
-        "--device",
-        "cpu",
-    ]
-}
-
-/// A trained model in `dir/model`.
-fn trained(dir: &Path) -> PathBuf {
-    let data = data(dir, 2);
-    let out = dir.join("model");
-    let o = rnnlm(&train_args(
-        data.to_str().unwrap(),
-        out.to_str().unwrap(),
-        "2",
-    ));
-    assert!(o.status.success(), "{}", stderr(&o));
-    out
-}
-
-/// Asserts a one-line error with exit code 1 that contains `needle`, and no panic.
-fn assert_one_line_error(o: &std::process::Output, needle: &str) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains(needle), "wanted '{needle}' in: {err}");
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-}
+use std::time::Duration;
 
 #[test]
 fn tampered_configurations_are_refused_at_load() {
@@ -145,54 +80,6 @@ fn truncated_or_foreign_weights_are_one_line_errors() {
     assert_one_line_error(&o, "the configuration needs");
 }
 
-#[test]
-fn sigterm_while_scoring_leaves_no_output_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = trained(dir.path());
-    let output = dir.path().join("scored.csv");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rnnlm"))
-        .args([
-            "score",
-            "--model",
-            model.to_str().unwrap(),
-            "--output",
-            output.to_str().unwrap(),
-            "--chunk-rows",
-            "1",
-        ])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, "utterance_id,sentence").unwrap();
-    for i in 0..50 {
-        writeln!(stdin, "u{i},the pear is ripe").unwrap();
-    }
-    stdin.flush().unwrap();
-    // The input stays open, so the run is mid-file until the signal.
-    let temporaries = || -> Vec<String> {
-        std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(".scored.csv"))
-            .collect()
-    };
-    let start = Instant::now();
-    while temporaries().is_empty() && start.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(!temporaries().is_empty(), "the hidden output file appears");
-    std::thread::sleep(Duration::from_millis(300));
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let o = child.wait_with_output().unwrap();
-    assert_eq!(o.status.code(), Some(128 + libc::SIGTERM), "{}", stderr(&o));
-    assert!(stderr(&o).contains("interrupted"), "{}", stderr(&o));
-    assert_eq!(temporaries(), Vec::<String>::new());
-    assert!(!output.exists());
-    drop(stdin);
-}
-
 /// `state.json`'s epoch.
 fn state_epoch(model: &Path) -> u64 {
     let state: serde_json::Value =
@@ -202,46 +89,57 @@ fn state_epoch(model: &Path) -> u64 {
 
 #[test]
 fn killed_at_any_moment_the_model_directory_is_one_checkpoint() {
+    kill_while_training(false);
+}
+
+#[test]
+fn killed_at_any_moment_with_the_two_rename_fallback_too() {
+    kill_while_training(true);
+}
+
+/// Kills a training (SIGKILL and SIGINT by turns) at moments that drift through its
+/// epochs and checkpoints, 8 times after the first checkpoint; each time the model
+/// directory must load as one checkpoint. `fallback`: as on NFS, where the atomic
+/// exchange is refused and a checkpoint is two renames.
+fn kill_while_training(fallback: bool) {
     let dir = tempfile::tempdir().unwrap();
     let data = data(dir.path(), 40);
     let model = dir.path().join("model");
+    let aside = dir.path().join(".model.old");
     let (data_arg, model_arg) = (data.to_str().unwrap(), model.to_str().unwrap());
     let mut kills = 0;
     let mut delay_ms = 400;
-    while kills < 8 {
+    for attempt in 0..40 {
+        if kills == 8 {
+            break;
+        }
         let mut args = train_args(data_arg, model_arg, "10000");
-        if model.exists() {
+        if model.exists() || aside.exists() {
             args.push("--resume");
         }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rnnlm"))
-            .args(&args)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rnnlm"));
+        command.args(&args).stderr(Stdio::null());
+        if fallback {
+            command.env(rnnlm::swap::FORCE_RENAME_FALLBACK, "1");
+        }
+        let mut child = command.spawn().unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
         delay_ms += 137;
-        let signal = if kills % 2 == 0 {
+        let signal = if attempt % 2 == 0 {
             libc::SIGKILL
         } else {
             libc::SIGINT
         };
         unsafe { libc::kill(child.id() as i32, signal) };
         child.wait().unwrap();
-        kills += 1;
-        if !model.exists() {
+        if !model.exists() && !aside.exists() {
             continue;
         }
-        // Every file is of one checkpoint: the record has one row per epoch done.
-        let metrics = std::fs::read_to_string(model.join("metrics.csv")).unwrap();
-        assert_eq!(
-            metrics.lines().count() as u64 - 1,
-            state_epoch(&model),
-            "{metrics}"
-        );
+        kills += 1;
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .filter(|n| n.to_string_lossy().starts_with('.'))
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.') && n != ".model.lock")
             .collect();
         if signal == libc::SIGINT {
             assert!(leftovers.is_empty(), "{leftovers:?}");
@@ -254,11 +152,15 @@ fn killed_at_any_moment_the_model_directory_is_one_checkpoint() {
             &format!("{data_arg}/valid.txt"),
         ]);
         assert!(o.status.success(), "{}", stderr(&o));
+        // Every file is of one checkpoint: the record has one row per epoch done.
+        let metrics = std::fs::read_to_string(model.join("metrics.csv")).unwrap();
+        assert_eq!(
+            metrics.lines().count() as u64 - 1,
+            state_epoch(&model),
+            "{metrics}"
+        );
     }
-    assert!(
-        model.exists(),
-        "some checkpoint was written in the time given"
-    );
+    assert_eq!(kills, 8, "checkpoints were written in the time given");
 }
 
 #[test]

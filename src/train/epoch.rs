@@ -5,7 +5,7 @@ use super::{LrSchedule, TrainConfig};
 use crate::data::{length_batches, Corpus, SentenceBatch, TokenStream};
 use crate::model::RnnLm;
 use crate::optim::Optimizer;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -65,6 +65,24 @@ pub(super) struct EpochStats {
     pub(super) fraction: f64,
 }
 
+/// A batch whose loss is not finite, or beyond any model's (100 nats per token).
+#[derive(Debug)]
+pub(super) struct Diverged {
+    pub(super) per_token: f64,
+}
+
+impl std::fmt::Display for Diverged {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "training diverged (loss {:.3e} nats/token)",
+            self.per_token
+        )
+    }
+}
+
+impl std::error::Error for Diverged {}
+
 /// One pass over the training data, stopping early at the schedule's deadline.
 pub(super) fn run_epoch(
     model: &RnnLm,
@@ -82,29 +100,25 @@ pub(super) fn run_epoch(
         seconds: 0.0,
         fraction: 1.0,
     };
-    let mut step = |loss_sum: Tensor,
-                    tokens: usize,
-                    stats: &mut EpochStats,
-                    lr: Option<f64>|
-     -> Result<()> {
-        if let Some(lr) = lr {
-            optimizer.set_lr(lr);
-        }
-        let loss = f64::try_from(&loss_sum)?;
-        optimizer.step(&(&loss_sum / tokens as f64), config.clip)?;
-        let per_token = loss / tokens as f64;
-        if !per_token.is_finite() || per_token > 100.0 {
-            bail!(
-                "training diverged (loss {per_token:.3e} nats/token); the last good model stays in {}; try a lower --lr or --clip",
-                config.out.display()
-            );
-        }
-        stats.loss_sum += loss;
-        stats.tokens += tokens;
-        progress.inc(tokens as u64);
-        progress.set_message(format!("{:.3}", stats.loss_sum / stats.tokens as f64));
-        Ok(())
-    };
+    let mut step =
+        |loss_sum: Tensor, tokens: usize, stats: &mut EpochStats, lr: Option<f64>| -> Result<()> {
+            if let Some(lr) = lr {
+                optimizer.set_lr(lr);
+            }
+            let loss = f64::try_from(&loss_sum)?;
+            let per_token = loss / tokens as f64;
+            // Before the step, so that a non-finite loss never reaches the weights or
+            // Adam's moments.
+            if !per_token.is_finite() || per_token > 100.0 {
+                return Err(Diverged { per_token }.into());
+            }
+            optimizer.step(&(&loss_sum / tokens as f64), config.clip)?;
+            stats.loss_sum += loss;
+            stats.tokens += tokens;
+            progress.inc(tokens as u64);
+            progress.set_message(format!("{:.3}", stats.loss_sum / stats.tokens as f64));
+            Ok(())
+        };
     let past_deadline = || {
         schedule
             .deadline

@@ -20,7 +20,7 @@ use crate::output::{choose_cutoffs, OutputConfig};
 use crate::score::{evaluate, SCORE_BATCH};
 use crate::vocab::{read_lines, Tokenizer, Vocab, VocabLimits};
 use anyhow::{bail, Context, Result};
-use epoch::{epoch_rng, run_epoch, Schedule};
+use epoch::{epoch_rng, run_epoch, Diverged, Schedule};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -116,6 +116,7 @@ struct Start {
 /// error, and leaves the directory as it was.
 pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
     let dir = ModelDir::new(&config.out);
+    let _lock = crate::swap::TrainingLock::acquire(&config.out)?;
     let Start {
         saved,
         vocab,
@@ -131,6 +132,9 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
     let seed = *state.seed.get_or_insert(config.seed);
     let data = load_data(config, &saved.tokenizer, &vocab)?;
 
+    if device == Device::Cpu {
+        check_memory(&saved.model)?;
+    }
     tch::manual_seed(seed as i64);
     let mut vs = nn::VarStore::new(device);
     let model = RnnLm::new(&vs.root(), &saved.model);
@@ -165,7 +169,18 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
             deadline,
         };
         let epoch_lr = schedule.rate(0.0).unwrap_or(state.lr);
-        let epoch = run_epoch(&model, &mut optimizer, &data.train, &mut rng, &schedule)?;
+        let epoch = match run_epoch(&model, &mut optimizer, &data.train, &mut rng, &schedule) {
+            Ok(epoch) => epoch,
+            Err(e) if e.is::<Diverged>() => {
+                let kept = if committed {
+                    format!("the last checkpoint stays in {}", dir.root.display())
+                } else {
+                    format!("no model was written to {}", dir.root.display())
+                };
+                bail!("{e}; {kept}; try a lower --lr or --clip")
+            }
+            Err(e) => return Err(e),
+        };
         if epoch.tokens == 0 {
             no_model_because = "--time-limit ran out before the first batch";
             break;
@@ -238,6 +253,34 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
         history,
         best_valid_loss: state.best_valid_loss,
     })
+}
+
+/// Refuses a model whose training state (weights, gradients and the optimizer's two
+/// moment estimates, 16 bytes a parameter) exceeds the memory available, rather than
+/// failing inside libtorch's allocator mid-epoch.
+fn check_memory(model: &ModelConfig) -> Result<()> {
+    let needed = model.parameter_count() * 16;
+    let Some(available) = available_memory() else {
+        return Ok(());
+    };
+    if needed > available {
+        const GIB: f64 = (1u64 << 30) as f64;
+        bail!(
+            "a model of {} parameters needs about {:.1} GiB to train (weights, gradients, Adam's moments), but {:.1} GiB of memory is available; lower --hidden, --embed, --layers or the vocabulary (--max-size, --min-count)",
+            model.parameter_count(),
+            needed as f64 / GIB,
+            available as f64 / GIB
+        );
+    }
+    Ok(())
+}
+
+/// `MemAvailable` from `/proc/meminfo`, in bytes.
+fn available_memory() -> Option<u128> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u128 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 fn fresh_start(config: &TrainConfig) -> Result<Start> {

@@ -1,0 +1,268 @@
+//! Model directories replaced whole, on any file system.
+//!
+//! A checkpoint is assembled in a sibling directory, `.NAME.next` ([`StagingDir`]), and
+//! put in the model directory's place by [`swap_dir`]: one `renameat2` exchange where
+//! the file system has it. The Linux NFS client and many FUSE file systems refuse the
+//! exchange (EINVAL); there the old directory is renamed aside to `.NAME.old` and the
+//! new one into place. A kill between those two renames leaves no `NAME`, only the
+//! complete `.NAME.next` and the old directory aside; [`finish_interrupted_swap`],
+//! which every load runs first, completes that swap.
+//!
+//! A training holds `.NAME.lock` ([`TrainingLock`]) while it runs, so that a second
+//! training into the same directory is refused, and a reader never completes a swap
+//! that a live training is in the middle of.
+
+use crate::files::{register, unregister, TEMPORARIES};
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Set (to anything) to make the atomic exchange fail with EINVAL, as on NFS, so that
+/// the two-rename path can be tested on a local disk.
+pub const FORCE_RENAME_FALLBACK: &str = "RNNLM_TEST_NO_RENAME_EXCHANGE";
+
+/// How long a reader waits for a live training to finish a two-rename swap.
+const SWAP_WAIT: Duration = Duration::from_secs(10);
+
+/// `.NAME.<what>` beside `target`.
+pub fn sibling(target: &Path, what: &str) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".to_string());
+    target.with_file_name(format!(".{name}.{what}"))
+}
+
+/// A directory being filled beside its destination; removed if dropped before
+/// [`swap_dir`] moves it into place.
+pub struct StagingDir {
+    path: PathBuf,
+    done: bool,
+}
+
+impl StagingDir {
+    /// Creates `path` empty, removing whatever a killed run left there.
+    pub fn create(path: PathBuf) -> Result<Self> {
+        if path.exists() {
+            std::fs::remove_dir_all(&path)
+                .with_context(|| format!("cannot remove the leftover {}", path.display()))?;
+        }
+        std::fs::create_dir_all(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        register(&path);
+        Ok(StagingDir { path, done: false })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for StagingDir {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+        unregister(&self.path);
+    }
+}
+
+/// Puts the complete directory `staging` at `target`: a reader of `target` finds the
+/// old directory or the new one (after a kill between the fallback's two renames,
+/// through [`finish_interrupted_swap`]). The old one is removed.
+pub fn swap_dir(mut staging: StagingDir, target: &Path) -> Result<()> {
+    sync_dir(staging.path())?;
+    {
+        // The signal handler sweeps under this lock, so no swap is half done when it
+        // empties the staging directory (which would empty the new model).
+        let mut temporaries = TEMPORARIES.lock().unwrap_or_else(|e| e.into_inner());
+        if target.exists() {
+            match exchange(staging.path(), target) {
+                // `staging` now names the old directory; its drop removes it.
+                Ok(()) => {}
+                Err(e) if exchange_unsupported(&e) => {
+                    replace_by_renames(&mut staging, target, &mut temporaries)?
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot replace {}", target.display()))
+                }
+            }
+        } else {
+            std::fs::rename(staging.path(), target)
+                .with_context(|| format!("cannot create {}", target.display()))?;
+            staging.done = true;
+        }
+    }
+    sync_parent(target)
+}
+
+/// The fallback: the old directory aside, the new one in. `staging` then guards the
+/// old directory, so that its drop (or a signal's sweep) removes it.
+fn replace_by_renames(
+    staging: &mut StagingDir,
+    target: &Path,
+    temporaries: &mut BTreeSet<PathBuf>,
+) -> Result<()> {
+    let aside = sibling(target, "old");
+    if aside.exists() {
+        std::fs::remove_dir_all(&aside)
+            .with_context(|| format!("cannot remove the leftover {}", aside.display()))?;
+    }
+    std::fs::rename(target, &aside)
+        .with_context(|| format!("cannot move {} aside", target.display()))?;
+    if let Err(e) = std::fs::rename(staging.path(), target) {
+        let _ = std::fs::rename(&aside, target);
+        return Err(e).with_context(|| format!("cannot replace {}", target.display()));
+    }
+    temporaries.remove(&staging.path);
+    temporaries.insert(aside.clone());
+    staging.path = aside;
+    Ok(())
+}
+
+/// Completes a swap that a kill stopped between the fallback's two renames, and
+/// removes an old directory left aside. A no-op (one `stat`) in the usual case.
+pub fn finish_interrupted_swap(target: &Path) -> Result<()> {
+    let aside = sibling(target, "old");
+    if !aside.exists() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    loop {
+        if target.exists() {
+            // Done but for the cleanup, which a live training does itself.
+            if TrainingLock::is_free(target) {
+                let _ = std::fs::remove_dir_all(&aside);
+            }
+            return Ok(());
+        }
+        if let Some(_lock) = TrainingLock::try_acquire(target, false)? {
+            if !target.exists() {
+                let next = sibling(target, "next");
+                // The staging directory is complete once the old one has gone aside.
+                let from = if next.exists() { &next } else { &aside };
+                std::fs::rename(from, target).with_context(|| {
+                    format!(
+                        "{} is missing and cannot be restored from {}",
+                        target.display(),
+                        from.display()
+                    )
+                })?;
+                sync_parent(target)?;
+            }
+            let _ = std::fs::remove_dir_all(&aside);
+            return Ok(());
+        }
+        if started.elapsed() > SWAP_WAIT {
+            bail!(
+                "{} is missing while {} holds it mid-checkpoint; try again",
+                target.display(),
+                TrainingLock::holder(target)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The advisory lock a training holds on its model directory (`.NAME.lock`, which
+/// names the holder's pid). Released when dropped or when the process ends.
+pub struct TrainingLock {
+    _file: File,
+}
+
+impl TrainingLock {
+    /// Takes the lock, or refuses with a line that names the training holding it.
+    pub fn acquire(target: &Path) -> Result<Self> {
+        match Self::try_acquire(target, true)? {
+            Some(lock) => Ok(lock),
+            None => bail!(
+                "{} is being written by another training ({}); wait for it to end or choose another --out",
+                target.display(),
+                Self::holder(target)
+            ),
+        }
+    }
+
+    /// Takes the lock if no one holds it; `record` writes this process's pid into it
+    /// (a training does; a reader that only completes a swap does not).
+    fn try_acquire(target: &Path, record: bool) -> Result<Option<Self>> {
+        let path = sibling(target, "lock");
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("cannot open the lock {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", path.display()))
+            }
+        }
+        if record {
+            file.set_len(0)
+                .and_then(|()| file.rewind())
+                .and_then(|()| writeln!(file, "{}", std::process::id()))
+                .with_context(|| format!("cannot write the lock {}", path.display()))?;
+        }
+        Ok(Some(TrainingLock { _file: file }))
+    }
+
+    /// Whether no training holds the lock now.
+    fn is_free(target: &Path) -> bool {
+        matches!(Self::try_acquire(target, false), Ok(Some(_)))
+    }
+
+    /// "process PID, lock .NAME.lock", as far as the lock file tells.
+    fn holder(target: &Path) -> String {
+        let path = sibling(target, "lock");
+        let mut pid = String::new();
+        let _ = File::open(&path).and_then(|mut f| f.read_to_string(&mut pid));
+        match pid.trim() {
+            "" => format!("lock {}", path.display()),
+            pid => format!("process {pid}, lock {}", path.display()),
+        }
+    }
+}
+
+fn exchange_unsupported(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::Unsupported
+        || [libc::EINVAL, libc::ENOSYS, libc::EOPNOTSUPP].contains(&e.raw_os_error().unwrap_or(0))
+}
+
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    if std::env::var_os(FORCE_RENAME_FALLBACK).is_some() {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE).map_err(std::io::Error::from)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exchange(_a: &Path, _b: &Path) -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+fn sync_dir(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", path.display()))
+}
+
+fn sync_parent(target: &Path) -> Result<()> {
+    match target.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => sync_dir(parent),
+        None => Ok(()),
+    }
+}
