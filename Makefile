@@ -49,6 +49,8 @@ test: $(SETUP_STAMP) $(DASK_STAMP) $(ASR_STAMP)
 	@$(CHECK_DEV_NULL)
 	cargo fmt --check
 	cargo clippy --all-targets --target-dir target/clippy -- -D warnings
+	# The fuzz targets (fuzz/, run with cargo fuzz) must keep compiling against the library.
+	cargo check --manifest-path fuzz/Cargo.toml --target-dir target/clippy
 	cargo build --release
 	cargo test --release
 	$(PYTHON) -m unittest scale/test_score_dask.py datasets/test_make_real_nbest.py

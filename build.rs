@@ -12,19 +12,35 @@ use std::path::Path;
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=csrc/fused_adam.cpp");
+    for name in ["LIBTORCH_USE_PYTORCH", "LIBTORCH_CXX11_ABI", "VIRTUAL_ENV"] {
+        println!("cargo:rerun-if-env-changed={name}");
+    }
     let Ok(lib_dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
-        return;
+        panic!(
+            "torch-sys did not report where libtorch is (DEP_TCH_LIBTORCH_LIB), so the fused \
+             Adam binding cannot be built; run `make build`, which installs torch into .venv \
+             and builds with LIBTORCH_USE_PYTORCH=1"
+        );
     };
     // libtorch's headers sit beside its lib directory (torch/lib, torch/include).
     let include = Path::new(&lib_dir).with_file_name("include");
+    if !include.join("ATen").is_dir() {
+        panic!(
+            "no libtorch headers in {} (beside DEP_TCH_LIBTORCH_LIB={lib_dir}); the fused Adam \
+             binding needs them",
+            include.display()
+        );
+    }
     cc::Build::new()
         .cpp(true)
         .file("csrc/fused_adam.cpp")
-        .include(&include)
+        // libtorch's headers as system headers: the warnings are for our code.
+        .flag("-isystem")
+        .flag(include.to_str().expect("a UTF-8 libtorch path"))
         .flag("-std=c++17")
-        // The PyPI builds of torch use the C++11 string ABI.
-        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
-        .flag("-w")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={}", cxx11_abi()))
+        .warnings(true)
+        .extra_warnings(true)
         .compile("rnnlm_fused_adam");
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
     println!("cargo:rustc-link-lib=dylib=c10");
@@ -32,4 +48,34 @@ fn main() {
     if Path::new(&lib_dir).join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
     }
+}
+
+/// The C++ string ABI of the libtorch that torch-sys builds against, found the way
+/// torch-sys finds it (it does not pass it on): the venv's torch says when
+/// LIBTORCH_USE_PYTORCH is set, else LIBTORCH_CXX11_ABI, by default 1. The binding
+/// must match it, or it links against symbols libtorch does not have.
+fn cxx11_abi() -> String {
+    if std::env::var_os("LIBTORCH_USE_PYTORCH").is_none() {
+        return std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_string());
+    }
+    let python = if std::env::var_os("VIRTUAL_ENV").is_some() {
+        "python"
+    } else {
+        "python3"
+    };
+    let output = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python} to ask torch for its C++ ABI: {e}"));
+    let abi = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    if abi != "0" && abi != "1" {
+        panic!(
+            "{python} did not report torch's C++ ABI (is torch installed in it?): {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    abi
 }

@@ -37,6 +37,9 @@ extern "C" char *rnnlm_fused_adam(void *const *params, void *const *grads, void 
     return nullptr;
   } catch (const std::exception &e) {
     return strdup(e.what());
+  } catch (...) {
+    // Nothing may unwind into Rust.
+    return strdup("fused Adam failed with an exception that is not a std::exception");
   }
 }
 

@@ -36,7 +36,7 @@ pub struct SavedConfig {
 }
 
 /// Where training stands, for `--resume`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct TrainState {
     /// Epochs completed.
     pub epoch: usize,
@@ -49,10 +49,27 @@ pub struct TrainState {
     /// Learning-rate cuts since the valid loss last improved.
     #[serde(default)]
     pub cuts_without_improvement: usize,
-    /// The run's seed: every epoch's shuffle and dropout draw from streams derived
-    /// from it and the epoch number, so a resumed run continues them.
+    /// The run's seed: every epoch's shuffle and every batch's dropout draw from
+    /// streams derived from it and their numbers, so a resumed run continues them.
     #[serde(default)]
     pub seed: Option<u64>,
+    /// The best valid loss after a whole epoch, which the learning-rate schedule
+    /// compares with (a cut epoch's validation may keep better weights without
+    /// moving the schedule); `None` in older states: `best_valid_loss`.
+    #[serde(default)]
+    pub epoch_best_valid_loss: Option<f64>,
+    /// Where a cut epoch stopped: batches (stream chunks) of epoch `epoch` done.
+    #[serde(default)]
+    pub batches_done: usize,
+    /// The cut epoch's summed train loss, tokens and seconds so far.
+    #[serde(default)]
+    pub partial_loss_sum: f64,
+    /// See `partial_loss_sum`.
+    #[serde(default)]
+    pub partial_tokens: usize,
+    /// See `partial_loss_sum`.
+    #[serde(default)]
+    pub partial_seconds: f64,
 }
 
 /// What a checkpoint holds: the run's header files (written by its first checkpoint,
@@ -293,7 +310,7 @@ impl ModelDir {
         let needed = config.model.parameter_count() * 4;
         if u128::from(bytes) < needed {
             bail!(
-                "{}: {bytes} bytes, but {} describes a model of {needed} bytes of parameters: they do not belong together",
+                "{}: {bytes} bytes, too small for the {needed} bytes of parameters that {} describes: truncated, or not this configuration's weights",
                 path.display(),
                 self.config().display()
             );

@@ -1,7 +1,7 @@
 //! The `rnnlm` command line: parses arguments and calls the library.
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use rnnlm::checkpoint::ModelDir;
 use rnnlm::data::Corpus;
 use rnnlm::device::{DeviceChoice, DeviceUnavailable};
@@ -125,6 +125,14 @@ fn positive(text: &str) -> Result<usize, String> {
     }
 }
 
+/// A number of decimals, 1 to 17 (all that an f64 holds).
+fn decimals(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(v) if (1..=17).contains(&v) => Ok(v),
+        _ => Err(format!("'{text}' is not a whole number in 1..=17")),
+    }
+}
+
 /// The most CPU threads `--threads` takes.
 const MAX_THREADS: i32 = 1024;
 
@@ -216,7 +224,10 @@ struct TuneArgs {
     /// Column of the input with each candidate's reference, instead of --references.
     #[arg(long, conflicts_with = "references")]
     reference_column: Option<String>,
-    /// The input was written by `rnnlm score`: read its logprob column instead of running a model.
+    /// The input was written by `rnnlm score`: read its logprob column instead of
+    /// running a model. The values are as rounded as score wrote them (`--digits`, 4
+    /// by default), so near-ties can rank otherwise than with --model; score with
+    /// `--digits 17` to rank the same.
     #[arg(long, conflicts_with = "model")]
     scored: bool,
     #[command(flatten)]
@@ -383,9 +394,14 @@ struct TrainArgs {
     /// Epochs (in all, when resuming).
     #[arg(long, default_value_t = 10, value_parser = positive)]
     epochs: usize,
-    /// Stop at the first batch boundary after this many seconds, keeping the best model.
+    /// Stop at the first batch boundary after this many seconds, keeping the best model
+    /// (with --lr-schedule linear: the whole run's budget, resumes included).
     #[arg(long, value_parser = positive_number)]
     time_limit: Option<f64>,
+    /// Stop this run after this many optimizer steps, inside an epoch if need be;
+    /// --resume goes on from that step exactly.
+    #[arg(long, value_parser = positive)]
+    max_steps: Option<usize>,
     /// Seed for initialization, dropout and shuffling.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -460,6 +476,11 @@ struct ScoreArgs {
     /// grows with it).
     #[arg(long, default_value_t = rnnlm::rescore::CHUNK_ROWS, value_parser = positive)]
     chunk_rows: usize,
+    /// Decimals of the logprob, log10prob, backward_logprob, lm and score columns
+    /// (1 to 17). `tune --scored` ranks by the values it reads back, so at 4 a near-tie
+    /// can rank otherwise than a run on the model; 17 ranks exactly the same.
+    #[arg(long, default_value_t = 4, value_parser = decimals)]
+    digits: usize,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -501,13 +522,14 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
         .init();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Err(e) = rnnlm::files::remove_temporaries_on_signal() {
         eprintln!("error: {e:#}");
         return ExitCode::FAILURE;
     }
     let result = guarded(|| match cli.command {
-        Command::Train(args) => train(args),
+        Command::Train(args) => train(args, matches.subcommand_matches("train")),
         Command::Eval(args) => eval(args),
         Command::Score(args) => score(args),
         Command::Sample(args) => sample(args),
@@ -525,6 +547,39 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The training flags that define a run, by argument id: given on the command line
+/// with `--resume`, each must agree with the run.
+const RUN_FLAGS: [(&str, &str); 16] = [
+    ("optimizer", "--optimizer"),
+    ("batch_size", "--batch-size"),
+    ("clip", "--clip"),
+    ("stream", "--stream"),
+    ("bptt", "--bptt"),
+    ("lr_schedule", "--lr-schedule"),
+    ("lr", "--lr"),
+    ("lr_decay", "--lr-decay"),
+    ("epochs", "--epochs"),
+    ("time_limit", "--time-limit"),
+    ("cell", "--cell"),
+    ("embed", "--embed"),
+    ("hidden", "--hidden"),
+    ("layers", "--layers"),
+    ("dropout", "--dropout"),
+    ("tie", "--tie"),
+];
+
+/// The run-defining flags given on the command line.
+fn given_flags(matches: Option<&clap::ArgMatches>) -> Vec<String> {
+    let Some(matches) = matches else {
+        return Vec::new();
+    };
+    RUN_FLAGS
+        .iter()
+        .filter(|(id, _)| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+        .map(|(_, flag)| flag.to_string())
+        .collect()
 }
 
 /// The first panic's message and place, kept by the panic hook for [`guarded`].
@@ -604,7 +659,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-fn train(args: TrainArgs) -> Result<()> {
+fn train(args: TrainArgs, matches: Option<&clap::ArgMatches>) -> Result<()> {
     // Training only: scoring streams, and there a heap that never shrinks would grow
     // with the fragments of batches of every length.
     rnnlm::malloc::keep_freed_memory();
@@ -654,9 +709,11 @@ fn train(args: TrainArgs) -> Result<()> {
         clip: args.clip,
         epochs: args.epochs,
         time_limit: args.time_limit,
+        max_steps: args.max_steps,
         seed: args.seed,
         resume: args.resume,
         force: args.force,
+        given: given_flags(matches),
     };
     let summary = rnnlm::train::train(&config, device)?;
     let best = summary.best_valid_loss;
@@ -732,6 +789,7 @@ fn score(args: ScoreArgs) -> Result<()> {
         skip_bad: args.skip_bad,
         per_token: args.per_token,
         batch_size: args.batch_size,
+        digits: args.digits,
         chunk_rows: args.chunk_rows,
     };
     let start = std::time::Instant::now();

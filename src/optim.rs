@@ -97,6 +97,9 @@ pub struct Optimizer {
     kind: OptimizerKind,
     params: Vec<Tensor>,
     sources: Vec<Source>,
+    /// What the saved state calls each parameter: its name in the model, or its
+    /// position for an optimizer built without names.
+    names: Vec<String>,
     /// Adam's first and second moment estimates, one per parameter.
     exp_avgs: Vec<Tensor>,
     exp_avg_sqs: Vec<Tensor>,
@@ -121,15 +124,35 @@ impl Optimizer {
             }),
         };
         let sources = params.iter().map(|_| Source::Direct).collect();
+        let names = (0..params.len()).map(|i| i.to_string()).collect();
         Optimizer {
             kind,
             params,
             sources,
+            names,
             exp_avgs,
             exp_avg_sqs,
             step,
             lr,
         }
+    }
+
+    /// Keys the saved state by the parameters' names in `vs`, so that it loads into
+    /// the same parameters whatever order they come in.
+    pub fn named(mut self, vs: &tch::nn::VarStore) -> Result<Self> {
+        let variables = vs.variables();
+        self.names = self
+            .params
+            .iter()
+            .map(|p| {
+                variables
+                    .iter()
+                    .find(|(_, v)| v.data_ptr() == p.data_ptr() && v.size() == p.size())
+                    .map(|(name, _)| name.clone())
+                    .ok_or_else(|| anyhow!("a parameter of the optimizer is not in the model"))
+            })
+            .collect::<Result<_>>()?;
+        Ok(self)
     }
 
     /// Takes the gradients of `shared` parameters from their aliasing leaves. Each must
@@ -171,9 +194,9 @@ impl Optimizer {
             return Vec::new();
         }
         let mut named = vec![("step".to_string(), self.step.shallow_clone())];
-        for (i, (m, v)) in self.exp_avgs.iter().zip(&self.exp_avg_sqs).enumerate() {
-            named.push((format!("exp_avg.{i}"), m.shallow_clone()));
-            named.push((format!("exp_avg_sq.{i}"), v.shallow_clone()));
+        for ((m, v), name) in self.exp_avgs.iter().zip(&self.exp_avg_sqs).zip(&self.names) {
+            named.push((format!("exp_avg.{name}"), m.shallow_clone()));
+            named.push((format!("exp_avg_sq.{name}"), v.shallow_clone()));
         }
         named
     }
@@ -184,15 +207,20 @@ impl Optimizer {
             return Ok(());
         }
         let _guard = tch::no_grad_guard();
+        // Directories of older versions key the state by position.
+        let by_position = !self.names.is_empty()
+            && !stored.contains_key(&format!("exp_avg.{}", self.names[0]))
+            && stored.contains_key("exp_avg.0");
         let mut targets = vec![("step".to_string(), &mut self.step)];
-        for (i, (m, v)) in self
-            .exp_avgs
-            .iter_mut()
-            .zip(self.exp_avg_sqs.iter_mut())
-            .enumerate()
-        {
-            targets.push((format!("exp_avg.{i}"), m));
-            targets.push((format!("exp_avg_sq.{i}"), v));
+        let pairs = self.exp_avgs.iter_mut().zip(self.exp_avg_sqs.iter_mut());
+        for (i, ((m, v), name)) in pairs.zip(&self.names).enumerate() {
+            let key = if by_position {
+                i.to_string()
+            } else {
+                name.clone()
+            };
+            targets.push((format!("exp_avg.{key}"), m));
+            targets.push((format!("exp_avg_sq.{key}"), v));
         }
         if stored.len() != targets.len() {
             bail!(

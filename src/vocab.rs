@@ -9,7 +9,6 @@
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::BufRead;
 use std::path::Path;
 
 /// End of sentence: the last target of every sequence.
@@ -292,13 +291,16 @@ impl Vocab {
 
     /// Reads a vocabulary written by [`Vocab::save`].
     pub fn load(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path)
+        let bytes = std::fs::read(path)
             .with_context(|| format!("cannot open vocabulary {}", path.display()))?;
+        // Split on '\n' alone: a character model's "\r" is a token of its own, which
+        // `lines()` would strip as half of a CRLF.
+        let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
         let mut tokens = Vec::new();
-        for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-            let line =
-                line.with_context(|| format!("{}:{}: unreadable line", path.display(), n + 1))?;
-            tokens.push(line);
+        for (n, line) in body.split(|&b| b == b'\n').enumerate() {
+            let line = std::str::from_utf8(line)
+                .with_context(|| format!("{}:{}: not UTF-8", path.display(), n + 1))?;
+            tokens.push(line.to_string());
         }
         if tokens.len() < 2 || tokens[0] != EOS || tokens[1] != UNK {
             bail!(

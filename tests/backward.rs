@@ -7,6 +7,8 @@ mod common;
 #[path = "common/training.rs"]
 mod training;
 
+#[path = "common/torch_rng.rs"]
+mod torch_rng;
 use common::{rnnlm, stderr, stdout, write};
 use rnnlm::checkpoint::{LoadedModel, ModelDir};
 use rnnlm::data::ZERO_INPUT;
@@ -16,6 +18,7 @@ use rnnlm::rescore::score_sentences;
 use rnnlm::train::train;
 use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
+use torch_rng::torch_rng;
 use training::{config, corpus_dir};
 
 /// Four sentences, each told apart by its first word and by its last.
@@ -31,6 +34,7 @@ fn trained(dir: &Path, reverse: bool, epochs: usize) -> PathBuf {
     let mut cfg = config(dir, Cell::Lstm, epochs);
     cfg.tokenizer.reverse = reverse;
     cfg.out = dir.join(if reverse { "backward" } else { "forward" });
+    let _rng = torch_rng();
     train(&cfg, Device::Cpu).unwrap();
     cfg.out
 }

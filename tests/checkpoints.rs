@@ -135,3 +135,36 @@ fn a_users_files_folders_and_links_survive_checkpoints() {
 fn a_users_files_folders_and_links_survive_two_rename_checkpoints() {
     user_files_survive(true);
 }
+
+#[test]
+fn resume_refuses_a_flag_that_disagrees_with_the_run_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data(dir.path(), 2);
+    let model = dir.path().join("model");
+    train(&data, &model, "1", false, false);
+    let resume = |extra: &[&str]| {
+        let mut args = train_args(data.to_str().unwrap(), model.to_str().unwrap(), "2");
+        args.push("--resume");
+        for pair in extra.chunks(2) {
+            match args.iter().position(|a| *a == pair[0]) {
+                Some(at) => args[at + 1] = pair[1],
+                None => args.extend(pair),
+            }
+        }
+        rnnlm(&args)
+    };
+    let o = resume(&["--batch-size", "7", "--optimizer", "sgd"]);
+    assert_one_line_error(&o, "--optimizer sgd (the run has adam)");
+    assert!(
+        stderr(&o).contains("--batch-size 7 (the run has 32)"),
+        "{}",
+        stderr(&o)
+    );
+    let o = resume(&["--hidden", "9"]);
+    assert_one_line_error(&o, "--hidden 9 (the model has 8)");
+    assert_eq!(state_epoch(&model), 1, "nothing was trained");
+    // The run's own values, given or not, go on.
+    let o = resume(&["--batch-size", "32"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(state_epoch(&model), 2);
+}

@@ -198,7 +198,7 @@ fn a_huge_configuration_is_refused_before_it_is_built() {
         ],
     ] {
         let o = rnnlm(&args);
-        assert_one_line_error(&o, "do not belong together");
+        assert_one_line_error(&o, "too small for the");
         assert!(stderr(&o).contains("weights.safetensors"), "{}", stderr(&o));
     }
 }

@@ -1,6 +1,8 @@
 //! The mathematics: gradients against a hand-written BPTT, the chain rule against
 //! step-by-step scoring, batch invariance, and the sampler's distribution.
 
+#[path = "common/torch_rng.rs"]
+mod torch_rng;
 use rnnlm::data::SentenceBatch;
 use rnnlm::model::{Cell, ModelConfig, RnnLm, ZERO_INPUT};
 use rnnlm::optim::{Optimizer, OptimizerKind};
@@ -10,6 +12,7 @@ use rnnlm::score::{sentence_log_prob, token_log_probs};
 use rnnlm::vocab::UNK_ID;
 use std::collections::HashMap;
 use tch::{nn, Device, Kind, Tensor};
+use torch_rng::torch_rng;
 
 fn config(cell: Cell, vocab_size: i64, layers: i64) -> ModelConfig {
     ModelConfig {
@@ -187,6 +190,7 @@ fn hand_bptt(
 
 #[test]
 fn autograd_matches_hand_written_bptt() {
+    let _rng = torch_rng();
     let (vs, model) = model_of_kind(Cell::Rnn, 8, 1, 3, OutputConfig::Full, Kind::Double);
     let sentences = sentences();
     let grads = named_gradients(&vs, &model, &batch_loss(&model, &sentences));
@@ -202,6 +206,7 @@ fn autograd_matches_hand_written_bptt() {
 
 #[test]
 fn chain_rule_equals_step_by_step_conditionals() {
+    let _rng = torch_rng();
     let cases = [(Cell::Rnn, 1), (Cell::Gru, 2), (Cell::Lstm, 2)];
     for ((cell, layers), output) in cases
         .into_iter()
@@ -238,6 +243,7 @@ fn chain_rule_equals_step_by_step_conditionals() {
 
 #[test]
 fn a_sentence_score_does_not_depend_on_its_batch() {
+    let _rng = torch_rng();
     for output in output_layers() {
         let (_vs, model) = model_with(Cell::Lstm, 8, 2, 7, output);
         let sentences = sentences();
@@ -256,6 +262,7 @@ fn a_sentence_score_does_not_depend_on_its_batch() {
 
 #[test]
 fn training_loss_does_not_depend_on_the_batch_padding() {
+    let _rng = torch_rng();
     let (_vs, model) = model(Cell::Gru, 8, 1, 9);
     let short = vec![vec![3, 4, 0]];
     let alone = f64::try_from(batch_loss(&model, &short)).unwrap();
@@ -295,6 +302,7 @@ const CHI2_999: [f64; 10] = [
 
 #[test]
 fn sampler_matches_the_distribution_without_unk() {
+    let _rng = torch_rng();
     // <UNK> (index 1) is the most probable entry and must never be drawn.
     let probs = [0.1, 0.4, 0.2, 0.15, 0.1, 0.05];
     let mut weights = probs.to_vec();
@@ -320,6 +328,7 @@ fn sampler_matches_the_distribution_without_unk() {
 
 #[test]
 fn first_sampled_token_follows_the_model_softmax() {
+    let _rng = torch_rng();
     for output in output_layers() {
         let (_vs, model) = model_with(Cell::Lstm, 8, 1, 13, output);
         let first = tch::no_grad(|| {
@@ -347,6 +356,7 @@ fn first_sampled_token_follows_the_model_softmax() {
 
 #[test]
 fn unk_is_never_sampled_even_when_it_is_most_probable() {
+    let _rng = torch_rng();
     for output in output_layers() {
         let (vs, model) = model_with(Cell::Rnn, 8, 1, 19, output);
         // Make <UNK> overwhelmingly likely at every step, and <EOS> nearly impossible.
@@ -366,6 +376,7 @@ fn unk_is_never_sampled_even_when_it_is_most_probable() {
 
 #[test]
 fn sample_log_prob_equals_the_chain_rule_score() {
+    let _rng = torch_rng();
     for output in output_layers() {
         let (_vs, model) = model_with(Cell::Gru, 8, 2, 29, output);
         let samples = sample(&model, &[3], 50, 40, &mut Sampler::new(31)).unwrap();
@@ -385,6 +396,7 @@ fn sample_log_prob_equals_the_chain_rule_score() {
 
 #[test]
 fn same_seed_same_samples() {
+    let _rng = torch_rng();
     let (_vs, model) = model(Cell::Lstm, 8, 1, 37);
     let a = sample(&model, &[], 20, 15, &mut Sampler::new(41)).unwrap();
     let b = sample(&model, &[], 20, 15, &mut Sampler::new(41)).unwrap();
@@ -395,6 +407,7 @@ fn same_seed_same_samples() {
 
 #[test]
 fn dropout_is_off_at_evaluation() {
+    let _rng = torch_rng();
     tch::manual_seed(17);
     let vs = nn::VarStore::new(Device::Cpu);
     let with_dropout = ModelConfig {
@@ -427,6 +440,7 @@ fn dropout_is_off_at_evaluation() {
 
 #[test]
 fn class_layer_distribution_sums_to_one() {
+    let _rng = torch_rng();
     tch::manual_seed(43);
     let vs = nn::VarStore::new(Device::Cpu);
     let config = ModelConfig {
@@ -495,6 +509,7 @@ fn naive_class_log_prob(
 
 #[test]
 fn class_loss_gradient_equals_autograd_of_the_dense_factorization() {
+    let _rng = torch_rng();
     tch::manual_seed(47);
     let mut vs = nn::VarStore::new(Device::Cpu);
     let config = ModelConfig {
@@ -566,6 +581,7 @@ fn class_loss_gradient_equals_autograd_of_the_dense_factorization() {
 /// model with the same numbers gives its embedding and its output matrix.
 #[test]
 fn tied_gradient_is_the_sum_of_the_embedding_and_output_gradients() {
+    let _rng = torch_rng();
     for output in output_layers() {
         let build = |tie: bool| {
             let mut vs = nn::VarStore::new(Device::Cpu);
@@ -616,6 +632,7 @@ fn tied_gradient_is_the_sum_of_the_embedding_and_output_gradients() {
 /// and scales the kept ones so that the expectation is unchanged.
 #[test]
 fn dropout_keeps_elements_at_the_asked_rate_and_preserves_the_mean() {
+    let _rng = torch_rng();
     tch::manual_seed(5);
     let n = 400_000i64;
     let ones = Tensor::ones([n / 100, 100], (Kind::Float, Device::Cpu));
@@ -651,4 +668,135 @@ fn dropout_keeps_elements_at_the_asked_rate_and_preserves_the_mean() {
     }
     let untouched = rnnlm::model::dropout(&ones, 0.5, false);
     assert!(untouched.equal(&ones));
+}
+
+/// The count that refuses an oversized configuration before it is built must be the
+/// number of values the built model holds, for every cell, depth, tie and output layer.
+#[test]
+fn parameter_count_is_what_the_built_model_holds() {
+    let _rng = torch_rng();
+    for cell in [Cell::Rnn, Cell::Gru, Cell::Lstm] {
+        for layers in [1, 3] {
+            for (tie, output) in [
+                (false, OutputConfig::Full),
+                (true, OutputConfig::Full),
+                (
+                    false,
+                    OutputConfig::Class {
+                        cutoffs: vec![4, 9],
+                    },
+                ),
+                (true, OutputConfig::Class { cutoffs: vec![5] }),
+            ] {
+                let config = ModelConfig {
+                    embed: 7,
+                    tie,
+                    output,
+                    ..config(cell, 13, layers)
+                };
+                let vs = nn::VarStore::new(Device::Cpu);
+                let _model = RnnLm::new(&vs.root(), &config);
+                let built: usize = vs.variables().values().map(Tensor::numel).sum();
+                assert_eq!(config.parameter_count(), built as u128, "{config:?}");
+            }
+        }
+    }
+}
+
+/// The expected softmax width of a class layer with `cutoffs`, as `choose_cutoffs`
+/// defines it: the head (its words and one entry per cluster) for every token, plus
+/// each cluster's width for the tokens that fall in it.
+fn expected_width(counts: &[u64], cutoffs: &[i64]) -> f64 {
+    let total: u64 = counts.iter().sum();
+    let mut bounds: Vec<usize> = cutoffs.iter().map(|&c| c as usize).collect();
+    bounds.push(counts.len());
+    let mut width = (bounds[0] + cutoffs.len()) as f64;
+    for pair in bounds.windows(2) {
+        let mass: u64 = counts[pair[0]..pair[1]].iter().sum();
+        width += mass as f64 / total as f64 * (pair[1] - pair[0]) as f64;
+    }
+    width
+}
+
+/// Every increasing choice of `clusters` cutoffs in 2..vocab.
+fn all_cutoffs(vocab: usize, clusters: usize, from: usize) -> Vec<Vec<i64>> {
+    if clusters == 0 {
+        return vec![Vec::new()];
+    }
+    let mut all = Vec::new();
+    for first in from..vocab {
+        for rest in all_cutoffs(vocab, clusters - 1, first + 1) {
+            let mut cutoffs = vec![first as i64];
+            cutoffs.extend(rest);
+            all.push(cutoffs);
+        }
+    }
+    all
+}
+
+#[test]
+fn chosen_cutoffs_are_the_cheapest_of_all_by_brute_force() {
+    let _rng = torch_rng();
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    for trial in 0..30 {
+        let vocab = rng.gen_range(5..14);
+        // Zipf-like falling counts, with ties and a long flat tail by turns.
+        let mut counts: Vec<u64> = (0..vocab)
+            .map(|i| match trial % 3 {
+                0 => 1000 / (i as u64 + 1),
+                1 => rng.gen_range(1..500),
+                _ => (vocab - i) as u64,
+            })
+            .collect();
+        counts.sort_unstable_by(|a, b| b.cmp(a));
+        for clusters in 1..=3.min(vocab - 2) {
+            let chosen = rnnlm::output::choose_cutoffs(&counts, clusters);
+            assert_eq!(chosen.len(), clusters, "{counts:?}");
+            let best = all_cutoffs(vocab, clusters, 2)
+                .iter()
+                .map(|c| expected_width(&counts, c))
+                .fold(f64::INFINITY, f64::min);
+            let got = expected_width(&counts, &chosen);
+            assert!(
+                (got - best).abs() < 1e-9,
+                "{counts:?}, {clusters} clusters: {chosen:?} costs {got}, the best {best}"
+            );
+        }
+    }
+}
+
+/// The stream layout is the picture in `TokenStream`'s documentation: 12 tokens
+/// a … l (here 10 … 21, across sentences of uneven length) in 3 rows read left to
+/// right, chunks of 2 steps, inputs the targets shifted right behind the zero input;
+/// a tail that does not fill a row is dropped.
+#[test]
+fn the_token_stream_is_laid_out_as_its_picture() {
+    let _rng = torch_rng();
+    use rnnlm::data::{Corpus, TokenStream};
+    let corpus = Corpus {
+        sentences: vec![(10..15).collect(), (15..18).collect(), (18..23).collect()],
+        oov_count: 0,
+        oov_tokens: HashMap::new(),
+        empty_lines: 0,
+    };
+    let stream = TokenStream::new(&corpus, 3, Device::Cpu).unwrap();
+    assert_eq!(stream.tokens(), 12, "token 22 does not fill a row");
+    let rows = |t: &Tensor| -> Vec<Vec<i64>> {
+        (0..t.size()[0])
+            .map(|r| Vec::<i64>::try_from(t.get(r)).unwrap())
+            .collect()
+    };
+    let z = ZERO_INPUT;
+    let chunks: Vec<(Tensor, Tensor)> = stream.chunks(2).collect();
+    assert_eq!(chunks.len(), 2);
+    let (inputs, targets) = &chunks[0];
+    assert_eq!(rows(targets), [[10, 11], [14, 15], [18, 19]]);
+    assert_eq!(rows(inputs), [[z, 10], [z, 14], [z, 18]]);
+    let (inputs, targets) = &chunks[1];
+    assert_eq!(rows(targets), [[12, 13], [16, 17], [20, 21]]);
+    assert_eq!(rows(inputs), [[11, 12], [15, 16], [19, 20]]);
+    // A last chunk shorter than bptt.
+    let widths: Vec<i64> = stream.chunks(3).map(|(_, t)| t.size()[1]).collect();
+    assert_eq!(widths, [3, 1]);
 }

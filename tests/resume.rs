@@ -1,47 +1,94 @@
-//! A run cut and resumed equals an uncut run. In a test binary of its own: dropout
-//! draws from libtorch's process-wide generator, which tests running in parallel
-//! threads of one process would share.
+//! A run cut and resumed equals an uncut run: cut after an epoch, inside an epoch
+//! (`--max-steps`), with the plateau and the linear schedule, sentence by sentence
+//! and as a stream. In a test binary of its own, one test at a time: dropout draws
+//! from libtorch's process-wide generator.
 
 use rnnlm::model::Cell;
-use rnnlm::train::train;
+use rnnlm::train::{train, LrSchedule, TrainConfig, TrainSummary};
 use tch::Device;
 
 #[path = "common/training.rs"]
 mod training;
 use training::{config, corpus_dir, THREE};
+#[path = "common/torch_rng.rs"]
+mod torch_rng;
+use torch_rng::torch_rng;
 
-#[test]
-fn a_run_cut_and_resumed_equals_an_uncut_run() {
-    let dir = tempfile::tempdir().unwrap();
-    corpus_dir(dir.path(), &THREE, &THREE[..2]);
-    let mut cfg = config(dir.path(), Cell::Gru, 4);
-    // Dropout and shuffled batches of one: both random streams matter.
-    cfg.model.dropout = 0.3;
-    cfg.batch_size = 1;
-    cfg.out = dir.path().join("uncut");
+/// Whole epochs' (train loss, valid loss, learning rate): a cut epoch also leaves a
+/// row of its own part, which an uncut run does not have.
+fn whole_epochs(s: &TrainSummary) -> Vec<(f64, f64, f64)> {
+    s.history
+        .iter()
+        .filter(|r| r.epoch.fract() == 0.0)
+        .map(|r| (r.train_loss, r.valid_loss, r.lr))
+        .collect()
+}
+
+/// Trains `cfg` uncut, and again cut by `cut` (which adjusts the first run's
+/// settings) and resumed; the two must agree on every whole epoch and on the
+/// weights and optimizer state they end with.
+fn cut_and_resumed_equals_uncut(mut cfg: TrainConfig, cut: impl Fn(&mut TrainConfig)) {
+    let _rng = torch_rng();
+    let root = cfg.data.clone();
+    cfg.out = root.join("uncut");
     let uncut = train(&cfg, Device::Cpu).unwrap();
-    cfg.out = dir.path().join("cut");
-    cfg.epochs = 2;
-    train(&cfg, Device::Cpu).unwrap();
-    cfg.epochs = 4;
-    cfg.resume = true;
-    let resumed = train(&cfg, Device::Cpu).unwrap();
-    let losses = |s: &rnnlm::train::TrainSummary| -> Vec<(f64, f64)> {
-        s.history
-            .iter()
-            .map(|r| (r.train_loss, r.valid_loss))
-            .collect()
-    };
-    assert_eq!(losses(&resumed), losses(&uncut));
-    for file in [
-        "last.safetensors",
-        "weights.safetensors",
-        "optimizer.safetensors",
-    ] {
+    let mut first = cfg.clone();
+    first.out = root.join("cut");
+    cut(&mut first);
+    train(&first, Device::Cpu).unwrap();
+    let mut resumed_cfg = cfg.clone();
+    resumed_cfg.out = root.join("cut");
+    resumed_cfg.resume = true;
+    let resumed = train(&resumed_cfg, Device::Cpu).unwrap();
+    assert_eq!(whole_epochs(&resumed), whole_epochs(&uncut));
+    for file in ["last.safetensors", "optimizer.safetensors"] {
         assert!(
-            std::fs::read(dir.path().join("cut").join(file)).unwrap()
-                == std::fs::read(dir.path().join("uncut").join(file)).unwrap(),
+            std::fs::read(root.join("cut").join(file)).unwrap()
+                == std::fs::read(root.join("uncut").join(file)).unwrap(),
             "{file} differs"
         );
     }
+}
+
+/// Dropout and shuffled batches of one: both random streams matter.
+fn noisy_config(dir: &std::path::Path) -> TrainConfig {
+    corpus_dir(dir, &THREE, &THREE[..2]);
+    let mut cfg = config(dir, Cell::Gru, 4);
+    cfg.model.dropout = 0.3;
+    cfg.batch_size = 1;
+    cfg
+}
+
+#[test]
+fn cut_after_an_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    cut_and_resumed_equals_uncut(noisy_config(dir.path()), |c| c.epochs = 2);
+}
+
+#[test]
+fn cut_inside_an_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    // Three batches an epoch: step 5 is inside the second.
+    cut_and_resumed_equals_uncut(noisy_config(dir.path()), |c| c.max_steps = Some(5));
+}
+
+#[test]
+fn cut_inside_an_epoch_of_the_linear_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = noisy_config(dir.path());
+    cfg.lr_schedule = LrSchedule::Linear;
+    cut_and_resumed_equals_uncut(cfg, |c| c.max_steps = Some(7));
+}
+
+#[test]
+fn cut_inside_a_stream_epoch_carries_the_recurrent_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let many: Vec<&str> = THREE.iter().cycle().take(30).copied().collect();
+    corpus_dir(dir.path(), &many, &THREE);
+    let mut cfg = config(dir.path(), Cell::Lstm, 3);
+    cfg.model.dropout = 0.2;
+    cfg.stream = true;
+    cfg.batch_size = 2;
+    cfg.bptt = 5;
+    cut_and_resumed_equals_uncut(cfg, |c| c.max_steps = Some(9));
 }

@@ -202,3 +202,28 @@ fn real_references_are_their_brown_sentences_in_the_recognizer_form() {
         assert_eq!(count, 500, "{}", path.display());
     }
 }
+
+/// A character model sees every character, "\r", tabs and spaces included; each must
+/// come back from `vocab.txt` as the token it was.
+#[test]
+fn a_character_vocabulary_survives_save_and_load_whitespace_included() {
+    let tokenizer = Tokenizer::new(Level::Char);
+    let sentences = vec![tokenizer.tokenize("a\rb\tc d"), tokenizer.tokenize("\r\r ")];
+    let vocab = Vocab::build(
+        &sentences,
+        VocabLimits {
+            min_count: 1,
+            max_size: None,
+        },
+    );
+    assert!(vocab.len() >= 8, "{}", vocab.len());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vocab.txt");
+    vocab.save(&path).unwrap();
+    let loaded = Vocab::load(&path).unwrap();
+    assert_eq!(loaded.len(), vocab.len());
+    for id in 0..vocab.len() as i64 {
+        assert_eq!(loaded.token(id), vocab.token(id), "token {id}");
+    }
+    assert_ne!(loaded.id("\r"), UNK_ID);
+}

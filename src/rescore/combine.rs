@@ -77,11 +77,26 @@ pub struct LmScores {
     pub ngram: Option<f64>,
 }
 
+/// The order of [`best_index`] and [`ranks`], one comparison so that `score` and
+/// `tune` always agree: higher first, NaN below every number, −0.0 equal to 0.0.
+fn higher_first(a: f64, b: f64) -> std::cmp::Ordering {
+    let key = |s: f64| {
+        if s.is_nan() {
+            f64::NEG_INFINITY
+        } else if s == 0.0 {
+            0.0
+        } else {
+            s
+        }
+    };
+    key(b).total_cmp(&key(a))
+}
+
 /// The index of the highest score; ties go to the earlier candidate.
 pub fn best_index(scores: impl IntoIterator<Item = f64>) -> Option<usize> {
     let mut best: Option<(usize, f64)> = None;
     for (i, s) in scores.into_iter().enumerate() {
-        if best.is_none_or(|(_, b)| s > b) {
+        if best.is_none_or(|(_, b)| higher_first(s, b).is_lt()) {
             best = Some((i, s));
         }
     }
@@ -93,10 +108,31 @@ pub fn best_index(scores: impl IntoIterator<Item = f64>) -> Option<usize> {
 pub fn ranks(scores: &[f64]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     // A stable sort: equal scores keep their order.
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    order.sort_by(|&a, &b| higher_first(scores[a], scores[b]));
     let mut ranks = vec![0; scores.len()];
     for (rank, &i) in order.iter().enumerate() {
         ranks[i] = rank + 1;
     }
     ranks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every list of up to 4 scores drawn from values where `>` and `total_cmp` part
+    /// ways (NaN, −0.0 and 0.0, infinities): the best candidate is the one ranked 1.
+    #[test]
+    fn best_index_is_the_candidate_ranked_first() {
+        let values = [f64::NAN, -0.0, 0.0, 1.0, f64::NEG_INFINITY, f64::INFINITY];
+        for len in 1..=4u32 {
+            for code in 0..values.len().pow(len) {
+                let scores: Vec<f64> = (0..len)
+                    .map(|i| values[code / values.len().pow(i) % values.len()])
+                    .collect();
+                let best = best_index(scores.iter().copied()).unwrap();
+                assert_eq!(ranks(&scores)[best], 1, "{scores:?}");
+            }
+        }
+    }
 }

@@ -43,11 +43,11 @@ pub(super) fn score_rows(
         backward: backward.is_some(),
         columns,
     };
-    let mut sink = Sink::create(options.output.as_deref())?;
+    let mut sink = Sink::create(options.output.as_deref(), b',')?;
     let mut per_token = open_per_token(options)?;
-    let mut writer = csv::WriterBuilder::new().from_writer(&mut sink.writer);
     if options.columns.headerless.is_none() {
-        writer.write_record(&output_header(reader.headers(), &layout))?;
+        sink.writer
+            .write_record(&output_header(reader.headers(), &layout))?;
     }
 
     let mut summary = ScoreSummary::default();
@@ -88,7 +88,7 @@ pub(super) fn score_rows(
                 options,
                 &layout,
                 &pending,
-                &mut writer,
+                &mut sink.writer,
                 &mut summary,
             )?;
             let rows: Vec<usize> = pending.iter().map(|c| c.row).collect();
@@ -101,8 +101,6 @@ pub(super) fn score_rows(
             break;
         }
     }
-    writer.flush()?;
-    drop(writer);
     sink.commit()?;
     if let Some(sink) = per_token {
         sink.commit()?;
@@ -211,17 +209,18 @@ fn flush(
         let mut out = c.fields.clone();
         out.push_field(&n.to_string());
         out.push_field(&s.oov_count.to_string());
-        out.push_field(&format!("{lp:.4}"));
-        out.push_field(&format!("{:.4}", lp / std::f64::consts::LN_10));
+        let digits = options.digits;
+        out.push_field(&format!("{lp:.digits$}"));
+        out.push_field(&format!("{:.digits$}", lp / std::f64::consts::LN_10));
         out.push_field(&format!("{:.3}", (-lp / n as f64).exp()));
         if let Some(b) = lm_scores[i].backward {
-            out.push_field(&format!("{b:.4}"));
+            out.push_field(&format!("{b:.digits$}"));
         }
         if columns.ngram.is_some() || layout.backward {
-            out.push_field(&format!("{:.4}", weights.lm(&lm_scores[i])));
+            out.push_field(&format!("{:.digits$}", weights.lm(&lm_scores[i])));
         }
         if layout.score {
-            out.push_field(&format!("{:.4}", scores[i]));
+            out.push_field(&format!("{:.digits$}", scores[i]));
         }
         if columns.group.is_some() {
             out.push_field(&group_ranks[i].to_string());

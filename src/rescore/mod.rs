@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 use combine::Weights;
 use sink::Sink;
 use std::fs::File;
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 /// Rows scored per chunk (extended to the end of the group in progress).
@@ -59,6 +59,8 @@ pub struct ScoreOptions {
     pub per_token: Option<PathBuf>,
     /// Sentences per forward pass.
     pub batch_size: usize,
+    /// Decimals of the log-probability and score columns.
+    pub digits: usize,
     /// Rows read and scored at a time, extended to the end of the group in progress
     /// ([`CHUNK_ROWS`] unless a test shrinks it).
     pub chunk_rows: usize,
@@ -243,13 +245,13 @@ fn write_per_token(sink: &mut Option<Sink>, rows: &[usize], scored: &[Scored]) -
             .zip(&s.token_log_probs)
             .zip(&s.oov_log_shares);
         for (position, ((token, lp), share)) in tokens.enumerate() {
-            let share = share.map_or(String::new(), |v| format!("{v:.6}"));
-            writeln!(
-                sink.writer,
-                "{row},{},{},{lp:.6},{share}",
-                position + 1,
-                csv_field(token)
-            )?;
+            sink.writer.write_record([
+                row.to_string(),
+                (position + 1).to_string(),
+                token.clone(),
+                format!("{lp:.6}"),
+                share.map_or(String::new(), |v| format!("{v:.6}")),
+            ])?;
         }
     }
     Ok(())
@@ -259,16 +261,8 @@ fn open_per_token(options: &ScoreOptions) -> Result<Option<Sink>> {
     let Some(path) = &options.per_token else {
         return Ok(None);
     };
-    let mut sink = Sink::create(Some(path))?;
-    writeln!(sink.writer, "row,position,token,logprob,oov_log_share")?;
+    let mut sink = Sink::create(Some(path), b',')?;
+    sink.writer
+        .write_record(["row", "position", "token", "logprob", "oov_log_share"])?;
     Ok(Some(sink))
-}
-
-/// Quotes a field for CSV when it needs it.
-fn csv_field(field: &str) -> String {
-    if field.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", field.replace('"', "\"\""))
-    } else {
-        field.to_string()
-    }
 }

@@ -1,4 +1,4 @@
-//! Output files that appear whole or not at all.
+//! Output tables (CSV, or tab-separated) that appear whole or not at all.
 
 use crate::files::AtomicFile;
 use anyhow::{bail, Context, Result};
@@ -8,16 +8,18 @@ use std::path::Path;
 
 /// An output file written under a temporary name and renamed into place on
 /// [`Sink::commit`] (removed if the sink is dropped first), or standard output, or
-/// a device or pipe written in place.
+/// a device or pipe written in place. Rows go through `csv::Writer`, so a field that
+/// holds the delimiter, a quote or a line break is quoted rather than breaking the row.
 pub struct Sink {
     /// Where the rows go.
-    pub writer: BufWriter<Box<dyn Write>>,
+    pub writer: csv::Writer<BufWriter<Box<dyn Write>>>,
     file: Option<AtomicFile>,
 }
 
 impl Sink {
-    /// Opens `path` for writing, or standard output for `None`.
-    pub fn create(path: Option<&Path>) -> Result<Self> {
+    /// Opens `path` for writing, or standard output for `None`, for rows whose fields
+    /// are separated by `delimiter`.
+    pub fn create(path: Option<&Path>, delimiter: u8) -> Result<Self> {
         let (inner, file): (Box<dyn Write>, _) = match path {
             None => (Box::new(io::stdout().lock()), None),
             Some(path) => match std::fs::metadata(path) {
@@ -46,14 +48,17 @@ impl Sink {
             },
         };
         Ok(Sink {
-            writer: BufWriter::new(inner),
+            writer: csv::WriterBuilder::new()
+                .delimiter(delimiter)
+                .from_writer(BufWriter::new(inner)),
             file,
         })
     }
 
     /// Flushes and moves the file into place.
     pub fn commit(mut self) -> Result<()> {
-        self.writer.flush()?;
+        let mut inner = self.writer.into_inner().map_err(|e| e.into_error())?;
+        inner.flush()?;
         match self.file.take() {
             Some(file) => file.commit(),
             None => Ok(()),

@@ -5,7 +5,7 @@ use super::{ScoreOptions, ScoreSummary};
 use crate::checkpoint::LoadedModel;
 use crate::oov::OovScorer;
 use anyhow::{bail, Context, Result};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 
 /// Prints logprob, log10prob, perplexity, tokens, oov_count and the sentence per line,
 /// and a corpus summary on stderr (see [`srilm_summary`]).
@@ -17,12 +17,16 @@ pub(super) fn score_text(
 ) -> Result<ScoreSummary> {
     let name = input_name(options.input.as_deref());
     let mut reader = BufReader::new(open_input(options.input.as_deref())?);
-    let mut sink = super::Sink::create(options.output.as_deref())?;
+    let mut sink = super::Sink::create(options.output.as_deref(), b'\t')?;
     let mut per_token = open_per_token(options)?;
-    writeln!(
-        sink.writer,
-        "logprob\tlog10prob\tperplexity\ttokens\toov_count\tsentence"
-    )?;
+    sink.writer.write_record([
+        "logprob",
+        "log10prob",
+        "perplexity",
+        "tokens",
+        "oov_count",
+        "sentence",
+    ])?;
     let mut summary = ScoreSummary::default();
     let mut line_number = 0;
     let mut empty = 0;
@@ -67,12 +71,15 @@ pub(super) fn score_text(
             let lp = s.log_prob();
             let n = s.tokens.len();
             let ppl = (-lp / n as f64).exp();
-            writeln!(
-                sink.writer,
-                "{lp:.4}\t{:.4}\t{ppl:.3}\t{n}\t{}\t{sentence}",
-                lp / std::f64::consts::LN_10,
-                s.oov_count
-            )?;
+            let digits = options.digits;
+            sink.writer.write_record([
+                format!("{lp:.digits$}"),
+                format!("{:.digits$}", lp / std::f64::consts::LN_10),
+                format!("{ppl:.3}"),
+                n.to_string(),
+                s.oov_count.to_string(),
+                sentence.clone(),
+            ])?;
             summary.add(s);
         }
         write_per_token(&mut per_token, &rows, &scored)?;

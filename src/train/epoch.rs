@@ -3,7 +3,7 @@
 
 use super::{LrSchedule, TrainConfig};
 use crate::data::{length_batches, Corpus, SentenceBatch, TokenStream};
-use crate::model::RnnLm;
+use crate::model::{RnnLm, State};
 use crate::optim::Optimizer;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -13,13 +13,18 @@ use std::io::IsTerminal;
 use std::time::Instant;
 use tch::Tensor;
 
-/// Seeds libtorch's generator (dropout) and returns the shuffling generator for
-/// epoch `epoch` (0-based) of a run seeded with `seed`. Each epoch's streams depend
-/// only on the two, so a run resumed after epoch k draws what an uncut run draws.
+/// The shuffling generator of epoch `epoch` (0-based) of a run seeded with `seed`.
+/// It depends only on the two, so a run resumed inside epoch k shuffles as an uncut
+/// run does.
 pub(super) fn epoch_rng(seed: u64, epoch: usize) -> StdRng {
-    let mixed = splitmix64(seed ^ splitmix64(epoch as u64 + 1));
+    StdRng::seed_from_u64(splitmix64(seed ^ splitmix64(epoch as u64 + 1)))
+}
+
+/// Seeds libtorch's generator (dropout) for batch `batch` of epoch `epoch`: seeded
+/// per batch, a run resumed at any batch draws what an uncut run draws there.
+fn seed_batch(seed: u64, epoch: usize, batch: usize) {
+    let mixed = splitmix64(splitmix64(seed ^ splitmix64(epoch as u64 + 1)) ^ batch as u64);
     tch::manual_seed((mixed >> 1) as i64);
-    StdRng::seed_from_u64(splitmix64(mixed))
 }
 
 /// SplitMix64's finalizer: nearby inputs give unrelated outputs.
@@ -32,12 +37,16 @@ fn splitmix64(x: u64) -> u64 {
 
 /// The learning rate at a point of the run.
 pub(super) struct Schedule<'a> {
+    /// The run's settings (on `--resume`, the resumed run's).
     pub(super) config: &'a TrainConfig,
     /// Epochs completed before the current one.
     pub(super) epoch: usize,
+    /// When this run started.
     pub(super) start: Instant,
     /// When this run must stop, in seconds since `start`.
     pub(super) deadline: Option<f64>,
+    /// Training seconds of the runs this one resumes.
+    pub(super) seconds_before: f64,
 }
 
 impl Schedule<'_> {
@@ -49,20 +58,30 @@ impl Schedule<'_> {
             return None;
         }
         let by_epochs = (self.epoch as f64 + done) / c.epochs.max(1) as f64;
-        let by_time = self
-            .deadline
-            .map_or(0.0, |d| self.start.elapsed().as_secs_f64() / d.max(1e-9));
+        let by_time = c.time_limit.map_or(0.0, |budget| {
+            (self.seconds_before + self.start.elapsed().as_secs_f64()) / budget.max(1e-9)
+        });
         Some(c.lr * (1.0 - by_epochs.max(by_time)).max(0.0))
+    }
+
+    fn past_deadline(&self) -> bool {
+        self.deadline
+            .is_some_and(|d| self.start.elapsed().as_secs_f64() >= d)
     }
 }
 
-/// What one pass over the training data did.
-pub(super) struct EpochStats {
+/// Where an epoch starts: at its first batch, or where a cut run stopped inside it.
+#[derive(Default)]
+pub(super) struct EpochStart {
+    /// Batches (stream chunks) of the epoch already trained.
+    pub(super) batches_done: usize,
+    /// Their summed loss and token count, so that the epoch's record covers all of it.
     pub(super) loss_sum: f64,
     pub(super) tokens: usize,
+    /// Their training seconds.
     pub(super) seconds: f64,
-    /// Share of the epoch's batches done: below 1 when the time limit cut it short.
-    pub(super) fraction: f64,
+    /// In stream mode, the recurrent state carried into the next chunk.
+    pub(super) carried: Option<State>,
 }
 
 /// A batch whose loss is not finite, or beyond any model's (100 nats per token).
@@ -83,75 +102,118 @@ impl std::fmt::Display for Diverged {
 
 impl std::error::Error for Diverged {}
 
-/// One pass over the training data, stopping early at the schedule's deadline.
+/// What a pass over the training data did, counting the part of the epoch that a
+/// resumed run's earlier runs did.
+pub(super) struct EpochStats {
+    pub(super) loss_sum: f64,
+    pub(super) tokens: usize,
+    pub(super) seconds: f64,
+    /// Batches (stream chunks) done, and how many the epoch has.
+    pub(super) batches_done: usize,
+    pub(super) batches: usize,
+    /// In stream mode, the recurrent state that the next chunk reads.
+    pub(super) carried: Option<State>,
+}
+
+impl EpochStats {
+    /// Share of the epoch's batches done: below 1 when a limit cut it short.
+    pub(super) fn fraction(&self) -> f64 {
+        self.batches_done as f64 / self.batches.max(1) as f64
+    }
+
+    /// Whether every batch of the epoch is done.
+    pub(super) fn complete(&self) -> bool {
+        self.batches_done >= self.batches
+    }
+}
+
+/// One pass over the training data from `begun`, stopping early at the schedule's
+/// deadline or when `steps_left` reaches 0.
 pub(super) fn run_epoch(
     model: &RnnLm,
     optimizer: &mut Optimizer,
     corpus: &Corpus,
     rng: &mut StdRng,
     schedule: &Schedule,
+    begun: EpochStart,
+    steps_left: &mut Option<usize>,
 ) -> Result<EpochStats> {
     let config = schedule.config;
     let epoch_start = Instant::now();
     let progress = progress_bar(corpus.tokens() as u64);
+    progress.inc(begun.tokens as u64);
     let mut stats = EpochStats {
-        loss_sum: 0.0,
-        tokens: 0,
-        seconds: 0.0,
-        fraction: 1.0,
+        loss_sum: begun.loss_sum,
+        tokens: begun.tokens,
+        seconds: begun.seconds,
+        batches_done: begun.batches_done,
+        batches: 0,
+        carried: None,
     };
-    let mut step =
-        |loss_sum: Tensor, tokens: usize, stats: &mut EpochStats, lr: Option<f64>| -> Result<()> {
-            if let Some(lr) = lr {
-                optimizer.set_lr(lr);
-            }
-            let loss = f64::try_from(&loss_sum)?;
-            let per_token = loss / tokens as f64;
-            // Before the step, so that a non-finite loss never reaches the weights or
-            // Adam's moments.
-            if !per_token.is_finite() || per_token > 100.0 {
-                return Err(Diverged { per_token }.into());
-            }
-            optimizer.step(&(&loss_sum / tokens as f64), config.clip)?;
-            stats.loss_sum += loss;
-            stats.tokens += tokens;
-            progress.inc(tokens as u64);
-            progress.set_message(format!("{:.3}", stats.loss_sum / stats.tokens as f64));
-            Ok(())
-        };
-    let past_deadline = || {
-        schedule
-            .deadline
-            .is_some_and(|d| schedule.start.elapsed().as_secs_f64() >= d)
+    let mut step = |loss_sum: Tensor,
+                    tokens: usize,
+                    stats: &mut EpochStats,
+                    steps_left: &mut Option<usize>|
+     -> Result<()> {
+        if let Some(lr) = schedule.rate(stats.fraction()) {
+            optimizer.set_lr(lr);
+        }
+        let loss = f64::try_from(&loss_sum)?;
+        let per_token = loss / tokens as f64;
+        // Before the step, so that a non-finite loss never reaches the weights or
+        // Adam's moments.
+        if !per_token.is_finite() || per_token > 100.0 {
+            return Err(Diverged { per_token }.into());
+        }
+        optimizer.step(&(&loss_sum / tokens as f64), config.clip)?;
+        stats.loss_sum += loss;
+        stats.tokens += tokens;
+        stats.batches_done += 1;
+        if let Some(left) = steps_left {
+            *left = left.saturating_sub(1);
+        }
+        progress.inc(tokens as u64);
+        progress.set_message(format!("{:.3}", stats.loss_sum / stats.tokens as f64));
+        Ok(())
     };
+    let stop = |steps_left: &Option<usize>| schedule.past_deadline() || *steps_left == Some(0);
+    let seed = config.seed;
 
     if config.stream {
         let stream = TokenStream::new(corpus, config.batch_size, model.device())
             .with_context(|| config.data.join("train.txt").display().to_string())?;
         let chunks: Vec<(Tensor, Tensor)> = stream.chunks(config.bptt).collect();
-        let mut state = model.zero_state(config.batch_size as i64);
-        for (i, (inputs, targets)) in chunks.iter().enumerate() {
-            if past_deadline() {
-                stats.fraction = i as f64 / chunks.len() as f64;
+        stats.batches = chunks.len();
+        let mut state = begun
+            .carried
+            .unwrap_or_else(|| model.zero_state(config.batch_size as i64));
+        for (i, (inputs, targets)) in chunks.iter().enumerate().skip(begun.batches_done) {
+            if stop(steps_left) {
                 break;
             }
-            let lr = schedule.rate(i as f64 / chunks.len() as f64);
+            seed_batch(seed, schedule.epoch, i);
             let (hidden, next) = model.forward(inputs, &state.detach(), true);
             state = next;
             let width = hidden.size()[2];
             let log_probs =
                 model.target_log_probs(&hidden.reshape([-1, width]), &targets.reshape([-1]));
-            step(-log_probs.sum(None), targets.numel(), &mut stats, lr)?;
+            step(
+                -log_probs.sum(None),
+                targets.numel(),
+                &mut stats,
+                steps_left,
+            )?;
         }
+        stats.carried = Some(state.detach());
     } else {
         let lengths: Vec<usize> = corpus.sentences.iter().map(Vec::len).collect();
         let batches = length_batches(&lengths, config.batch_size, Some(rng));
-        for (i, rows) in batches.iter().enumerate() {
-            if past_deadline() {
-                stats.fraction = i as f64 / batches.len() as f64;
+        stats.batches = batches.len();
+        for (i, rows) in batches.iter().enumerate().skip(begun.batches_done) {
+            if stop(steps_left) {
                 break;
             }
-            let lr = schedule.rate(i as f64 / batches.len() as f64);
+            seed_batch(seed, schedule.epoch, i);
             let sentences: Vec<&[i64]> = rows
                 .iter()
                 .map(|&r| corpus.sentences[r].as_slice())
@@ -163,12 +225,12 @@ pub(super) fn run_epoch(
                 -log_probs.sum(None),
                 batch.lengths.iter().sum(),
                 &mut stats,
-                lr,
+                steps_left,
             )?;
         }
     }
     progress.finish_and_clear();
-    stats.seconds = epoch_start.elapsed().as_secs_f64();
+    stats.seconds += epoch_start.elapsed().as_secs_f64();
     Ok(stats)
 }
 

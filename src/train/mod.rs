@@ -7,8 +7,9 @@
 //! carrying the state forward detached.
 
 mod epoch;
+mod resume;
 
-use crate::checkpoint::{load_weights, ModelDir, SavedConfig, Snapshot, TrainState, FORMAT};
+use crate::checkpoint::{ModelDir, SavedConfig, Snapshot, TrainState, FORMAT};
 use crate::data::Corpus;
 use crate::metrics::read_metrics;
 pub use crate::metrics::EpochRecord;
@@ -20,11 +21,11 @@ use crate::output::{choose_cutoffs, OutputConfig};
 use crate::score::{evaluate, SCORE_BATCH};
 use crate::vocab::{read_lines, Tokenizer, Vocab, VocabLimits};
 use anyhow::{bail, Context, Result};
-use epoch::{epoch_rng, run_epoch, Diverged, Schedule};
+use epoch::{epoch_rng, run_epoch, Diverged, EpochStart, Schedule};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Instant;
-use tch::{nn, Device, Tensor};
+use tch::{nn, Device};
 
 /// How the learning rate moves during training.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -74,8 +75,13 @@ pub struct TrainConfig {
     pub patience: usize,
     /// Total epochs (counting those of a resumed run).
     pub epochs: usize,
-    /// Wall-clock budget in seconds for this run, the last validation included.
+    /// Wall-clock budget in seconds, the last validation included: this run's, or with
+    /// the linear schedule the whole run's across resumes.
     pub time_limit: Option<f64>,
+    /// Stop this run after this many optimizer steps, inside an epoch if need be, as a
+    /// time limit does; `--resume` goes on from that step.
+    #[serde(default)]
+    pub max_steps: Option<usize>,
     /// Seed for initialization, dropout and shuffling.
     pub seed: u64,
     /// Continue the model in `out`.
@@ -83,6 +89,10 @@ pub struct TrainConfig {
     /// Replace the model in `out` (at the new run's first checkpoint).
     #[serde(default)]
     pub force: bool,
+    /// The settings given explicitly (as flags: `--batch-size`): on `--resume`, one
+    /// that disagrees with the resumed run is refused, and the others are the run's.
+    #[serde(skip)]
+    pub given: Vec<String>,
 }
 
 /// What a finished run reports.
@@ -130,6 +140,24 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
         fresh_start(config)?
     };
     let seed = *state.seed.get_or_insert(config.seed);
+    let mut config = if config.resume {
+        let settings = resume::settings(config, &saved, &dir)?;
+        tracing::info!(
+            "resuming {} after epoch {}{} at lr {}",
+            dir.root.display(),
+            state.epoch,
+            match state.batches_done {
+                0 => String::new(),
+                n => format!(" and {n} batches of the next"),
+            },
+            state.lr
+        );
+        settings
+    } else {
+        config.clone()
+    };
+    config.seed = seed;
+    let config = &config;
     let data = load_data(config, &saved.tokenizer, &vocab)?;
 
     if device == Device::Cpu {
@@ -139,9 +167,11 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
     let mut vs = nn::VarStore::new(device);
     let model = RnnLm::new(&vs.root(), &saved.model);
     let mut optimizer = Optimizer::new(config.optimizer, vs.trainable_variables(), state.lr)
+        .named(&vs)?
         .share(model.shared_parameters())?;
+    let mut carried = None;
     if config.resume {
-        resume_weights(&dir, &mut vs, &mut optimizer)?;
+        carried = resume::weights(&dir, &mut vs, &mut optimizer, device)?;
     }
     tracing::info!(
         "{} parameters, vocabulary {}, {} train / {} valid tokens, device {:?}",
@@ -159,17 +189,41 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
     let mut last_validation = 0.0;
     let mut committed = config.resume;
     let mut no_model_because = "--epochs is 0";
+    let mut steps_left = config.max_steps;
+    // With the linear schedule, --time-limit is the budget of the whole run, resumes
+    // included; otherwise it is this run's.
+    let seconds_before = state.seconds;
+    let time_limit = match config.lr_schedule {
+        LrSchedule::Linear => config.time_limit.map(|t| t - seconds_before),
+        LrSchedule::Plateau => config.time_limit,
+    };
     while state.epoch < config.epochs {
         let mut rng = epoch_rng(seed, state.epoch);
-        let deadline = config.time_limit.map(|limit| limit - last_validation);
         let schedule = Schedule {
             config,
             epoch: state.epoch,
             start,
-            deadline,
+            deadline: time_limit.map(|limit| limit - last_validation),
+            seconds_before,
         };
+        let begun = EpochStart {
+            batches_done: state.batches_done,
+            loss_sum: state.partial_loss_sum,
+            tokens: state.partial_tokens,
+            seconds: state.partial_seconds,
+            carried: carried.take(),
+        };
+        let done_before = begun.batches_done;
         let epoch_lr = schedule.rate(0.0).unwrap_or(state.lr);
-        let epoch = match run_epoch(&model, &mut optimizer, &data.train, &mut rng, &schedule) {
+        let epoch = match run_epoch(
+            &model,
+            &mut optimizer,
+            &data.train,
+            &mut rng,
+            &schedule,
+            begun,
+            &mut steps_left,
+        ) {
             Ok(epoch) => epoch,
             Err(e) if e.is::<Diverged>() => {
                 let kept = if committed {
@@ -181,15 +235,19 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
             }
             Err(e) => return Err(e),
         };
-        if epoch.tokens == 0 {
-            no_model_because = "--time-limit ran out before the first batch";
+        if epoch.batches_done == done_before {
+            no_model_because = if steps_left == Some(0) {
+                "--max-steps is 0"
+            } else {
+                "--time-limit ran out before the first batch"
+            };
             break;
         }
         let validation_start = Instant::now();
         let valid_loss = validate(&model, &data.valid)?;
         last_validation = validation_start.elapsed().as_secs_f64();
         let record = EpochRecord {
-            epoch: state.epoch as f64 + epoch.fraction,
+            epoch: state.epoch as f64 + epoch.fraction(),
             train_loss: epoch.loss_sum / epoch.tokens as f64,
             valid_loss,
             tokens_per_s: epoch.tokens as f64 / epoch.seconds,
@@ -198,27 +256,51 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
         };
         log_epoch(&record);
         history.push(record);
-        state.seconds += epoch.seconds;
-        if epoch.fraction >= 1.0 {
-            state.epoch += 1;
-        }
+        state.seconds += epoch.seconds - state.partial_seconds;
+        let complete = epoch.complete();
+        let previous_best = state.best_valid_loss;
         let improved = valid_loss < state.best_valid_loss;
         if improved {
             state.best_valid_loss = valid_loss;
-            state.cuts_without_improvement = 0;
-        } else if config.lr_schedule == LrSchedule::Plateau {
-            state.lr *= config.lr_decay;
-            optimizer.set_lr(state.lr);
-            state.cuts_without_improvement += 1;
+        }
+        if complete {
+            state.epoch += 1;
+            state.batches_done = 0;
+            state.partial_loss_sum = 0.0;
+            state.partial_tokens = 0;
+            state.partial_seconds = 0.0;
+            // Only whole epochs move the schedule, so a cut and resumed run moves it
+            // as an uncut one does.
+            let epoch_best = state.epoch_best_valid_loss.unwrap_or(previous_best);
+            if valid_loss < epoch_best {
+                state.epoch_best_valid_loss = Some(valid_loss);
+                state.cuts_without_improvement = 0;
+            } else {
+                state.epoch_best_valid_loss = Some(epoch_best);
+                if config.lr_schedule == LrSchedule::Plateau {
+                    state.lr *= config.lr_decay;
+                    optimizer.set_lr(state.lr);
+                    state.cuts_without_improvement += 1;
+                }
+            }
+        } else {
+            state.batches_done = epoch.batches_done;
+            state.partial_loss_sum = epoch.loss_sum;
+            state.partial_tokens = epoch.tokens;
+            state.partial_seconds = epoch.seconds;
         }
         if state.best_valid_loss.is_finite() {
+            let mut optimizer_state = optimizer.state();
+            if let (false, Some(carried)) = (complete, &epoch.carried) {
+                optimizer_state.extend(resume::carried_tensors(carried));
+            }
             let snapshot = Snapshot {
                 config: &saved,
                 vocab: &vocab,
                 oov: oov.as_ref(),
                 weights: &vs,
                 improved,
-                optimizer: optimizer.state(),
+                optimizer: optimizer_state,
                 state: &state,
                 history: &history,
             };
@@ -235,13 +317,20 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
             );
             break;
         }
-        if epoch.fraction < 1.0 {
+        if !complete {
+            let limit = if steps_left == Some(0) {
+                "--max-steps"
+            } else {
+                "time limit"
+            };
             tracing::info!(
-                "time limit reached; the best model is kept in {}",
+                "{limit} reached inside epoch {}; --resume goes on from there; the best model is kept in {}",
+                state.epoch + 1,
                 dir.root.display()
             );
             break;
         }
+        carried = None;
     }
     if !committed {
         bail!(
@@ -322,6 +411,7 @@ fn fresh_start(config: &TrainConfig) -> Result<Start> {
         seconds: 0.0,
         cuts_without_improvement: 0,
         seed: Some(config.seed),
+        ..Default::default()
     };
     Ok(Start {
         saved,
@@ -340,12 +430,6 @@ fn resume_start(dir: &ModelDir) -> Result<Start> {
         true => Some(OovClasses::load(&dir.oov(), saved.tokenizer.level, &vocab)?),
         false => None,
     };
-    tracing::info!(
-        "resuming {} after epoch {} at lr {}",
-        dir.root.display(),
-        state.epoch,
-        state.lr
-    );
     Ok(Start {
         saved,
         vocab,
@@ -353,30 +437,6 @@ fn resume_start(dir: &ModelDir) -> Result<Start> {
         state,
         history,
     })
-}
-
-/// Loads the weights after the last epoch and the optimizer's state; a directory
-/// saved without them goes on from the best weights with fresh moment estimates.
-fn resume_weights(dir: &ModelDir, vs: &mut nn::VarStore, optimizer: &mut Optimizer) -> Result<()> {
-    if dir.last_weights().exists() {
-        load_weights(vs, &dir.last_weights())?;
-    } else {
-        tracing::warn!(
-            "{} has no last.safetensors: going on from the best weights",
-            dir.root.display()
-        );
-        load_weights(vs, &dir.weights())?;
-    }
-    let path = dir.optimizer();
-    if path.exists() {
-        let stored = Tensor::read_safetensors(&path)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let stored = stored.into_iter().collect();
-        optimizer
-            .load_state(&stored)
-            .with_context(|| format!("{}: not this run's optimizer state", path.display()))?;
-    }
-    Ok(())
 }
 
 fn load_data(config: &TrainConfig, tokenizer: &Tokenizer, vocab: &Vocab) -> Result<Data> {

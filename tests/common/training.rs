@@ -43,9 +43,11 @@ pub fn config(dir: &Path, cell: Cell, epochs: usize) -> TrainConfig {
         patience: 0,
         epochs,
         time_limit: None,
+        max_steps: None,
         seed: 7,
         resume: false,
         force: false,
+        given: Vec::new(),
     }
 }
 

@@ -1,0 +1,138 @@
+//! `--resume`: the resumed run's settings, its weights, optimizer state and the
+//! recurrent state a cut stream epoch carries, so that a cut and resumed run trains
+//! exactly as an uncut one.
+
+use super::{LrSchedule, TrainConfig};
+use crate::checkpoint::{load_weights, ModelDir, SavedConfig};
+use crate::model::State;
+use crate::optim::Optimizer;
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use tch::{nn, Device, Tensor};
+
+/// Names of the carried stream state in `optimizer.safetensors`.
+const CARRIED_HIDDEN: &str = "stream_state.hidden";
+const CARRIED_CELL: &str = "stream_state.cell";
+
+/// The settings of the run being resumed, as its first run saved them in
+/// `config.json`, with what this command line may change: the data, patience, the
+/// epochs and time limit (with the plateau schedule) and the step limit. A setting
+/// given explicitly that disagrees with the run is refused.
+pub(super) fn settings(
+    given: &TrainConfig,
+    saved: &SavedConfig,
+    dir: &ModelDir,
+) -> Result<TrainConfig> {
+    let Ok(run) = serde_json::from_value::<TrainConfig>(saved.training.clone()) else {
+        bail!(
+            "{}: the training settings are unreadable, so the run cannot be resumed exactly; start a new run with --force",
+            dir.config().display()
+        );
+    };
+    let mut effective = given.clone();
+    let mut conflicts = Vec::new();
+    let show = |value: String| value.trim_matches('"').to_string();
+    macro_rules! from_run {
+        ($field:ident, $flag:expr) => {
+            if given.$field != run.$field && given.given.iter().any(|g| g == $flag) {
+                conflicts.push(format!(
+                    "{} {} (the run has {})",
+                    $flag,
+                    show(serde_json::to_string(&given.$field)?),
+                    show(serde_json::to_string(&run.$field)?)
+                ));
+            }
+            effective.$field = run.$field.clone();
+        };
+    }
+    from_run!(optimizer, "--optimizer");
+    from_run!(batch_size, "--batch-size");
+    from_run!(clip, "--clip");
+    from_run!(stream, "--stream");
+    from_run!(bptt, "--bptt");
+    from_run!(lr_schedule, "--lr-schedule");
+    from_run!(lr, "--lr");
+    from_run!(lr_decay, "--lr-decay");
+    // The network is the saved one; a shape flag can only agree with it.
+    macro_rules! shape {
+        ($field:ident, $flag:expr) => {
+            if given.model.$field != saved.model.$field && given.given.iter().any(|g| g == $flag) {
+                conflicts.push(format!(
+                    "{} {} (the model has {})",
+                    $flag,
+                    show(serde_json::to_string(&given.model.$field)?),
+                    show(serde_json::to_string(&saved.model.$field)?)
+                ));
+            }
+        };
+    }
+    shape!(cell, "--cell");
+    shape!(embed, "--embed");
+    shape!(hidden, "--hidden");
+    shape!(layers, "--layers");
+    shape!(dropout, "--dropout");
+    shape!(tie, "--tie");
+    // The linear schedule falls to zero over the run's budget, which must stay.
+    if run.lr_schedule == LrSchedule::Linear {
+        from_run!(epochs, "--epochs");
+        from_run!(time_limit, "--time-limit");
+    }
+    if !conflicts.is_empty() {
+        bail!(
+            "{}: --resume goes on with the run's own settings, and {} disagree{}; drop {}, or start a new run with --force",
+            dir.root.display(),
+            conflicts.join(", "),
+            if conflicts.len() == 1 { "s" } else { "" },
+            if conflicts.len() == 1 { "it" } else { "them" }
+        );
+    }
+    Ok(effective)
+}
+
+/// Loads the weights after the last step and the optimizer's state; returns the
+/// recurrent state a cut stream epoch carries. A directory saved without them goes on
+/// from the best weights with fresh moment estimates.
+pub(super) fn weights(
+    dir: &ModelDir,
+    vs: &mut nn::VarStore,
+    optimizer: &mut Optimizer,
+    device: Device,
+) -> Result<Option<State>> {
+    if dir.last_weights().exists() {
+        load_weights(vs, &dir.last_weights())?;
+    } else {
+        tracing::warn!(
+            "{} has no last.safetensors: going on from the best weights",
+            dir.root.display()
+        );
+        load_weights(vs, &dir.weights())?;
+    }
+    let path = dir.optimizer();
+    if !path.exists() {
+        return Ok(None);
+    }
+    let stored =
+        Tensor::read_safetensors(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut stored: HashMap<String, Tensor> = stored.into_iter().collect();
+    let hidden = stored.remove(CARRIED_HIDDEN).map(|t| t.to(device));
+    let cell = stored.remove(CARRIED_CELL).map(|t| t.to(device));
+    optimizer
+        .load_state(&stored)
+        .with_context(|| format!("{}: not this run's optimizer state", path.display()))?;
+    Ok(match (hidden, cell) {
+        (Some(h), Some(c)) => Some(State::Lstm(h, c)),
+        (Some(h), None) => Some(State::Hidden(h)),
+        _ => None,
+    })
+}
+
+/// The tensors that save a cut stream epoch's carried state beside the optimizer's.
+pub(super) fn carried_tensors(state: &State) -> Vec<(String, Tensor)> {
+    match state {
+        State::Hidden(h) => vec![(CARRIED_HIDDEN.to_string(), h.shallow_clone())],
+        State::Lstm(h, c) => vec![
+            (CARRIED_HIDDEN.to_string(), h.shallow_clone()),
+            (CARRIED_CELL.to_string(), c.shallow_clone()),
+        ],
+    }
+}
