@@ -49,6 +49,8 @@ test: $(SETUP_STAMP) $(DASK_STAMP) $(ASR_STAMP)
 	@$(CHECK_DEV_NULL)
 	cargo fmt --check
 	cargo clippy --all-targets --target-dir target/clippy -- -D warnings
+	# The library alone, as a binding takes it: no command-line or plotting crates.
+	cargo clippy --lib --no-default-features --target-dir target/clippy -- -D warnings
 	# The fuzz targets (fuzz/, run with cargo fuzz) must keep compiling against the library.
 	cargo check --manifest-path fuzz/Cargo.toml --target-dir target/clippy
 	cargo build --release

@@ -5,14 +5,16 @@
 
 Measures, each run at least 3 times and reported as the median:
   - training throughput, tokens/s, rnn/gru/lstm at 256 units, batch 32, one epoch of
-    the first 3,000 Brown train sentences, and the LSTM with the class output layer
-    against the same factorization in PyTorch;
+    the first 3,000 Brown train sentences (PyTorch with its default Adam, and for the
+    LSTM also with Adam(fused=True)), and the LSTM with the class output layer against
+    the same factorization in PyTorch;
   - the class output layer against the full softmax inside rnnlm, on the real word
     model's vocabulary (all of Brown train, 14,115 words): training tokens/s over the
     same shuffled batches for a fixed time, and scoring sentences/s with the two models;
   - scoring throughput, sentences/s, Brown test sentences, batched;
   - sampling throughput, tokens/s, a batch of 100 sequences;
-  - start-up: wall time of `rnnlm score` on a 3-row CSV (and of the reference's import);
+  - start-up: wall time to load the model and score 3 sentences (`rnnlm score`, and
+    the reference's `logprobs`);
   - parity: dinosaurs valid perplexity of the character recipe trained the same way by
     both, seeds 1-3 each (the means should be within 3%);
   - N-best scoring on Dask (scale/score_dask.py): rows/s of plain `rnnlm score` against
@@ -107,10 +109,12 @@ def rnnlm_train_speed(data, workdir, cell, tie, softmax="full"):
     return last_tokens_per_s(out)
 
 
-def reference_train_speed(data, cell, tie, cutoffs=None):
+def reference_train_speed(data, cell, tie, cutoffs=None, fused=False):
     args = ["train-speed", "--data", data, "--cell", cell, "--min-count", "1"] + MODEL_FLAGS
     if cutoffs:
         args += ["--cutoffs", ",".join(map(str, cutoffs))]
+    if fused:
+        args += ["--fused"]
     return reference(*(args + (["--tie"] if tie else [])))["tokens_per_s"]
 
 
@@ -217,6 +221,11 @@ def main():
             ours, theirs = median_pair(lambda: rnnlm_train_speed(data, workdir, cell, tie),
                                        lambda: reference_train_speed(data, cell, tie))
             rows.append((f"train {cell} 2x256{' tied' if tie else ''}, batch 32, {TRAIN_SENTENCES} sentences (tokens/s)", ours, theirs, ours / theirs))
+        # PyTorch at its best-effort Adam too, so that the ratio is honest both ways.
+        ours, theirs = median_pair(lambda: rnnlm_train_speed(data, workdir, "lstm", True),
+                                   lambda: reference_train_speed(data, "lstm", True, fused=True))
+        rows.append((f"train lstm 2x256 tied, batch 32, {TRAIN_SENTENCES} sentences, PyTorch with Adam(fused=True) (tokens/s)",
+                     ours, theirs, ours / theirs))
 
         cutoffs = []
 
@@ -279,9 +288,13 @@ def main():
             run(cmd)
             return time.perf_counter() - start
 
+        three = os.path.join(workdir, "three.txt")
+        with open(three, "w") as f:
+            f.write("The apple and pair salad .\nThe apple and pear salad .\nHe said so .\n")
+        # Like for like: each side loads the model and scores the same three sentences.
         ours, theirs = median_pair(lambda: wall([BIN, "score", "--model", model, "--input", csv_path, "--device", "cpu"]),
-                                   lambda: wall([PYTHON, "-c", "import torch"]))
-        rows.append(("start-up: rnnlm score on a 3-row CSV vs python -c 'import torch' (s)", ours, theirs, theirs / ours))
+                                   lambda: wall([PYTHON, REFERENCE, "logprobs", "--model", model, "--data", three]))
+        rows.append(("start-up: load the model and score 3 sentences, rnnlm score vs the reference (s)", ours, theirs, theirs / ours))
 
         seeds = range(1, REPEATS + 1)
         ours_ppl = [rnnlm_valid_ppl(workdir, seed) for seed in seeds]

@@ -3,30 +3,31 @@
 //! - [`vocab`]: tokenization and the vocabulary;
 //! - [`data`]: corpora as batches of sentences or as a token stream;
 //! - [`model`]: the RNN language model (tanh RNN, GRU, LSTM) and its output layer ([`output`]);
-//! - [`train`]: training by backpropagation through time, with [`optim`]'s optimizers;
+//! - [`train`]: training by backpropagation through time, with [`optim`]'s optimizers
+//!   (which take the gradients of [`shared`] parameters in parts);
 //! - [`score`]: sentence log-probabilities by the chain rule, and [`rescore`] for CSV files;
 //! - [`oov`]: open-vocabulary scoring of out-of-vocabulary tokens;
 //! - [`sample`]: drawing new sequences, with [`categorical`]'s seeded draws;
 //! - [`tune`]: combination weights chosen on a dev set by word error rate ([`wer`]);
 //! - [`checkpoint`]: the model directory, saved whole by [`swap`] and [`files`], with [`metrics`]
 //!   (`metrics.csv`) and [`plot`] (`loss.png`); [`device`]: `--device`;
-//! - [`malloc`]: allocator settings that let batches reuse freed tensor memory.
 
 pub mod categorical;
 pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod files;
-pub mod malloc;
 pub mod metrics;
 pub mod model;
 pub mod oov;
 pub mod optim;
 pub mod output;
 pub mod plot;
+pub mod progress;
 pub mod rescore;
 pub mod sample;
 pub mod score;
+pub mod shared;
 pub mod swap;
 pub mod train;
 pub mod tune;

@@ -12,8 +12,8 @@
 //! `nn.Linear` by name.
 
 use crate::categorical::Sampler;
-use crate::optim::{alias, SharedParameter};
 use crate::output::{OutputConfig, OutputLayer};
+use crate::shared::{alias, SharedParameter};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
@@ -21,7 +21,8 @@ use tch::{nn, Device, Kind, Tensor};
 pub use crate::data::ZERO_INPUT;
 
 /// The recurrent cell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Cell {
     /// `a<t>` = tanh(W_aa `a<t-1>` + W_ax `x<t>` + b_a), the textbook RNN.

@@ -41,7 +41,8 @@ use std::path::Path;
 pub const OOV_FILE: &str = "oov_counts.tsv";
 
 /// How an out-of-vocabulary token is scored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum OovPolicy {
     /// log P(`<UNK>` | h) + log P(w | `<UNK>`): a proper open-vocabulary probability.

@@ -15,6 +15,7 @@
 //! are updated block by block. Autograd would zero a vocabulary-sized matrix for the
 //! lookup, copy the blocks into another, and add the two.
 
+use crate::shared::SharedParameter;
 use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -22,7 +23,8 @@ use std::ffi::{c_char, c_void, CStr};
 use tch::{Kind, Tensor};
 
 /// The optimizer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
     /// Adam with PyTorch's default betas and epsilon.
@@ -52,25 +54,6 @@ extern "C" {
 /// Adam's betas and epsilon, PyTorch's defaults.
 const BETAS: (f64, f64) = (0.9, 0.999);
 const EPS: f64 = 1e-8;
-
-/// A leaf that shares `param`'s storage (and sees every update of it) but collects
-/// its own gradient: what a [`SharedParameter`]'s blocks and lookups are made of.
-pub fn alias(param: &Tensor) -> Tensor {
-    param.detach().set_requires_grad(param.requires_grad())
-}
-
-/// A parameter that the model reads through leaves sharing its storage, so that its
-/// gradient arrives in parts.
-#[derive(Debug)]
-pub struct SharedParameter {
-    /// The variable itself.
-    pub param: Tensor,
-    /// Leaves for consecutive blocks of its rows, together all of them, each given a
-    /// dense gradient; none: the whole parameter is one block with no dense gradient.
-    pub blocks: Vec<Tensor>,
-    /// Leaves aliasing the whole parameter that are given sparse gradients (lookups).
-    pub lookups: Vec<Tensor>,
-}
 
 /// Where the gradient of a parameter comes from.
 enum Source {

@@ -25,7 +25,7 @@
 //! are grouped by the cluster of their target, one large product per cluster.
 
 use crate::categorical::Sampler;
-use crate::optim::alias;
+use crate::shared::alias;
 use crate::vocab::UNK_ID;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};

@@ -9,7 +9,7 @@
 
 pub use crate::categorical::Sampler;
 use crate::model::{RnnLm, ZERO_INPUT};
-use crate::vocab::EOS_ID;
+use crate::vocab::{Tokenizer, Vocab, EOS_ID};
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
@@ -23,6 +23,23 @@ pub struct Sample {
     pub log_prob: f64,
     /// Stopped by `max_len` rather than by `<EOS>`.
     pub truncated: bool,
+}
+
+impl Sample {
+    /// The sample as text, in reading order (a backward model draws from the
+    /// sentence's end): detokenized, or with `tokens` its tokens separated by spaces.
+    pub fn render(&self, vocab: &Vocab, tokenizer: &Tokenizer, tokens: bool) -> String {
+        let words: Vec<String> = self
+            .tokens
+            .iter()
+            .map(|&id| vocab.token(id).to_string())
+            .collect();
+        if tokens {
+            tokenizer.reading_order(&words).join(" ")
+        } else {
+            tokenizer.detokenize(&words)
+        }
+    }
 }
 
 /// Draws `count` sequences in one batch under `no_grad`: each continues `prefix`

@@ -88,6 +88,23 @@ pub struct Evaluation {
     pub perplexity: f64,
 }
 
+/// `N sentences, T tokens (<EOS> included), U <UNK>` and, on a second line, the
+/// perplexity, nats and bits per token: what `rnnlm eval` prints.
+impl std::fmt::Display for Evaluation {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "{} sentences, {} tokens (<EOS> included), {} <UNK>\nperplexity {:.2} | {:.4} nats/token | {:.4} bits/token",
+            self.sentences,
+            self.tokens,
+            self.oov_count,
+            self.perplexity,
+            self.nats_per_token,
+            self.bits_per_token
+        )
+    }
+}
+
 impl Evaluation {
     /// Summarizes a total log-probability over `tokens` tokens.
     pub fn from_total(log_prob: f64, tokens: usize, oov_count: usize, sentences: usize) -> Self {

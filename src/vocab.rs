@@ -21,7 +21,8 @@ pub const EOS_ID: i64 = 0;
 pub const UNK_ID: i64 = 1;
 
 /// What a token is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     /// Whitespace-separated words.

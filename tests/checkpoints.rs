@@ -7,7 +7,7 @@ mod common;
 use common::{rnnlm, stderr};
 #[path = "common/tiny.rs"]
 mod tiny;
-use tiny::{assert_one_line_error, data, train_args};
+use tiny::{assert_one_line_error, data, state_epoch, train_args};
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -25,12 +25,6 @@ fn train(data: &Path, out: &Path, epochs: &str, resume: bool, fallback: bool) {
     }
     let o = command.output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-}
-
-fn state_epoch(model: &Path) -> u64 {
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(model.join("state.json")).unwrap()).unwrap();
-    state["epoch"].as_u64().unwrap()
 }
 
 #[test]

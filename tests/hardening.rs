@@ -5,9 +5,8 @@ mod common;
 use common::{rnnlm, stderr, stdout, write};
 #[path = "common/tiny.rs"]
 mod tiny;
-use tiny::{assert_one_line_error, data, train_args, trained};
+use tiny::{assert_one_line_error, data, state_epoch, train_args, trained};
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -78,13 +77,6 @@ fn truncated_or_foreign_weights_are_one_line_errors() {
     std::fs::copy(other.join("weights.safetensors"), &weights_path).unwrap();
     let o = rnnlm(&["sample", "--model", model.to_str().unwrap()]);
     assert_one_line_error(&o, "the configuration needs");
-}
-
-/// `state.json`'s epoch.
-fn state_epoch(model: &Path) -> u64 {
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(model.join("state.json")).unwrap()).unwrap();
-    state["epoch"].as_u64().unwrap()
 }
 
 #[test]

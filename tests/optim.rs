@@ -1,6 +1,7 @@
 //! The optimizers against their update rules written out by hand.
 
-use rnnlm::optim::{alias, Optimizer, OptimizerKind, SharedParameter};
+use rnnlm::optim::{Optimizer, OptimizerKind};
+use rnnlm::shared::{alias, SharedParameter};
 use tch::{Kind, Tensor};
 
 /// Loss Σ (p − target)², gradient 2 (p − target).

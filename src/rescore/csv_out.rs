@@ -1,7 +1,7 @@
 //! CSV and Kaldi N-best input: score, combine, rank and write CSV.
 
 use super::combine::{ranks, LmScores};
-use super::nbest::{word_count, Candidate, Columns, GroupOrder, RowEvent, RowReader};
+use super::nbest::{word_count, Candidate, CandidateRows, CheckedRow, Columns, RowReader};
 use super::{input_name, open_input, open_per_token, score_sentences, write_per_token};
 use super::{Lm, ScoreOptions, ScoreSummary, Sink};
 use crate::checkpoint::LoadedModel;
@@ -25,10 +25,10 @@ pub(super) fn score_rows(
     oov: &OovScorer,
     backward: Option<&Lm>,
     options: &ScoreOptions,
-    progress: &indicatif::ProgressBar,
+    progress: &crate::progress::Progress,
 ) -> Result<ScoreSummary> {
     let name = input_name(options.input.as_deref());
-    let mut reader = RowReader::new(
+    let reader = RowReader::new(
         open_input(options.input.as_deref())?,
         options.format,
         &name,
@@ -52,29 +52,16 @@ pub(super) fn score_rows(
 
     let mut summary = ScoreSummary::default();
     let mut pending: Vec<Candidate> = Vec::new();
-    let mut groups = GroupOrder::default();
-    let mut row = 0;
+    let mut rows = CandidateRows::new(reader, &layout.columns, &name);
     loop {
-        let event = reader.next_row()?;
-        let more = !matches!(event, RowEvent::End);
-        match event {
-            RowEvent::Row { line, fields } => {
-                row += 1;
-                match layout.columns.check(fields, line, row) {
-                    Ok(candidate) => {
-                        if let Some(group) = candidate.group(&layout.columns) {
-                            groups.see(group, &name, line, row)?;
-                        }
-                        pending.push(candidate);
-                    }
-                    Err(reason) => bad_row(options, &mut summary, &name, line, row, &reason)?,
-                }
+        let next = rows.next_row()?;
+        let more = next.is_some();
+        match next {
+            Some(CheckedRow::Candidate(candidate)) => pending.push(candidate),
+            Some(CheckedRow::Bad { line, row, reason }) => {
+                bad_row(options, &mut summary, &name, line, row, &reason)?
             }
-            RowEvent::Bad { line, reason } => {
-                row += 1;
-                bad_row(options, &mut summary, &name, line, row, &reason)?;
-            }
-            RowEvent::End => {}
+            None => {}
         }
         // Score when the chunk is full, but never split a group across chunks.
         let full = pending.len() >= options.chunk_rows

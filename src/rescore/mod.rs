@@ -21,14 +21,15 @@ use anyhow::{bail, Context, Result};
 use combine::Weights;
 use sink::Sink;
 use std::fs::File;
-use std::io::{self, IsTerminal, Read};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 /// Rows scored per chunk (extended to the end of the group in progress).
 pub const CHUNK_ROWS: usize = 10_000;
 
 /// Input layout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Format {
     /// CSV with a header row.
     Csv,
@@ -199,18 +200,14 @@ pub fn score_file(
     if backward.is_some() && options.format == Format::Text {
         bail!("--backward-model needs N-best input (--format csv or kaldi)");
     }
-    let progress = if io::stderr().is_terminal() {
-        indicatif::ProgressBar::new_spinner().with_message("rows scored")
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let progress = crate::progress::Progress::rows();
     let summary = match options.format {
         Format::Csv | Format::Kaldi => {
             csv_out::score_rows(model, &oov, backward.as_ref(), options, &progress)?
         }
         Format::Text => text::score_text(model, &oov, options, &progress)?,
     };
-    progress.finish_and_clear();
+    progress.finish();
     Ok(summary)
 }
 

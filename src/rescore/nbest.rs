@@ -12,13 +12,14 @@ use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
 
 /// Base of the logarithms in an n-gram score column.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum LogBase {
     /// log10, as ARPA tools (SRILM, KenLM) print.
-    #[value(name = "10")]
+    #[cfg_attr(feature = "cli", value(name = "10"))]
     Ten,
     /// Natural log.
-    #[value(name = "e")]
+    #[cfg_attr(feature = "cli", value(name = "e"))]
     E,
 }
 
@@ -361,5 +362,69 @@ impl GroupOrder {
             self.finished.insert(previous);
         }
         Ok(())
+    }
+}
+
+/// A row of an N-best file, checked: a candidate, or a bad row and why.
+pub enum CheckedRow {
+    /// A row whose fields the columns accept.
+    Candidate(Candidate),
+    /// A row that cannot be scored.
+    Bad {
+        /// Line of the row's start.
+        line: u64,
+        /// Its row number (1 = the first row after the header).
+        row: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// The rows of an N-best file one at a time, each checked against the columns, with
+/// every group checked to be adjacent: the reading that `score` and `tune` share.
+pub struct CandidateRows<'a> {
+    reader: RowReader,
+    columns: &'a Columns,
+    name: &'a str,
+    groups: GroupOrder,
+    row: usize,
+}
+
+impl<'a> CandidateRows<'a> {
+    /// Reads the rows of `reader`, whose columns are `columns`; `name` is the input's
+    /// name in messages.
+    pub fn new(reader: RowReader, columns: &'a Columns, name: &'a str) -> Self {
+        CandidateRows {
+            reader,
+            columns,
+            name,
+            groups: GroupOrder::default(),
+            row: 0,
+        }
+    }
+
+    /// The next row, or `None` at the end of the input. A group that comes back after
+    /// another is an error, not a bad row: the output could not keep it together.
+    pub fn next_row(&mut self) -> Result<Option<CheckedRow>> {
+        let (line, fields) = match self.reader.next_row()? {
+            RowEvent::End => return Ok(None),
+            RowEvent::Bad { line, reason } => {
+                self.row += 1;
+                let row = self.row;
+                return Ok(Some(CheckedRow::Bad { line, row, reason }));
+            }
+            RowEvent::Row { line, fields } => (line, fields),
+        };
+        self.row += 1;
+        let row = self.row;
+        Ok(Some(match self.columns.check(fields, line, row) {
+            Ok(candidate) => {
+                if let Some(group) = candidate.group(self.columns) {
+                    self.groups.see(group, self.name, line, row)?;
+                }
+                CheckedRow::Candidate(candidate)
+            }
+            Err(reason) => CheckedRow::Bad { line, row, reason },
+        }))
     }
 }

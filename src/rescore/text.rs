@@ -13,7 +13,7 @@ pub(super) fn score_text(
     model: &LoadedModel,
     oov: &OovScorer,
     options: &ScoreOptions,
-    progress: &indicatif::ProgressBar,
+    progress: &crate::progress::Progress,
 ) -> Result<ScoreSummary> {
     let name = input_name(options.input.as_deref());
     let mut reader = BufReader::new(open_input(options.input.as_deref())?);

@@ -5,11 +5,10 @@ use super::{LrSchedule, TrainConfig};
 use crate::data::{length_batches, Corpus, SentenceBatch, TokenStream};
 use crate::model::{RnnLm, State};
 use crate::optim::Optimizer;
+use crate::progress::Progress;
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use std::io::IsTerminal;
 use std::time::Instant;
 use tch::Tensor;
 
@@ -17,7 +16,7 @@ use tch::Tensor;
 /// It depends only on the two, so a run resumed inside epoch k shuffles as an uncut
 /// run does.
 pub(super) fn epoch_rng(seed: u64, epoch: usize) -> StdRng {
-    StdRng::seed_from_u64(splitmix64(seed ^ splitmix64(epoch as u64 + 1)))
+    StdRng::seed_from_u64(splitmix64(splitmix64(seed ^ splitmix64(epoch as u64 + 1))))
 }
 
 /// Seeds libtorch's generator (dropout) for batch `batch` of epoch `epoch`: seeded
@@ -140,7 +139,7 @@ pub(super) fn run_epoch(
 ) -> Result<EpochStats> {
     let config = schedule.config;
     let epoch_start = Instant::now();
-    let progress = progress_bar(corpus.tokens() as u64);
+    let progress = Progress::tokens(corpus.tokens() as u64);
     progress.inc(begun.tokens as u64);
     let mut stats = EpochStats {
         loss_sum: begun.loss_sum,
@@ -173,7 +172,7 @@ pub(super) fn run_epoch(
             *left = left.saturating_sub(1);
         }
         progress.inc(tokens as u64);
-        progress.set_message(format!("{:.3}", stats.loss_sum / stats.tokens as f64));
+        progress.set_message(|| format!("{:.3}", stats.loss_sum / stats.tokens as f64));
         Ok(())
     };
     let stop = |steps_left: &Option<usize>| schedule.past_deadline() || *steps_left == Some(0);
@@ -229,21 +228,7 @@ pub(super) fn run_epoch(
             )?;
         }
     }
-    progress.finish_and_clear();
+    progress.finish();
     stats.seconds += epoch_start.elapsed().as_secs_f64();
     Ok(stats)
-}
-
-fn progress_bar(len: u64) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len);
-    let style = ProgressStyle::with_template(
-        "{bar:30} {percent:>3}% {human_pos}/{human_len} tokens {per_sec:>12} loss {msg} ETA {eta}",
-    );
-    if let Ok(style) = style {
-        bar.set_style(style);
-    }
-    bar
 }

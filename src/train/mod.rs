@@ -28,7 +28,8 @@ use std::time::Instant;
 use tch::{nn, Device};
 
 /// How the learning rate moves during training.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum LrSchedule {
     /// Constant, multiplied by `lr_decay` after each epoch whose valid loss does not improve.
@@ -93,6 +94,51 @@ pub struct TrainConfig {
     /// that disagrees with the resumed run is refused, and the others are the run's.
     #[serde(skip)]
     pub given: Vec<String>,
+}
+
+/// The defaults of `rnnlm train` (the command line reads them from here): a 2-layer
+/// LSTM of 256 units with dropout 0.3 and a full softmax, Adam at 0.002 in batches of
+/// 32 sentences, clipping at 1, halving the rate when the valid loss stalls, 10 epochs
+/// with patience 3, seed 1, Bengio et al.'s min count 4 for words.
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            data: PathBuf::new(),
+            out: PathBuf::new(),
+            tokenizer: Tokenizer::new(crate::vocab::Level::Word),
+            vocab_limits: VocabLimits {
+                min_count: 4,
+                max_size: None,
+            },
+            model: ModelConfig {
+                cell: crate::model::Cell::Lstm,
+                vocab_size: 0,
+                embed: 256,
+                hidden: 256,
+                layers: 2,
+                dropout: 0.3,
+                tie: false,
+                output: OutputConfig::Full,
+            },
+            batch_size: 32,
+            stream: false,
+            bptt: 35,
+            optimizer: OptimizerKind::Adam,
+            lr: 0.002,
+            lr_decay: 0.5,
+            lr_schedule: LrSchedule::Plateau,
+            clip: 1.0,
+            clusters: 3,
+            patience: 3,
+            epochs: 10,
+            time_limit: None,
+            max_steps: None,
+            seed: 1,
+            resume: false,
+            force: false,
+            given: Vec::new(),
+        }
+    }
 }
 
 /// What a finished run reports.

@@ -16,7 +16,7 @@ use crate::checkpoint::LoadedModel;
 use crate::oov::OovOptions;
 use crate::rescore::combine::LmScores;
 use crate::rescore::nbest::{
-    require_column, word_count, ColumnNames, Columns, GroupOrder, RowEvent, RowReader,
+    require_column, word_count, CandidateRows, CheckedRow, ColumnNames, Columns, RowReader,
 };
 use crate::rescore::{input_name, open_input, Format, Lm, CHUNK_ROWS};
 use crate::wer::align_text;
@@ -132,7 +132,7 @@ pub fn tune(
         }),
         None => None,
     };
-    let mut reader = RowReader::new(
+    let reader = RowReader::new(
         open_input(Some(&options.input))?,
         options.format,
         &name,
@@ -161,24 +161,18 @@ pub fn tune(
     let mut cache: Vec<Cached> = Vec::new();
     let mut utterances: Vec<Utterance> = Vec::new();
     let mut waiting: Vec<Waiting> = Vec::new();
-    let mut groups = GroupOrder::default();
     let mut current_reference = String::new();
-    let mut row = 0;
-    loop {
-        let (line, fields) = match reader.next_row()? {
-            RowEvent::End => break,
-            RowEvent::Bad { line, reason } => {
-                bail!("{name}: line {line} (row {}): {reason}", row + 1)
+    let mut rows = CandidateRows::new(reader, &columns, &name);
+    while let Some(checked) = rows.next_row()? {
+        let candidate = match checked {
+            CheckedRow::Candidate(candidate) => candidate,
+            CheckedRow::Bad { line, row, reason } => {
+                bail!("{name}: line {line} (row {row}): {reason}")
             }
-            RowEvent::Row { line, fields } => (line, fields),
         };
-        row += 1;
+        let (line, row) = (candidate.line, candidate.row);
         let at = || format!("{name}: line {line} (row {row})");
-        let candidate = columns
-            .check(fields, line, row)
-            .map_err(|reason| anyhow!("{}: {reason}", at()))?;
         let group = candidate.fields.get(group_column).unwrap_or("").to_string();
-        groups.see(&group, &name, line, row)?;
         let text = candidate.text(&columns).to_string();
         let new_group = utterances.last().is_none_or(|u| u.id != group);
         if new_group {

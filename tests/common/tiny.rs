@@ -82,3 +82,10 @@ pub fn assert_error_line(o: &std::process::Output, needle: &str) {
     assert_eq!(err.trim().lines().last(), Some(errors[0]), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// `state.json`'s epoch.
+pub fn state_epoch(model: &Path) -> u64 {
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("state.json")).unwrap()).unwrap();
+    state["epoch"].as_u64().unwrap()
+}

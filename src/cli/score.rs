@@ -1,0 +1,128 @@
+//! `rnnlm score`.
+
+use super::args::{ColumnArgs, DeviceArgs, OovArgs};
+use super::values::{decimals, finite, positive, unit_interval};
+use anyhow::Result;
+use clap::Args;
+use rnnlm::checkpoint::ModelDir;
+use rnnlm::oov::OovPolicy;
+use rnnlm::rescore::combine::Weights;
+use rnnlm::rescore::ScoreOptions;
+use rnnlm::score::SCORE_BATCH;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub(crate) struct ScoreArgs {
+    /// Model directory.
+    #[arg(long)]
+    pub(crate) model: PathBuf,
+    /// Input file, or - for standard input.
+    #[arg(long, default_value = "-")]
+    pub(crate) input: String,
+    /// Output file, or - for standard output.
+    #[arg(long, default_value = "-")]
+    pub(crate) output: String,
+    #[command(flatten)]
+    pub(crate) columns: ColumnArgs,
+    #[command(flatten)]
+    pub(crate) oov: OovArgs,
+    /// score = am + lm_weight * lm + length_penalty * words.
+    #[arg(long, default_value = "1", value_parser = finite, allow_hyphen_values = true)]
+    pub(crate) lm_weight: f64,
+    /// Added to score per word of the hypothesis (negative: an insertion penalty).
+    #[arg(long, default_value = "0", value_parser = finite, allow_hyphen_values = true)]
+    pub(crate) length_penalty: f64,
+    /// lm = (1 - b - w) * logprob + b * backward + w * ngram, with the n-gram score in
+    /// natural log.
+    #[arg(long, default_value = "0", value_parser = unit_interval)]
+    pub(crate) ngram_weight: f64,
+    /// A backward model (trained with --reverse) whose log-probability is mixed in.
+    #[arg(long)]
+    pub(crate) backward_model: Option<PathBuf>,
+    /// The backward model's share b of lm, in [0, 1]; b + ngram_weight is at most 1.
+    #[arg(long, default_value = "0", value_parser = unit_interval, requires = "backward_model")]
+    pub(crate) backward_weight: f64,
+    /// Report bad rows on stderr and score the good ones instead of stopping.
+    #[arg(long)]
+    pub(crate) skip_bad: bool,
+    /// Write per-token log-probabilities (row, position, token, logprob) to this CSV file.
+    #[arg(long)]
+    pub(crate) per_token: Option<PathBuf>,
+    /// Sentences per forward pass (similar lengths are batched together).
+    #[arg(long, default_value_t = SCORE_BATCH, value_parser = positive)]
+    pub(crate) batch_size: usize,
+    /// Rows read and scored at a time (a group of candidates is never split; memory
+    /// grows with it).
+    #[arg(long, default_value_t = rnnlm::rescore::CHUNK_ROWS, value_parser = positive)]
+    pub(crate) chunk_rows: usize,
+    /// Decimals of the logprob, log10prob, backward_logprob, lm and score columns
+    /// (1 to 17). `tune --scored` ranks by the values it reads back, so at 4 a near-tie
+    /// can rank otherwise than a run on the model; 17 ranks exactly the same.
+    #[arg(long, default_value_t = 4, value_parser = decimals)]
+    pub(crate) digits: usize,
+    #[command(flatten)]
+    pub(crate) device: DeviceArgs,
+}
+
+pub(crate) fn path_or_std(arg: &str) -> Option<PathBuf> {
+    (arg != "-").then(|| PathBuf::from(arg))
+}
+
+pub(crate) fn run(args: ScoreArgs) -> Result<()> {
+    if args.backward_weight + args.ngram_weight > 1.0 + 1e-9 {
+        anyhow::bail!(
+            "--backward-weight {} and --ngram-weight {} sum to more than 1",
+            args.backward_weight,
+            args.ngram_weight
+        );
+    }
+    let device = args.device.resolve()?;
+    let loaded = ModelDir::new(&args.model).load(device)?;
+    let backward = match &args.backward_model {
+        Some(dir) => Some(load_backward(dir, device)?),
+        None => None,
+    };
+    let options = ScoreOptions {
+        input: path_or_std(&args.input),
+        output: path_or_std(&args.output),
+        format: args.columns.format,
+        columns: args.columns.names(),
+        weights: Weights {
+            lm_weight: args.lm_weight,
+            length_penalty: args.length_penalty,
+            ngram_weight: args.ngram_weight,
+            backward_weight: args.backward_weight,
+        },
+        oov: args.oov.options(OovPolicy::Divide),
+        skip_bad: args.skip_bad,
+        per_token: args.per_token,
+        batch_size: args.batch_size,
+        digits: args.digits,
+        chunk_rows: args.chunk_rows,
+    };
+    let start = std::time::Instant::now();
+    let summary = rnnlm::rescore::score_file(&loaded, backward.as_ref(), &options)?;
+    let seconds = start.elapsed().as_secs_f64();
+    tracing::info!(
+        "scored {} sentences ({} tokens) in {seconds:.3} s: {:.1} sentences/s",
+        summary.rows,
+        summary.tokens,
+        summary.rows as f64 / seconds
+    );
+    Ok(())
+}
+
+/// Loads a --backward-model, which must have been trained with --reverse.
+pub(crate) fn load_backward(
+    dir: &std::path::Path,
+    device: tch::Device,
+) -> Result<rnnlm::checkpoint::LoadedModel> {
+    let model = ModelDir::new(dir).load(device)?;
+    if !model.config.tokenizer.reverse {
+        anyhow::bail!(
+            "{}: --backward-model is not a backward model (trained without --reverse)",
+            dir.display()
+        );
+    }
+    Ok(model)
+}

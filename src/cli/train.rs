@@ -1,0 +1,218 @@
+//! `rnnlm train`.
+
+use super::args::{DeviceArgs, TokenizerArgs};
+use super::values::{decay, dropout_rate, non_negative, positive, positive_number, size};
+use anyhow::Result;
+use clap::Args;
+use rnnlm::model::{Cell, ModelConfig};
+use rnnlm::output::OutputConfig;
+use rnnlm::train::{LrSchedule, OptimizerKind, TrainConfig};
+use rnnlm::vocab::{Level, Tokenizer, VocabLimits};
+use std::path::PathBuf;
+
+/// The output layer `train` builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum SoftmaxKind {
+    /// A softmax over the whole vocabulary.
+    Full,
+    /// A head of frequent words and clusters of rarer ones.
+    Class,
+}
+
+#[derive(Args)]
+pub(crate) struct TrainArgs {
+    /// Directory with train.txt and valid.txt, one sequence per line.
+    #[arg(long)]
+    pub(crate) data: PathBuf,
+    /// Model directory to write.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    #[command(flatten)]
+    pub(crate) tokenizer: TokenizerArgs,
+    /// Recurrent cell.
+    #[arg(long, value_enum, default_value_t = defaults().model.cell)]
+    pub(crate) cell: Cell,
+    /// Embedding size.
+    #[arg(long, default_value_t = defaults().model.embed, value_parser = size)]
+    pub(crate) embed: i64,
+    /// Hidden units per layer.
+    #[arg(long, default_value_t = defaults().model.hidden, value_parser = size)]
+    pub(crate) hidden: i64,
+    /// Recurrent layers.
+    #[arg(long, default_value_t = defaults().model.layers, value_parser = size)]
+    pub(crate) layers: i64,
+    /// Dropout on embeddings, between layers and before the output layer.
+    #[arg(long, default_value_t = defaults().model.dropout, value_parser = dropout_rate)]
+    pub(crate) dropout: f64,
+    /// Tie the output matrix to the embedding matrix (needs --embed = --hidden).
+    #[arg(long)]
+    pub(crate) tie: bool,
+    /// Output layer: full (softmax over the vocabulary) or class (an exactly normalized
+    /// head of frequent words plus clusters of rarer ones, several times faster).
+    #[arg(long, value_enum, default_value = "full")]
+    pub(crate) softmax: SoftmaxKind,
+    /// With --softmax class: vocabulary ranks where the head ends and each further
+    /// cluster begins, e.g. 400,4200 [default: chosen from the training counts].
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) cutoffs: Vec<i64>,
+    /// With --softmax class and no --cutoffs: the number of clusters.
+    #[arg(long, default_value_t = defaults().clusters, value_parser = positive)]
+    pub(crate) clusters: usize,
+    /// Stop after this many learning-rate cuts in a row without a better valid loss (0: never).
+    #[arg(long, default_value_t = defaults().patience)]
+    pub(crate) patience: usize,
+    /// Sentences per batch (rows per batch with --stream).
+    #[arg(long, default_value_t = defaults().batch_size, value_parser = positive)]
+    pub(crate) batch_size: usize,
+    /// Read the data as one token stream with truncated BPTT instead of sentence by sentence.
+    #[arg(long)]
+    pub(crate) stream: bool,
+    /// Steps per truncated-BPTT chunk with --stream.
+    #[arg(long, default_value_t = defaults().bptt, value_parser = positive)]
+    pub(crate) bptt: usize,
+    /// Optimizer.
+    #[arg(long, value_enum, default_value_t = defaults().optimizer)]
+    pub(crate) optimizer: OptimizerKind,
+    /// Learning rate.
+    #[arg(long, default_value_t = defaults().lr, value_parser = positive_number)]
+    pub(crate) lr: f64,
+    /// Multiply the learning rate by this when the valid loss does not improve.
+    #[arg(long, default_value_t = defaults().lr_decay, value_parser = decay)]
+    pub(crate) lr_decay: f64,
+    /// Learning-rate schedule: plateau (decay when valid loss stalls) or linear (to zero
+    /// over --time-limit or --epochs).
+    #[arg(long, value_enum, default_value_t = defaults().lr_schedule)]
+    pub(crate) lr_schedule: LrSchedule,
+    /// Clip the gradient norm to this (0 = no clipping).
+    #[arg(long, default_value_t = defaults().clip, value_parser = non_negative)]
+    pub(crate) clip: f64,
+    /// Epochs (in all, when resuming).
+    #[arg(long, default_value_t = defaults().epochs, value_parser = positive)]
+    pub(crate) epochs: usize,
+    /// Stop at the first batch boundary after this many seconds, keeping the best model
+    /// (with --lr-schedule linear: the whole run's budget, resumes included).
+    #[arg(long, value_parser = positive_number)]
+    pub(crate) time_limit: Option<f64>,
+    /// Stop this run after this many optimizer steps, inside an epoch if need be;
+    /// --resume goes on from that step exactly.
+    #[arg(long, value_parser = positive)]
+    pub(crate) max_steps: Option<usize>,
+    /// Seed for initialization, dropout and shuffling.
+    #[arg(long, default_value_t = defaults().seed)]
+    pub(crate) seed: u64,
+    /// Continue training the model in --out.
+    #[arg(long, conflicts_with = "force")]
+    pub(crate) resume: bool,
+    /// Replace the model already in --out (it stays until the new run's first checkpoint).
+    #[arg(long)]
+    pub(crate) force: bool,
+    #[command(flatten)]
+    pub(crate) device: DeviceArgs,
+}
+
+/// The training flags that define a run, by argument id: given on the command line
+/// with `--resume`, each must agree with the run.
+pub(crate) const RUN_FLAGS: [(&str, &str); 16] = [
+    ("optimizer", "--optimizer"),
+    ("batch_size", "--batch-size"),
+    ("clip", "--clip"),
+    ("stream", "--stream"),
+    ("bptt", "--bptt"),
+    ("lr_schedule", "--lr-schedule"),
+    ("lr", "--lr"),
+    ("lr_decay", "--lr-decay"),
+    ("epochs", "--epochs"),
+    ("time_limit", "--time-limit"),
+    ("cell", "--cell"),
+    ("embed", "--embed"),
+    ("hidden", "--hidden"),
+    ("layers", "--layers"),
+    ("dropout", "--dropout"),
+    ("tie", "--tie"),
+];
+
+/// The run-defining flags given on the command line.
+pub(crate) fn given_flags(matches: Option<&clap::ArgMatches>) -> Vec<String> {
+    let Some(matches) = matches else {
+        return Vec::new();
+    };
+    RUN_FLAGS
+        .iter()
+        .filter(|(id, _)| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+        .map(|(_, flag)| flag.to_string())
+        .collect()
+}
+
+pub(crate) fn run(args: TrainArgs, matches: Option<&clap::ArgMatches>) -> Result<()> {
+    // Training only: scoring streams, and there a heap that never shrinks would grow
+    // with the fragments of batches of every length.
+    super::malloc::keep_freed_memory();
+    let device = args.device.resolve()?;
+    let t = &args.tokenizer;
+    let config = TrainConfig {
+        data: args.data,
+        out: args.out,
+        tokenizer: Tokenizer {
+            level: t.level,
+            lowercase: t.lowercase || t.recognizer_form,
+            split_punct: t.split_punct,
+            drop_punct: t.drop_punct || t.recognizer_form,
+            split_hyphens: t.split_hyphens || t.recognizer_form,
+            reverse: t.reverse,
+        },
+        vocab_limits: VocabLimits {
+            min_count: t.min_count.unwrap_or(if t.level == Level::Word {
+                defaults().vocab_limits.min_count
+            } else {
+                1
+            }),
+            max_size: t.max_size,
+        },
+        model: ModelConfig {
+            cell: args.cell,
+            vocab_size: 0,
+            embed: args.embed,
+            hidden: args.hidden,
+            layers: args.layers,
+            dropout: args.dropout,
+            tie: args.tie,
+            output: match args.softmax {
+                SoftmaxKind::Full => OutputConfig::Full,
+                SoftmaxKind::Class => OutputConfig::Class {
+                    cutoffs: args.cutoffs,
+                },
+            },
+        },
+        clusters: args.clusters,
+        patience: args.patience,
+        batch_size: args.batch_size,
+        stream: args.stream,
+        bptt: args.bptt,
+        optimizer: args.optimizer,
+        lr: args.lr,
+        lr_decay: args.lr_decay,
+        lr_schedule: args.lr_schedule,
+        clip: args.clip,
+        epochs: args.epochs,
+        time_limit: args.time_limit,
+        max_steps: args.max_steps,
+        seed: args.seed,
+        resume: args.resume,
+        force: args.force,
+        given: given_flags(matches),
+    };
+    let summary = rnnlm::train::train(&config, device)?;
+    let best = summary.best_valid_loss;
+    tracing::info!(
+        "best valid loss {best:.4} nats/token, perplexity {:.2}, {:.4} bits/token; model in {}",
+        best.exp(),
+        best / std::f64::consts::LN_2,
+        config.out.display()
+    );
+    Ok(())
+}
+
+/// The library's defaults, which the flags show and take.
+fn defaults() -> TrainConfig {
+    TrainConfig::default()
+}

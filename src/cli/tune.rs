@@ -1,0 +1,142 @@
+//! `rnnlm tune`.
+
+use super::args::{ColumnArgs, DeviceArgs, OovArgs};
+use super::score::load_backward;
+use super::values::{positive, values, Values};
+use anyhow::{Context, Result};
+use clap::Args;
+use rnnlm::checkpoint::ModelDir;
+use rnnlm::oov::OovPolicy;
+use rnnlm::rescore::Format;
+use rnnlm::score::SCORE_BATCH;
+use rnnlm::tune::{Grid, TuneOptions};
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub(crate) struct TuneArgs {
+    /// Model directory (not needed with --scored).
+    #[arg(long, required_unless_present = "scored")]
+    pub(crate) model: Option<PathBuf>,
+    /// Dev N-best list.
+    #[arg(long)]
+    pub(crate) input: PathBuf,
+    /// CSV with utterance_id,reference.
+    #[arg(long, required_unless_present = "reference_column")]
+    pub(crate) references: Option<PathBuf>,
+    /// Column of the input with each candidate's reference, instead of --references.
+    #[arg(long, conflicts_with = "references")]
+    pub(crate) reference_column: Option<String>,
+    /// The input was written by `rnnlm score`: read its logprob column instead of
+    /// running a model. The values are as rounded as score wrote them (`--digits`, 4
+    /// by default), so near-ties can rank otherwise than with --model; score with
+    /// `--digits 17` to rank the same.
+    #[arg(long, conflicts_with = "model")]
+    pub(crate) scored: bool,
+    #[command(flatten)]
+    pub(crate) columns: ColumnArgs,
+    #[command(flatten)]
+    pub(crate) oov: OovArgs,
+    /// lm_weight values to search: START:END:STEP, A,B,C or one value.
+    #[arg(long, default_value = "0:3:0.1", value_parser = values, allow_hyphen_values = true)]
+    pub(crate) lm_weights: Values,
+    /// length_penalty values to search (per word).
+    #[arg(long, default_value = "-5:5:0.5", value_parser = values, allow_hyphen_values = true)]
+    pub(crate) length_penalties: Values,
+    /// ngram_weight values to search, in [0, 1] (with --ngram-column).
+    #[arg(long, default_value = "0:1:0.1", value_parser = values)]
+    pub(crate) ngram_weights: Values,
+    /// A backward model (trained with --reverse) to mix in; its weight is searched too.
+    #[arg(long, requires = "model")]
+    pub(crate) backward_model: Option<PathBuf>,
+    /// backward_weight values to search, in [0, 1] (with --backward-model).
+    #[arg(long, default_value = "0:1:0.1", value_parser = values)]
+    pub(crate) backward_weights: Values,
+    /// Search the given grid alone: no widening where the best value sits at a range's
+    /// end, no refinement around the best.
+    #[arg(long)]
+    pub(crate) grid_only: bool,
+    /// Apply each row's weights from an earlier `tune --json` report (or --save file)
+    /// instead of searching: dev-tuned weights on a test set.
+    #[arg(long)]
+    pub(crate) apply: Option<PathBuf>,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    pub(crate) save: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Sentences per forward pass.
+    #[arg(long, default_value_t = SCORE_BATCH, value_parser = positive)]
+    pub(crate) batch_size: usize,
+    #[command(flatten)]
+    pub(crate) device: DeviceArgs,
+}
+
+pub(crate) fn run(args: TuneArgs) -> Result<()> {
+    if args.columns.format == Format::Text {
+        anyhow::bail!("tune reads N-best lists: --format csv or kaldi");
+    }
+    for (flag, values) in [
+        ("--ngram-weights", &args.ngram_weights.0),
+        ("--backward-weights", &args.backward_weights.0),
+    ] {
+        if let Some(w) = values.iter().find(|w| !(0.0..=1.0).contains(*w)) {
+            anyhow::bail!("{flag}: {w} is not in [0, 1]");
+        }
+    }
+    let device = match &args.model {
+        Some(_) => Some(args.device.resolve()?),
+        None => None,
+    };
+    let loaded = match (&args.model, device) {
+        (Some(dir), Some(device)) => Some(ModelDir::new(dir).load(device)?),
+        _ => None,
+    };
+    let backward = match (&args.backward_model, device) {
+        (Some(dir), Some(device)) => Some(load_backward(dir, device)?),
+        _ => None,
+    };
+    let apply = match &args.apply {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Some(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{}: not a `tune --json` report", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let options = TuneOptions {
+        input: args.input,
+        format: args.columns.format,
+        columns: args.columns.names(),
+        references: args.references,
+        reference_column: args.reference_column,
+        scored: args.scored,
+        oov: args.oov.options(OovPolicy::Divide),
+        batch_size: args.batch_size,
+        grid: Grid {
+            lm_weights: args.lm_weights.0,
+            length_penalties: args.length_penalties.0,
+            ngram_weights: args.ngram_weights.0,
+            backward_weights: args.backward_weights.0,
+            refine: !args.grid_only,
+        },
+        apply,
+        backward_model: args.backward_model,
+    };
+    let report = rnnlm::tune::tune(loaded.as_ref(), backward.as_ref(), &options)?;
+    let json = serde_json::to_string(&report)?;
+    if let Some(path) = &args.save {
+        rnnlm::files::write_atomic(path, |w| Ok(writeln!(w, "{json}")?))?;
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{json}")?;
+    } else {
+        write!(out, "{}", rnnlm::tune::report::report_table(&report))?;
+    }
+    Ok(())
+}

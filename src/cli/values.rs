@@ -1,0 +1,97 @@
+//! Flag values checked as they are parsed, so that a value out of range is a usage
+//! error before anything runs.
+
+use rnnlm::tune::parse_range;
+
+/// The values of one weight that `tune` searches.
+#[derive(Clone, Debug)]
+pub(crate) struct Values(pub(crate) Vec<f64>);
+
+pub(crate) fn values(text: &str) -> Result<Values, String> {
+    parse_range(text).map(Values)
+}
+
+/// A finite number.
+pub(crate) fn finite(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        _ => Err(format!("'{text}' is not a finite number")),
+    }
+}
+
+/// A number in [0, 1].
+pub(crate) fn unit_interval(text: &str) -> Result<f64, String> {
+    match finite(text)? {
+        v if (0.0..=1.0).contains(&v) => Ok(v),
+        v => Err(format!("{v} is not in [0, 1]")),
+    }
+}
+
+/// A layer size or count: a whole number of at least 1.
+pub(crate) fn size(text: &str) -> Result<i64, String> {
+    match text.trim().parse::<i64>() {
+        Ok(v) if v >= 1 => Ok(v),
+        _ => Err(format!("'{text}' is not a whole number of at least 1")),
+    }
+}
+
+/// A dropout probability, in [0, 1).
+pub(crate) fn dropout_rate(text: &str) -> Result<f64, String> {
+    match finite(text)? {
+        v if (0.0..1.0).contains(&v) => Ok(v),
+        v => Err(format!("{v} is not in [0, 1)")),
+    }
+}
+
+/// A number above 0.
+pub(crate) fn positive_number(text: &str) -> Result<f64, String> {
+    match finite(text)? {
+        v if v > 0.0 => Ok(v),
+        v => Err(format!("{v} is not above 0")),
+    }
+}
+
+/// A number of at least 0.
+pub(crate) fn non_negative(text: &str) -> Result<f64, String> {
+    match finite(text)? {
+        v if v >= 0.0 => Ok(v),
+        v => Err(format!("{v} is below 0")),
+    }
+}
+
+/// A decay factor, in (0, 1].
+pub(crate) fn decay(text: &str) -> Result<f64, String> {
+    match finite(text)? {
+        v if v > 0.0 && v <= 1.0 => Ok(v),
+        v => Err(format!("{v} is not in (0, 1]")),
+    }
+}
+
+/// A whole number of at least 1.
+pub(crate) fn positive(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(v) if v >= 1 => Ok(v),
+        _ => Err(format!("'{text}' is not a whole number of at least 1")),
+    }
+}
+
+/// A number of decimals, 1 to 17 (all that an f64 holds).
+pub(crate) fn decimals(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(v) if (1..=17).contains(&v) => Ok(v),
+        _ => Err(format!("'{text}' is not a whole number in 1..=17")),
+    }
+}
+
+/// The most CPU threads `--threads` takes.
+pub(crate) const MAX_THREADS: i32 = 1024;
+
+/// A thread count in 1..=[`MAX_THREADS`].
+pub(crate) fn thread_count(text: &str) -> Result<i32, String> {
+    match text.trim().parse::<i32>() {
+        Ok(v) if (1..=MAX_THREADS).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "'{text}' is not a whole number in 1..={MAX_THREADS}"
+        )),
+    }
+}
