@@ -2,10 +2,8 @@
 
 use super::combine::{ranks, LmScores};
 use super::nbest::{word_count, Candidate, CandidateRows, CheckedRow, Columns, RowReader};
-use super::{input_name, open_input, open_per_token, score_sentences, write_per_token};
-use super::{Lm, ScoreOptions, ScoreSummary, Sink};
-use crate::checkpoint::LoadedModel;
-use crate::oov::OovScorer;
+use super::{input_name, open_input, open_per_token, write_per_token};
+use super::{ScoreOptions, ScoreSummary, Scorer, Sink};
 use anyhow::{bail, Result};
 use std::io::Write;
 
@@ -21,9 +19,8 @@ struct Layout {
 /// Scores every row, in chunks that never split a group, and writes the input
 /// columns followed by the scores.
 pub(super) fn score_rows(
-    model: &LoadedModel,
-    oov: &OovScorer,
-    backward: Option<&Lm>,
+    forward: &Scorer,
+    backward: Option<&Scorer>,
     options: &ScoreOptions,
     progress: &crate::progress::Progress,
 ) -> Result<ScoreSummary> {
@@ -69,8 +66,7 @@ pub(super) fn score_rows(
         if full || (!more && !pending.is_empty()) {
             let keep = if more { pending.pop() } else { None };
             let scored = flush(
-                model,
-                oov,
+                forward,
                 backward,
                 options,
                 &layout,
@@ -141,11 +137,9 @@ fn bad_row(
 }
 
 /// Scores and writes whole groups; returns the scores for the per-token file.
-#[allow(clippy::too_many_arguments)]
 fn flush(
-    model: &LoadedModel,
-    oov: &OovScorer,
-    backward: Option<&Lm>,
+    forward: &Scorer,
+    backward: Option<&Scorer>,
     options: &ScoreOptions,
     layout: &Layout,
     candidates: &[Candidate],
@@ -154,7 +148,7 @@ fn flush(
 ) -> Result<Vec<super::Scored>> {
     let columns = &layout.columns;
     let texts: Vec<&str> = candidates.iter().map(|c| c.text(columns)).collect();
-    let scored = score_sentences(model, oov, &texts, options.batch_size)?;
+    let scored = forward.score(&texts, options.batch_size)?;
     let backward_log_probs = match backward {
         Some(b) => Some(b.log_probs(&texts, options.batch_size)?),
         None => None,

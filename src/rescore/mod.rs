@@ -14,9 +14,10 @@ pub mod sink;
 mod text;
 
 use crate::checkpoint::LoadedModel;
+use crate::model::RnnLm;
 use crate::oov::{OovOptions, OovScorer};
 use crate::score::token_log_probs;
-use crate::vocab::UNK_ID;
+use crate::vocab::{Tokenizer, Vocab, UNK_ID};
 use anyhow::{bail, Context, Result};
 use combine::Weights;
 use sink::Sink;
@@ -111,21 +112,36 @@ impl Scored {
     }
 }
 
-/// Tokenizes, encodes and scores sentences with the model's own tokenizer; unknown
-/// tokens are scored as `oov` says.
+/// Tokenizes, encodes and scores sentences with a loaded model's own tokenizer;
+/// unknown tokens are scored as `oov` says. [`Scorer`] does the same for any model.
 pub fn score_sentences(
     model: &LoadedModel,
     oov: &OovScorer,
     sentences: &[&str],
     batch_size: usize,
 ) -> Result<Vec<Scored>> {
-    let tokenized: Vec<Vec<String>> = sentences
-        .iter()
-        .map(|s| model.config.tokenizer.tokenize(s))
-        .collect();
+    score_with(
+        &model.model,
+        &model.config.tokenizer,
+        &model.vocab,
+        oov,
+        sentences,
+        batch_size,
+    )
+}
+
+fn score_with(
+    model: &RnnLm,
+    tokenizer: &Tokenizer,
+    vocab: &Vocab,
+    oov: &OovScorer,
+    sentences: &[&str],
+    batch_size: usize,
+) -> Result<Vec<Scored>> {
+    let tokenized: Vec<Vec<String>> = sentences.iter().map(|s| tokenizer.tokenize(s)).collect();
     let (ids, oovs): (Vec<Vec<i64>>, Vec<usize>) =
-        tokenized.iter().map(|t| model.vocab.encode(t)).unzip();
-    let log_probs = token_log_probs(&model.model, &ids, batch_size)?;
+        tokenized.iter().map(|t| vocab.encode(t)).unzip();
+    let log_probs = token_log_probs(model, &ids, batch_size)?;
     let mut scored = Vec::with_capacity(sentences.len());
     for (((mut tokens, oov_count), ids), model_log_probs) in
         tokenized.into_iter().zip(oovs).zip(&ids).zip(log_probs)
@@ -152,31 +168,66 @@ pub fn score_sentences(
     Ok(scored)
 }
 
-/// A model with its out-of-vocabulary scorer.
-pub struct Lm<'a> {
-    /// The model.
-    pub model: &'a LoadedModel,
-    /// Its OOV scorer, as the run's `--oov` says.
+/// What scoring sentences needs: the network, the tokenizer and vocabulary it was
+/// trained with, and how unknown tokens are scored. Made from a model directory
+/// ([`Scorer::from_model`]) or from parts built in memory ([`Scorer::new`]); `score`,
+/// `tune` and the tests all score through one.
+pub struct Scorer<'a> {
+    /// The network.
+    pub model: &'a RnnLm,
+    /// The tokenizer it was trained with (a backward model's reverses).
+    pub tokenizer: &'a Tokenizer,
+    /// Its vocabulary.
+    pub vocab: &'a Vocab,
+    /// How its out-of-vocabulary tokens are scored.
     pub oov: OovScorer<'a>,
 }
 
-impl<'a> Lm<'a> {
-    /// The model with the OOV policy applied to its own vocabulary and counts.
-    pub fn new(model: &'a LoadedModel, options: OovOptions) -> Result<Self> {
-        Ok(Lm {
-            oov: OovScorer::new(options, model.oov.as_ref(), &model.dir)?,
+impl<'a> Scorer<'a> {
+    /// A scorer of parts.
+    pub fn new(
+        model: &'a RnnLm,
+        tokenizer: &'a Tokenizer,
+        vocab: &'a Vocab,
+        oov: OovScorer<'a>,
+    ) -> Self {
+        Scorer {
             model,
+            tokenizer,
+            vocab,
+            oov,
+        }
+    }
+
+    /// A loaded model with the OOV policy applied to its own vocabulary and counts.
+    pub fn from_model(model: &'a LoadedModel, options: OovOptions) -> Result<Self> {
+        Ok(Scorer {
+            model: &model.model,
+            tokenizer: &model.config.tokenizer,
+            vocab: &model.vocab,
+            oov: OovScorer::new(options, model.oov.as_ref(), &model.dir)?,
         })
     }
 
-    /// Each sentence's log-probability (nats) under this model.
-    pub fn log_probs(&self, sentences: &[&str], batch_size: usize) -> Result<Vec<f64>> {
-        Ok(
-            score_sentences(self.model, &self.oov, sentences, batch_size)?
-                .iter()
-                .map(Scored::log_prob)
-                .collect(),
+    /// Each sentence's tokens and their log-probabilities.
+    pub fn score(&self, sentences: &[&str], batch_size: usize) -> Result<Vec<Scored>> {
+        score_with(
+            self.model,
+            self.tokenizer,
+            self.vocab,
+            &self.oov,
+            sentences,
+            batch_size,
         )
+    }
+
+    /// Each sentence's log-probability (nats).
+    pub fn log_probs(&self, sentences: &[&str], batch_size: usize) -> Result<Vec<f64>> {
+        Ok(self
+            .score(sentences, batch_size)?
+            .iter()
+            .map(Scored::log_prob)
+            .collect())
     }
 }
 
@@ -192,9 +243,9 @@ pub fn score_file(
             bail!("--per-token and --output both name {}", per_token.display());
         }
     }
-    let oov = OovScorer::new(options.oov, model.oov.as_ref(), &model.dir)?;
+    let forward = Scorer::from_model(model, options.oov)?;
     let backward = match backward {
-        Some(b) => Some(Lm::new(b, options.oov)?),
+        Some(b) => Some(Scorer::from_model(b, options.oov)?),
         None => None,
     };
     if backward.is_some() && options.format == Format::Text {
@@ -203,9 +254,9 @@ pub fn score_file(
     let progress = crate::progress::Progress::rows();
     let summary = match options.format {
         Format::Csv | Format::Kaldi => {
-            csv_out::score_rows(model, &oov, backward.as_ref(), options, &progress)?
+            csv_out::score_rows(&forward, backward.as_ref(), options, &progress)?
         }
-        Format::Text => text::score_text(model, &oov, options, &progress)?,
+        Format::Text => text::score_text(&forward, options, &progress)?,
     };
     progress.finish();
     Ok(summary)

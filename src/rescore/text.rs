@@ -1,17 +1,14 @@
 //! Plain text: one sentence per line, with a corpus summary in SRILM's `-ppl` terms.
 
-use super::{input_name, open_input, open_per_token, score_sentences, write_per_token};
-use super::{ScoreOptions, ScoreSummary};
-use crate::checkpoint::LoadedModel;
-use crate::oov::OovScorer;
+use super::{input_name, open_input, open_per_token, write_per_token};
+use super::{ScoreOptions, ScoreSummary, Scorer};
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader};
 
 /// Prints logprob, log10prob, perplexity, tokens, oov_count and the sentence per line,
 /// and a corpus summary on stderr (see [`srilm_summary`]).
 pub(super) fn score_text(
-    model: &LoadedModel,
-    oov: &OovScorer,
+    scorer: &Scorer,
     options: &ScoreOptions,
     progress: &crate::progress::Progress,
 ) -> Result<ScoreSummary> {
@@ -66,7 +63,7 @@ pub(super) fn score_text(
             break;
         }
         let texts: Vec<&str> = sentences.iter().map(String::as_str).collect();
-        let scored = score_sentences(model, oov, &texts, options.batch_size)?;
+        let scored = scorer.score(&texts, options.batch_size)?;
         for (sentence, s) in sentences.iter().zip(&scored) {
             let lp = s.log_prob();
             let n = s.tokens.len();

@@ -18,7 +18,7 @@ use crate::rescore::combine::LmScores;
 use crate::rescore::nbest::{
     require_column, word_count, CandidateRows, CheckedRow, ColumnNames, Columns, RowReader,
 };
-use crate::rescore::{input_name, open_input, Format, Lm, CHUNK_ROWS};
+use crate::rescore::{input_name, open_input, Format, Scorer, CHUNK_ROWS};
 use crate::wer::align_text;
 use anyhow::{anyhow, bail, Context, Result};
 use report::TuneReport;
@@ -127,8 +127,10 @@ pub fn tune(
     };
     let models = match model {
         Some(m) => Some(Models {
-            forward: Lm::new(m, options.oov)?,
-            backward: backward.map(|b| Lm::new(b, options.oov)).transpose()?,
+            forward: Scorer::from_model(m, options.oov)?,
+            backward: backward
+                .map(|b| Scorer::from_model(b, options.oov))
+                .transpose()?,
         }),
         None => None,
     };
@@ -267,8 +269,8 @@ pub fn tune(
 
 /// The models that score the candidates.
 struct Models<'a> {
-    forward: Lm<'a>,
-    backward: Option<Lm<'a>>,
+    forward: Scorer<'a>,
+    backward: Option<Scorer<'a>>,
 }
 
 impl Models<'_> {
