@@ -46,6 +46,7 @@ pub fn tiny_model(dir: &Path) -> PathBuf {
         seconds: 0.0,
         cuts_without_improvement: 0,
         seed: Some(1),
+        ..Default::default()
     };
     let out = dir.join("model");
     let snapshot = Snapshot {
