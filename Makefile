@@ -133,7 +133,7 @@ define train_pair
 endef
 
 train-asr: build
-	$(call train_pair,models/asr,models/asr-back,1320)
+	$(call train_pair,models/asr,models/asr-back,1680)
 
 SCORE_MODEL ?= models/word
 score: build

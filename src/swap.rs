@@ -8,9 +8,9 @@
 //! complete `.NAME.next` and the old directory aside; [`finish_interrupted_swap`],
 //! which every load runs first, completes that swap.
 //!
-//! A training holds `.NAME.lock` ([`TrainingLock`]) while it runs, so that a second
-//! training into the same directory is refused, and a reader never completes a swap
-//! that a live training is in the middle of.
+//! A training holds `.NAME.lock` ([`TrainingLock`]) while it runs, and removes it when
+//! it ends, so that a second training into the same directory is refused, and a
+//! reader never completes a swap that a live training is in the middle of.
 
 use crate::files::{register, unregister, TEMPORARIES};
 use anyhow::{bail, Context, Result};
@@ -169,9 +169,21 @@ pub fn finish_interrupted_swap(target: &Path) -> Result<()> {
 }
 
 /// The advisory lock a training holds on its model directory (`.NAME.lock`, which
-/// names the holder's pid). Released when dropped or when the process ends.
+/// names the holder's pid). Released, and the file removed, when dropped; released
+/// when the process ends in any way.
 pub struct TrainingLock {
-    _file: File,
+    file: File,
+    path: PathBuf,
+}
+
+impl Drop for TrainingLock {
+    fn drop(&mut self) {
+        // Removed while still held: whoever opens the name afterwards gets a new file,
+        // and one who opened the old one sees that it is no longer at the name.
+        let _ = std::fs::remove_file(&self.path);
+        let _ = self.file.unlock();
+        unregister(&self.path);
+    }
 }
 
 impl TrainingLock {
@@ -195,27 +207,36 @@ impl TrainingLock {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create {}", parent.display()))?;
         }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| format!("cannot open the lock {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        // A holder removes the file as it lets go; a lock taken on a file that is no
+        // longer at the name locks nothing, so take it again on the one that is.
+        let mut file = loop {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .with_context(|| format!("cannot open the lock {}", path.display()))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("cannot lock {}", path.display()))
+                }
             }
-        }
+            if same_file(&file, &path) {
+                break file;
+            }
+        };
         if record {
+            // A signal's sweep removes it too.
+            register(&path);
             file.set_len(0)
                 .and_then(|()| file.rewind())
                 .and_then(|()| writeln!(file, "{}", std::process::id()))
                 .with_context(|| format!("cannot write the lock {}", path.display()))?;
         }
-        Ok(Some(TrainingLock { _file: file }))
+        Ok(Some(TrainingLock { file, path }))
     }
 
     /// Whether no training holds the lock now.
@@ -232,6 +253,15 @@ impl TrainingLock {
             "" => format!("lock {}", path.display()),
             pid => format!("process {pid}, lock {}", path.display()),
         }
+    }
+}
+
+/// Whether the open `file` is the one at `path` now.
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 

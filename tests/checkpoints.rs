@@ -91,6 +91,7 @@ fn a_second_training_into_the_same_directory_is_refused_with_the_first_ones_pid(
     third.push("--force");
     let o = rnnlm(&third);
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!lock.exists(), "a finished training removes its lock");
 }
 
 fn user_files_survive(fallback: bool) {

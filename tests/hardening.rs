@@ -131,7 +131,7 @@ fn kill_while_training(fallback: bool) {
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with('.') && n != ".model.lock")
+            .filter(|n| n.starts_with('.'))
             .collect();
         if signal == libc::SIGINT {
             assert!(leftovers.is_empty(), "{leftovers:?}");

@@ -6,8 +6,11 @@
 //! the file as one token stream and backpropagates through `bptt` steps at a time,
 //! carrying the state forward detached.
 
+mod config;
 mod epoch;
 mod resume;
+
+pub use config::{LrSchedule, TrainConfig};
 
 use crate::checkpoint::{ModelDir, SavedConfig, Snapshot, TrainState, FORMAT};
 use crate::data::Corpus;
@@ -19,127 +22,11 @@ use crate::optim::Optimizer;
 pub use crate::optim::OptimizerKind;
 use crate::output::{choose_cutoffs, OutputConfig};
 use crate::score::{evaluate, SCORE_BATCH};
-use crate::vocab::{read_lines, Tokenizer, Vocab, VocabLimits};
+use crate::vocab::{read_lines, Tokenizer, Vocab};
 use anyhow::{bail, Context, Result};
-use epoch::{epoch_rng, run_epoch, Diverged, EpochStart, Schedule};
-use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use epoch::{epoch_rng, run_epoch, Diverged, EpochStart, EpochStats, Schedule};
 use std::time::Instant;
 use tch::{nn, Device};
-
-/// How the learning rate moves during training.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
-#[serde(rename_all = "lowercase")]
-pub enum LrSchedule {
-    /// Constant, multiplied by `lr_decay` after each epoch whose valid loss does not improve.
-    Plateau,
-    /// Falls linearly from `lr` to zero over the run's budget: `--time-limit` when given
-    /// (whichever of time and epochs runs out first), else `--epochs`. Best when the
-    /// budget, not convergence, ends training.
-    Linear,
-}
-
-/// Everything `rnnlm train` takes.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TrainConfig {
-    /// Directory with train.txt and valid.txt.
-    pub data: PathBuf,
-    /// Model directory to write.
-    pub out: PathBuf,
-    /// Tokenizer settings.
-    pub tokenizer: Tokenizer,
-    /// Vocabulary cut.
-    pub vocab_limits: VocabLimits,
-    /// Network shape; `vocab_size` is filled in from the vocabulary.
-    pub model: ModelConfig,
-    /// Sentences (or stream rows) per batch.
-    pub batch_size: usize,
-    /// Read the file as one token stream with truncated BPTT.
-    pub stream: bool,
-    /// Steps per truncated-BPTT chunk in stream mode.
-    pub bptt: usize,
-    /// Adam or SGD.
-    pub optimizer: OptimizerKind,
-    /// Initial learning rate.
-    pub lr: f64,
-    /// Factor applied to the learning rate when the valid loss does not improve.
-    pub lr_decay: f64,
-    /// Plateau decay or a linear fall to zero over the budget.
-    pub lr_schedule: LrSchedule,
-    /// Maximum gradient norm (0 = no clipping).
-    pub clip: f64,
-    /// With a class output layer and no cutoffs in `model.output`: how many clusters,
-    /// the cutoffs then chosen from the training counts.
-    pub clusters: usize,
-    /// Stop after this many learning-rate cuts in a row without improvement (0: never).
-    pub patience: usize,
-    /// Total epochs (counting those of a resumed run).
-    pub epochs: usize,
-    /// Wall-clock budget in seconds, the last validation included: this run's, or with
-    /// the linear schedule the whole run's across resumes.
-    pub time_limit: Option<f64>,
-    /// Stop this run after this many optimizer steps, inside an epoch if need be, as a
-    /// time limit does; `--resume` goes on from that step.
-    #[serde(default)]
-    pub max_steps: Option<usize>,
-    /// Seed for initialization, dropout and shuffling.
-    pub seed: u64,
-    /// Continue the model in `out`.
-    pub resume: bool,
-    /// Replace the model in `out` (at the new run's first checkpoint).
-    #[serde(default)]
-    pub force: bool,
-    /// The settings given explicitly (as flags: `--batch-size`): on `--resume`, one
-    /// that disagrees with the resumed run is refused, and the others are the run's.
-    #[serde(skip)]
-    pub given: Vec<String>,
-}
-
-/// The defaults of `rnnlm train` (the command line reads them from here): a 2-layer
-/// LSTM of 256 units with dropout 0.3 and a full softmax, Adam at 0.002 in batches of
-/// 32 sentences, clipping at 1, halving the rate when the valid loss stalls, 10 epochs
-/// with patience 3, seed 1, Bengio et al.'s min count 4 for words.
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            data: PathBuf::new(),
-            out: PathBuf::new(),
-            tokenizer: Tokenizer::new(crate::vocab::Level::Word),
-            vocab_limits: VocabLimits {
-                min_count: 4,
-                max_size: None,
-            },
-            model: ModelConfig {
-                cell: crate::model::Cell::Lstm,
-                vocab_size: 0,
-                embed: 256,
-                hidden: 256,
-                layers: 2,
-                dropout: 0.3,
-                tie: false,
-                output: OutputConfig::Full,
-            },
-            batch_size: 32,
-            stream: false,
-            bptt: 35,
-            optimizer: OptimizerKind::Adam,
-            lr: 0.002,
-            lr_decay: 0.5,
-            lr_schedule: LrSchedule::Plateau,
-            clip: 1.0,
-            clusters: 3,
-            patience: 3,
-            epochs: 10,
-            time_limit: None,
-            max_steps: None,
-            seed: 1,
-            resume: false,
-            force: false,
-            given: Vec::new(),
-        }
-    }
-}
 
 /// What a finished run reports.
 #[derive(Debug)]
@@ -302,39 +189,9 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
         };
         log_epoch(&record);
         history.push(record);
-        state.seconds += epoch.seconds - state.partial_seconds;
         let complete = epoch.complete();
-        let previous_best = state.best_valid_loss;
-        let improved = valid_loss < state.best_valid_loss;
-        if improved {
-            state.best_valid_loss = valid_loss;
-        }
-        if complete {
-            state.epoch += 1;
-            state.batches_done = 0;
-            state.partial_loss_sum = 0.0;
-            state.partial_tokens = 0;
-            state.partial_seconds = 0.0;
-            // Only whole epochs move the schedule, so a cut and resumed run moves it
-            // as an uncut one does.
-            let epoch_best = state.epoch_best_valid_loss.unwrap_or(previous_best);
-            if valid_loss < epoch_best {
-                state.epoch_best_valid_loss = Some(valid_loss);
-                state.cuts_without_improvement = 0;
-            } else {
-                state.epoch_best_valid_loss = Some(epoch_best);
-                if config.lr_schedule == LrSchedule::Plateau {
-                    state.lr *= config.lr_decay;
-                    optimizer.set_lr(state.lr);
-                    state.cuts_without_improvement += 1;
-                }
-            }
-        } else {
-            state.batches_done = epoch.batches_done;
-            state.partial_loss_sum = epoch.loss_sum;
-            state.partial_tokens = epoch.tokens;
-            state.partial_seconds = epoch.seconds;
-        }
+        let improved = close_epoch(&mut state, &epoch, valid_loss, config);
+        optimizer.set_lr(state.lr);
         if state.best_valid_loss.is_finite() {
             let mut optimizer_state = optimizer.state();
             if let (false, Some(carried)) = (complete, &epoch.carried) {
@@ -388,6 +245,48 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
         history,
         best_valid_loss: state.best_valid_loss,
     })
+}
+
+/// Moves `state` past an epoch, or the part of one that a limit cut, whose valid loss
+/// was `valid_loss`; returns whether its weights are the best so far. Only whole epochs
+/// move the schedule (the plateau cut, patience), so a run cut and resumed moves it as
+/// an uncut one does; a cut epoch records where it stopped.
+fn close_epoch(
+    state: &mut TrainState,
+    epoch: &EpochStats,
+    valid_loss: f64,
+    config: &TrainConfig,
+) -> bool {
+    state.seconds += epoch.seconds - state.partial_seconds;
+    let previous_best = state.best_valid_loss;
+    let improved = valid_loss < state.best_valid_loss;
+    if improved {
+        state.best_valid_loss = valid_loss;
+    }
+    if !epoch.complete() {
+        state.batches_done = epoch.batches_done;
+        state.partial_loss_sum = epoch.loss_sum;
+        state.partial_tokens = epoch.tokens;
+        state.partial_seconds = epoch.seconds;
+        return improved;
+    }
+    state.epoch += 1;
+    state.batches_done = 0;
+    state.partial_loss_sum = 0.0;
+    state.partial_tokens = 0;
+    state.partial_seconds = 0.0;
+    let epoch_best = state.epoch_best_valid_loss.unwrap_or(previous_best);
+    if valid_loss < epoch_best {
+        state.epoch_best_valid_loss = Some(valid_loss);
+        state.cuts_without_improvement = 0;
+    } else {
+        state.epoch_best_valid_loss = Some(epoch_best);
+        if config.lr_schedule == LrSchedule::Plateau {
+            state.lr *= config.lr_decay;
+            state.cuts_without_improvement += 1;
+        }
+    }
+    improved
 }
 
 /// Refuses a model whose training state (weights, gradients and the optimizer's two

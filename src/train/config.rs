@@ -1,0 +1,122 @@
+//! What `rnnlm train` takes, and its defaults.
+
+use crate::model::{Cell, ModelConfig};
+use crate::optim::OptimizerKind;
+use crate::output::OutputConfig;
+use crate::vocab::{Level, Tokenizer, VocabLimits};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// How the learning rate moves during training.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    /// Constant, multiplied by `lr_decay` after each epoch whose valid loss does not improve.
+    Plateau,
+    /// Falls linearly from `lr` to zero over the run's budget: `--time-limit` when given
+    /// (whichever of time and epochs runs out first), else `--epochs`. Best when the
+    /// budget, not convergence, ends training.
+    Linear,
+}
+
+/// Everything `rnnlm train` takes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Directory with train.txt and valid.txt.
+    pub data: PathBuf,
+    /// Model directory to write.
+    pub out: PathBuf,
+    /// Tokenizer settings.
+    pub tokenizer: Tokenizer,
+    /// Vocabulary cut.
+    pub vocab_limits: VocabLimits,
+    /// Network shape; `vocab_size` is filled in from the vocabulary.
+    pub model: ModelConfig,
+    /// Sentences (or stream rows) per batch.
+    pub batch_size: usize,
+    /// Read the file as one token stream with truncated BPTT.
+    pub stream: bool,
+    /// Steps per truncated-BPTT chunk in stream mode.
+    pub bptt: usize,
+    /// Adam or SGD.
+    pub optimizer: OptimizerKind,
+    /// Initial learning rate.
+    pub lr: f64,
+    /// Factor applied to the learning rate when the valid loss does not improve.
+    pub lr_decay: f64,
+    /// Plateau decay or a linear fall to zero over the budget.
+    pub lr_schedule: LrSchedule,
+    /// Maximum gradient norm (0 = no clipping).
+    pub clip: f64,
+    /// With a class output layer and no cutoffs in `model.output`: how many clusters,
+    /// the cutoffs then chosen from the training counts.
+    pub clusters: usize,
+    /// Stop after this many learning-rate cuts in a row without improvement (0: never).
+    pub patience: usize,
+    /// Total epochs (counting those of a resumed run).
+    pub epochs: usize,
+    /// Wall-clock budget in seconds, the last validation included: this run's, or with
+    /// the linear schedule the whole run's across resumes.
+    pub time_limit: Option<f64>,
+    /// Stop this run after this many optimizer steps, inside an epoch if need be, as a
+    /// time limit does; `--resume` goes on from that step.
+    #[serde(default)]
+    pub max_steps: Option<usize>,
+    /// Seed for initialization, dropout and shuffling.
+    pub seed: u64,
+    /// Continue the model in `out`.
+    pub resume: bool,
+    /// Replace the model in `out` (at the new run's first checkpoint).
+    #[serde(default)]
+    pub force: bool,
+    /// The settings given explicitly (as flags: `--batch-size`): on `--resume`, one
+    /// that disagrees with the resumed run is refused, and the others are the run's.
+    #[serde(skip)]
+    pub given: Vec<String>,
+}
+
+/// The defaults of `rnnlm train` (the command line reads them from here): a 2-layer
+/// LSTM of 256 units with dropout 0.3 and a full softmax, Adam at 0.002 in batches of
+/// 32 sentences, clipping at 1, halving the rate when the valid loss stalls, 10 epochs
+/// with patience 3, seed 1, Bengio et al.'s min count 4 for words.
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            data: PathBuf::new(),
+            out: PathBuf::new(),
+            tokenizer: Tokenizer::new(Level::Word),
+            vocab_limits: VocabLimits {
+                min_count: 4,
+                max_size: None,
+            },
+            model: ModelConfig {
+                cell: Cell::Lstm,
+                vocab_size: 0,
+                embed: 256,
+                hidden: 256,
+                layers: 2,
+                dropout: 0.3,
+                tie: false,
+                output: OutputConfig::Full,
+            },
+            batch_size: 32,
+            stream: false,
+            bptt: 35,
+            optimizer: OptimizerKind::Adam,
+            lr: 0.002,
+            lr_decay: 0.5,
+            lr_schedule: LrSchedule::Plateau,
+            clip: 1.0,
+            clusters: 3,
+            patience: 3,
+            epochs: 10,
+            time_limit: None,
+            max_steps: None,
+            seed: 1,
+            resume: false,
+            force: false,
+            given: Vec::new(),
+        }
+    }
+}
