@@ -23,6 +23,16 @@ pub(crate) fn register(path: &Path) {
     }
 }
 
+/// Makes a temporary (`make` returns it and its path) and registers it in one step
+/// under the sweep's lock: a signal then finds it registered or never made, never
+/// made but unknown.
+pub(crate) fn create_registered<T>(make: impl FnOnce() -> Result<(T, PathBuf)>) -> Result<T> {
+    let mut set = TEMPORARIES.lock().unwrap_or_else(|e| e.into_inner());
+    let (made, path) = make()?;
+    set.insert(path);
+    Ok(made)
+}
+
 pub(crate) fn unregister(path: &Path) {
     if let Ok(mut set) = TEMPORARIES.lock() {
         set.remove(path);
@@ -41,7 +51,14 @@ pub fn remove_temporaries_on_signal() -> Result<()> {
             let set = TEMPORARIES.lock().unwrap_or_else(|e| e.into_inner());
             for path in set.iter() {
                 if path.is_dir() {
-                    let _ = std::fs::remove_dir_all(path);
+                    // Another thread may still be writing a file into it, so that one
+                    // pass finds it not empty at the end; once it is gone, no file can
+                    // be made in it.
+                    for _ in 0..100 {
+                        if std::fs::remove_dir_all(path).is_ok() || !path.exists() {
+                            break;
+                        }
+                    }
                 } else {
                     let _ = std::fs::remove_file(path);
                 }
@@ -80,12 +97,15 @@ impl AtomicFile {
             .extension()
             .map(|e| format!(".{}", e.to_string_lossy()))
             .unwrap_or_default();
-        let temp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(&suffix)
-            .tempfile_in(dir)
-            .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-        register(temp.path());
+        let temp = create_registered(|| {
+            let temp = tempfile::Builder::new()
+                .prefix(&format!(".{name}."))
+                .suffix(&suffix)
+                .tempfile_in(dir)
+                .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+            let path = temp.path().to_path_buf();
+            Ok((temp, path))
+        })?;
         Ok(AtomicFile {
             temp: Some(temp),
             path: path.to_path_buf(),

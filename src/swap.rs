@@ -12,7 +12,7 @@
 //! it ends, so that a second training into the same directory is refused, and a
 //! reader never completes a swap that a live training is in the middle of.
 
-use crate::files::{register, unregister, TEMPORARIES};
+use crate::files::{create_registered, register, unregister, TEMPORARIES};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
@@ -50,9 +50,11 @@ impl StagingDir {
             std::fs::remove_dir_all(&path)
                 .with_context(|| format!("cannot remove the leftover {}", path.display()))?;
         }
-        std::fs::create_dir_all(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        register(&path);
+        let path = create_registered(|| {
+            std::fs::create_dir_all(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            Ok((path.clone(), path))
+        })?;
         Ok(StagingDir { path, done: false })
     }
 
