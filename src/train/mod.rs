@@ -104,7 +104,7 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
         .share(model.shared_parameters())?;
     let mut carried = None;
     if config.resume {
-        carried = resume::weights(&dir, &mut vs, &mut optimizer, device)?;
+        carried = resume::weights(&dir, &mut vs, &mut optimizer, saved.model.cell, device)?;
     }
     tracing::info!(
         "{} parameters, vocabulary {}, {} train / {} valid tokens, device {:?}",

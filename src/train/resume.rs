@@ -4,7 +4,7 @@
 
 use super::{LrSchedule, TrainConfig};
 use crate::checkpoint::{load_weights, ModelDir, SavedConfig};
-use crate::model::State;
+use crate::model::{Cell, State};
 use crate::optim::Optimizer;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
@@ -96,6 +96,7 @@ pub(super) fn weights(
     dir: &ModelDir,
     vs: &mut nn::VarStore,
     optimizer: &mut Optimizer,
+    model_cell: Cell,
     device: Device,
 ) -> Result<Option<State>> {
     if dir.last_weights().exists() {
@@ -119,10 +120,16 @@ pub(super) fn weights(
     optimizer
         .load_state(&stored)
         .with_context(|| format!("{}: not this run's optimizer state", path.display()))?;
+    // The carried state must be the cell's kind, or the network could not read it.
+    let lstm = model_cell == Cell::Lstm;
     Ok(match (hidden, cell) {
-        (Some(h), Some(c)) => Some(State::Lstm(h, c)),
-        (Some(h), None) => Some(State::Hidden(h)),
-        _ => None,
+        (Some(h), Some(c)) if lstm => Some(State::Lstm(h, c)),
+        (Some(h), None) if !lstm => Some(State::Hidden(h)),
+        (None, None) => None,
+        _ => bail!(
+            "{}: the carried stream state does not fit a {model_cell:?} model",
+            path.display()
+        ),
     })
 }
 
