@@ -31,17 +31,14 @@ pub(super) fn settings(
     };
     let mut effective = given.clone();
     let mut conflicts = Vec::new();
-    let show = |value: String| value.trim_matches('"').to_string();
+    let mut check = |flag: &str, ours: String, theirs: String, whose: &str| {
+        if ours != theirs && given.given.iter().any(|g| g == flag) {
+            conflicts.push(format!("{flag} {ours} (the {whose} has {theirs})"));
+        }
+    };
     macro_rules! from_run {
         ($field:ident, $flag:expr) => {
-            if given.$field != run.$field && given.given.iter().any(|g| g == $flag) {
-                conflicts.push(format!(
-                    "{} {} (the run has {})",
-                    $flag,
-                    show(serde_json::to_string(&given.$field)?),
-                    show(serde_json::to_string(&run.$field)?)
-                ));
-            }
+            check($flag, shown(&given.$field)?, shown(&run.$field)?, "run");
             effective.$field = run.$field.clone();
         };
     }
@@ -56,14 +53,12 @@ pub(super) fn settings(
     // The network is the saved one; a shape flag can only agree with it.
     macro_rules! shape {
         ($field:ident, $flag:expr) => {
-            if given.model.$field != saved.model.$field && given.given.iter().any(|g| g == $flag) {
-                conflicts.push(format!(
-                    "{} {} (the model has {})",
-                    $flag,
-                    show(serde_json::to_string(&given.model.$field)?),
-                    show(serde_json::to_string(&saved.model.$field)?)
-                ));
-            }
+            check(
+                $flag,
+                shown(&given.model.$field)?,
+                shown(&saved.model.$field)?,
+                "model",
+            );
         };
     }
     shape!(cell, "--cell");
@@ -142,4 +137,9 @@ pub(super) fn carried_tensors(state: &State) -> Vec<(String, Tensor)> {
             (CARRIED_CELL.to_string(), c.shallow_clone()),
         ],
     }
+}
+
+/// A setting as the command line spells it: its JSON, unquoted.
+fn shown(value: &impl serde::Serialize) -> Result<String> {
+    Ok(serde_json::to_string(value)?.trim_matches('"').to_string())
 }
