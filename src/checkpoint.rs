@@ -342,6 +342,19 @@ impl ModelDir {
         }
     }
 
+    /// Loads a backward model (trained with `--reverse`), to be combined with a forward
+    /// one; refuses a forward model.
+    pub fn load_backward(&self, device: Device) -> Result<LoadedModel> {
+        let model = self.load(device)?;
+        if !model.config.tokenizer.reverse {
+            bail!(
+                "{}: --backward-model is not a backward model (trained without --reverse)",
+                self.root.display()
+            );
+        }
+        Ok(model)
+    }
+
     fn load_once(&self, device: Device) -> Result<LoadedModel> {
         let (config, vocab) = self.load_header()?;
         self.check_weights_size(&config)?;

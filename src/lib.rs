@@ -10,7 +10,8 @@
 //! - [`sample`]: drawing new sequences, with [`categorical`]'s seeded draws;
 //! - [`tune`]: combination weights chosen on a dev set by word error rate ([`wer`]);
 //! - [`checkpoint`]: the model directory, saved whole by [`swap`] and [`files`], with [`metrics`]
-//!   (`metrics.csv`) and [`plot`] (`loss.png`); [`device`]: `--device`;
+//!   (`metrics.csv`) and [`plot`] (`loss.png`); [`device`]: `--device`; [`torch_error`]:
+//!   libtorch's errors as one line.
 
 pub mod categorical;
 pub mod checkpoint;
@@ -29,6 +30,7 @@ pub mod sample;
 pub mod score;
 pub mod shared;
 pub mod swap;
+pub mod torch_error;
 pub mod train;
 pub mod tune;
 pub mod vocab;

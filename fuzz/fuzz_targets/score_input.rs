@@ -88,6 +88,7 @@ fn run(f: &Fixture, selector: u8, bytes: &[u8]) {
         batch_size: 3,
         digits: 4,
         chunk_rows: 2,
+        between_chunks: rnnlm::rescore::never_stop,
     };
     let _ = score_file(&f.model, None, &options);
 }

@@ -2,6 +2,7 @@
 //! user should see.
 
 use anyhow::Result;
+use rnnlm::torch_error::{is_out_of_memory, panic_text, torch_message};
 
 /// The first panic's message and place, kept by the panic hook for [`guarded`].
 pub(crate) static PANIC: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
@@ -11,12 +12,7 @@ pub(crate) static PANIC: std::sync::OnceLock<(String, String)> = std::sync::Once
 /// thread, becomes one error line instead of a backtrace and exit 101.
 pub(crate) fn guarded(command: impl FnOnce() -> Result<()>) -> Result<()> {
     std::panic::set_hook(Box::new(|info| {
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default();
+        let message = panic_text(info.payload());
         let place = info.location().map(|l| l.to_string()).unwrap_or_default();
         let _ = PANIC.set((message, place));
     }));
@@ -32,17 +28,7 @@ pub(crate) fn guarded(command: impl FnOnce() -> Result<()>) -> Result<()> {
 /// One line for a panic: libtorch's own first line (with what to lower when memory
 /// ran out), or the message and place of a bug.
 pub(crate) fn panic_line(message: &str, place: &str) -> String {
-    let torch = message
-        .find("Torch(\"")
-        .map(|at| &message[at + "Torch(\"".len()..])
-        .map(|rest| {
-            // tch prints libtorch's message Debug-escaped: its lines end in a literal \n.
-            let end = rest
-                .find("\\n")
-                .or_else(|| rest.rfind("\")"))
-                .unwrap_or(rest.len());
-            rest[..end].replace("\\\"", "\"")
-        });
+    let torch = torch_message(message);
     match torch {
         Some(text) if is_out_of_memory(&text) => format!(
             "out of memory: {text}; lower --batch-size (or --hidden, --embed, --bptt), or on a GPU try --device cpu"
@@ -57,13 +43,6 @@ pub(crate) fn panic_line(message: &str, place: &str) -> String {
             message.lines().next().unwrap_or_default()
         ),
     }
-}
-
-pub(crate) fn is_out_of_memory(text: &str) -> bool {
-    let text = text.to_lowercase();
-    text.contains("out of memory")
-        || text.contains("not enough memory")
-        || text.contains("can't allocate memory")
 }
 
 /// A closed standard output (`rnnlm score … | head -1`) is success, as for xsv and

@@ -79,7 +79,7 @@ pub(crate) fn run(args: ScoreArgs) -> Result<()> {
     let device = args.device.resolve()?;
     let loaded = ModelDir::new(&args.model).load(device)?;
     let backward = match &args.backward_model {
-        Some(dir) => Some(load_backward(dir, device)?),
+        Some(dir) => Some(ModelDir::new(dir).load_backward(device)?),
         None => None,
     };
     let options = ScoreOptions {
@@ -99,6 +99,7 @@ pub(crate) fn run(args: ScoreArgs) -> Result<()> {
         batch_size: args.batch_size,
         digits: args.digits,
         chunk_rows: args.chunk_rows,
+        between_chunks: rnnlm::rescore::never_stop,
     };
     let start = std::time::Instant::now();
     let summary = rnnlm::rescore::score_file(&loaded, backward.as_ref(), &options)?;
@@ -110,19 +111,4 @@ pub(crate) fn run(args: ScoreArgs) -> Result<()> {
         summary.rows as f64 / seconds
     );
     Ok(())
-}
-
-/// Loads a --backward-model, which must have been trained with --reverse.
-pub(crate) fn load_backward(
-    dir: &std::path::Path,
-    device: tch::Device,
-) -> Result<rnnlm::checkpoint::LoadedModel> {
-    let model = ModelDir::new(dir).load(device)?;
-    if !model.config.tokenizer.reverse {
-        anyhow::bail!(
-            "{}: --backward-model is not a backward model (trained without --reverse)",
-            dir.display()
-        );
-    }
-    Ok(model)
 }

@@ -1,7 +1,6 @@
 //! `rnnlm tune`.
 
 use super::args::{ColumnArgs, DeviceArgs, OovArgs};
-use super::score::load_backward;
 use super::values::{positive, values, Values};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -94,7 +93,7 @@ pub(crate) fn run(args: TuneArgs) -> Result<()> {
         _ => None,
     };
     let backward = match (&args.backward_model, device) {
-        (Some(dir), Some(device)) => Some(load_backward(dir, device)?),
+        (Some(dir), Some(device)) => Some(ModelDir::new(dir).load_backward(device)?),
         _ => None,
     };
     let apply = match &args.apply {

@@ -77,6 +77,7 @@ pub(super) fn score_rows(
             let rows: Vec<usize> = pending.iter().map(|c| c.row).collect();
             write_per_token(&mut per_token, &rows, &scored)?;
             progress.inc(pending.len() as u64);
+            (options.between_chunks)()?;
             pending.clear();
             pending.extend(keep);
         }

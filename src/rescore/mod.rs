@@ -66,6 +66,15 @@ pub struct ScoreOptions {
     /// Rows read and scored at a time, extended to the end of the group in progress
     /// ([`CHUNK_ROWS`] unless a test shrinks it).
     pub chunk_rows: usize,
+    /// Called after each chunk is written; an error stops the run there, the output
+    /// not committed. The command line never stops ([`never_stop`]); the Python
+    /// binding raises Ctrl-C's `KeyboardInterrupt` through it.
+    pub between_chunks: fn() -> Result<()>,
+}
+
+/// A [`ScoreOptions::between_chunks`] that always goes on.
+pub fn never_stop() -> Result<()> {
+    Ok(())
 }
 
 /// Counts of a finished run.

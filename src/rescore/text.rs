@@ -81,6 +81,7 @@ pub(super) fn score_text(
         }
         write_per_token(&mut per_token, &rows, &scored)?;
         progress.inc(sentences.len() as u64);
+        (options.between_chunks)()?;
     }
     sink.commit()?;
     if let Some(sink) = per_token {
