@@ -12,6 +12,11 @@ as `rnnlm score --no-header` output, so the result equals what one `rnnlm score`
 writes for the same input and flags. A CSV input gives a CSV output byte for byte;
 Parquet (by the .parquet suffix) is read and written in row groups.
 
+With --in-process, each worker scores with the Python API instead (`import rnnlm`, one
+cached model per worker process, `make python`): the same output, without starting
+a process and loading the model per partition. The `rnnlm score` flags it takes are
+listed in IN_PROCESS_FLAGS.
+
 Without --scheduler, a LocalCluster of --workers processes starts on 127.0.0.1.
 A worker that dies has its tasks retried by Dask; a partition that `rnnlm` refuses
 (a bad row) fails the whole job with that row's error, its line numbers those of the
@@ -45,6 +50,70 @@ def score_partition(binary, model, flags, columns, text, threads, device):
         command += ["--threads", str(threads)]
     result = subprocess.run(command, input=text.encode("utf-8", "surrogateescape"), capture_output=True)
     return result.returncode, result.stdout, result.stderr.decode("utf-8", "replace")
+
+
+# `rnnlm score` flags and the rnnlm.Model / Model.rescore_file arguments they become.
+IN_PROCESS_FLAGS = {
+    "--text-column": ("file", "text_column", str), "--group-column": ("file", "group_column", str),
+    "--am-column": ("file", "am_column", str), "--ngram-column": ("file", "ngram_column", str),
+    "--ngram-log-base": ("file", "ngram_base", str), "--lm-weight": ("file", "lm_weight", float),
+    "--length-penalty": ("file", "length_penalty", float), "--ngram-weight": ("file", "ngram_weight", float),
+    "--backward-weight": ("file", "backward_weight", float), "--digits": ("file", "digits", int),
+    "--skip-bad": ("file", "skip_bad", None), "--backward-model": ("model", "backward", os.path.abspath),
+    "--oov": ("model", "oov", str), "--oov-penalty": ("model", "oov_penalty", float),
+    "--batch-size": ("model", "batch_size", int),
+}
+
+
+def in_process_settings(flags):
+    """The `rnnlm score` flags as (Model settings, rescore_file settings)."""
+    model, file = {}, {}
+    i = 0
+    while i < len(flags):
+        name, _, value = flags[i].partition("=")
+        if name not in IN_PROCESS_FLAGS:
+            raise JobFailed(f"{name} is not supported with --in-process; leave it out or drop --in-process")
+        where, key, kind = IN_PROCESS_FLAGS[name]
+        if kind is None:
+            parsed = True
+        else:
+            if not value:
+                i += 1
+                if i == len(flags):
+                    raise JobFailed(f"{name} needs a value")
+                value = flags[i]
+            try:
+                parsed = kind(value)
+            except ValueError:
+                raise JobFailed(f"{name} {value!r} is not a valid value") from None
+        (model if where == "model" else file)[key] = parsed
+        i += 1
+    return model, file
+
+
+def score_partition_in_process(model, settings, columns, text, threads, device):
+    """Runs in a worker: Model.rescore_file over one partition, with the worker's cached
+    model; returns what score_partition returns."""
+    import rnnlm
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    model_settings, file_settings = settings
+    try:
+        lm = rnnlm.cached_model(model, device=device, **model_settings)
+    except (OSError, ValueError, RuntimeError) as e:
+        return 1, b"", f"error: {e}"
+    with tempfile.TemporaryDirectory(prefix="rnnlm-dask-") as work:
+        source, target = os.path.join(work, "partition.csv"), os.path.join(work, "scored.csv")
+        with open(source, "wb") as f:
+            f.write(text.encode("utf-8", "surrogateescape"))
+        try:
+            lm.rescore_file(source, target, columns=columns, **file_settings)
+        except (OSError, ValueError, RuntimeError) as e:
+            return 1, b"", "error: " + str(e).replace(source, "<stdin>")
+        with open(target, "rb") as f:
+            return 0, f.read(), ""
 
 
 def group_index(header, flags):
@@ -239,6 +308,7 @@ def output_columns(binary, model, flags, header):
 
 
 def run(args, client):
+    settings = in_process_settings(args.flags) if args.in_process else None
     parquet = args.input.endswith(".parquet")
     if parquet:
         header, partitions = parquet_partitions(args.input, args.flags, args.partition_rows)
@@ -277,8 +347,13 @@ def run(args, client):
                 if part is None:
                     exhausted = True
                     break
-                future = client.submit(score_partition, binary, model, args.flags, header, part.text,
-                                       args.threads, args.device, key=f"rnnlm-score-{job}-{part.index}",
+                if args.in_process:
+                    task = (score_partition_in_process, model, settings, header, part.text, args.threads,
+                            args.device)
+                else:
+                    task = (score_partition, binary, model, args.flags, header, part.text, args.threads,
+                            args.device)
+                future = client.submit(*task, key=f"rnnlm-score-{job}-{part.index}",
                                        retries=args.retries, pure=False)
                 in_flight.append((part, future))
             if not in_flight:
@@ -337,6 +412,9 @@ def parse_args(argv):
                         help="rows per partition, extended to the end of a group (default 20000)")
     parser.add_argument("--device", default="cpu", help="rnnlm --device in the workers (cpu, cuda)")
     parser.add_argument("--retries", type=int, default=2, help="retries of a partition whose worker died")
+    parser.add_argument("--in-process", action="store_true",
+                        help="score with `import rnnlm` in the workers (one cached model each) instead of "
+                             "an rnnlm process per partition")
     parser.add_argument("--bin", default=DEFAULT_BIN, help="the rnnlm binary, at the same path on every worker")
     args = parser.parse_args(argv)
     args.flags = flags

@@ -84,6 +84,28 @@ class DaskScoring(unittest.TestCase):
         with open(output, "rb") as f:
             self.assertEqual(f.read(), self.expected)
 
+    def test_in_process_workers_write_what_one_process_writes(self):
+        output = os.path.join(self.dir.name, "in-process.csv")
+        rows, _ = self.drive(output, "--in-process")
+        self.assertEqual(rows, 2000)
+        with open(output, "rb") as f:
+            self.assertEqual(f.read(), self.expected)
+
+    def test_in_process_a_bad_row_fails_with_its_line_and_a_foreign_flag_is_refused(self):
+        rows = nbest_rows(400, 5)
+        rows[1499][3] = "oops"
+        bad = os.path.join(self.dir.name, "bad-in-process.csv")
+        write_csv(bad, rows)
+        output = os.path.join(self.dir.name, "bad-in-process-out.csv")
+        with self.assertRaises(score_dask.JobFailed) as failure:
+            self.drive(output, "--in-process", input_path=bad)
+        self.assertIn(f"{bad}: line 1501 (row 1500): am score 'oops' is not a finite number", str(failure.exception))
+        self.assertFalse(os.path.exists(output))
+        with self.assertRaises(score_dask.JobFailed) as failure:
+            self.drive(output, "--in-process", flags=[*self.flags, "--chunk-rows", "5"])
+        self.assertIn("--chunk-rows is not supported with --in-process", str(failure.exception))
+        self.assertEqual(self.leftovers(), [])
+
     def test_partitions_never_split_a_group(self):
         header, parts = score_dask.csv_partitions(self.input, [], 7)
         seen = set()

@@ -46,7 +46,7 @@ torch = _import_torch()
 
 from . import _rnnlm  # noqa: E402  (after torch, on purpose)
 
-__all__ = ["Model", "State", "Rescored", "TORCH_VERSION"]
+__all__ = ["Model", "State", "Rescored", "cached_model", "TORCH_VERSION"]
 
 
 def _log_scale(base):
@@ -266,3 +266,18 @@ class Model:
     def oov_log_share(self, token):
         """ln P(token | ``<UNK>``) under the ``oov`` policy (0 for ``"unk"``)."""
         return self._model.oov_log_share(token)
+
+
+_CACHE = {}
+_CACHE_LOCK = __import__("threading").Lock()
+
+
+def cached_model(path, **settings):
+    """One :class:`Model` per path and settings per process: what a Dask or Ray worker
+    calls in each task, so that the model is loaded once per worker, not per task."""
+    key = (os.path.abspath(os.fspath(path)), tuple(sorted(settings.items())))
+    with _CACHE_LOCK:
+        model = _CACHE.get(key)
+        if model is None:
+            model = _CACHE[key] = Model(path, **settings)
+        return model
