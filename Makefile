@@ -195,7 +195,7 @@ demo: build
 	$(BIN) sample --model models/asr-demo-back --count 5 --max-len 40
 	$(MAKE) --no-print-directory tune ASR_MODEL=models/asr-demo
 
-bench: build
+bench: build python $(DASK_STAMP)
 	$(PYTHON) bench/bench.py
 
 # On a machine with an NVIDIA GPU: short training, scoring and sampling on CUDA,

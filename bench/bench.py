@@ -19,7 +19,14 @@ Measures, each run at least 3 times and reported as the median:
     both, seeds 1-3 each (the means should be within 3%);
   - N-best scoring on Dask (scale/score_dask.py): rows/s of plain `rnnlm score` against
     1 worker x 2 threads and 2 workers x 1 thread on the same file, with the share of
-    each run that the per-partition start-up of `rnnlm` takes.
+    each run that the per-partition start-up of `rnnlm` takes, and the workers'
+    in-process mode (`import rnnlm`) against their subprocess mode;
+  - the Python API against the command line: `Model.score_batch` sentences/s against
+    `rnnlm score`'s at the same threads, and `import rnnlm` plus loading the model
+    against the binary's start-up.
+
+BENCH_ONLY=python runs the last two alone (a few minutes) and writes
+bench/results-python.md instead.
 Writes bench/results.md and prints it. Ratios are rnnlm/PyTorch for throughputs (higher
 means rnnlm is faster) and PyTorch/rnnlm for times, so above 1.00x always favours rnnlm.
 """
@@ -41,6 +48,7 @@ PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
 REFERENCE = os.path.join(ROOT, "bench", "reference.py")
 BROWN = os.path.join(ROOT, "datasets", "brown")
 QUICK = os.environ.get("BENCH_QUICK") == "1"
+ONLY_PYTHON = os.environ.get("BENCH_ONLY") == "python"
 REPEATS = 3
 # Training throughput is measured over one whole epoch of the first TRAIN_SENTENCES
 # Brown train sentences, every type kept (--min-count 1: 10,726 words for 3,000
@@ -174,17 +182,103 @@ def dask_rows(workdir, model):
     start_s = statistics.median(startup() for _ in range(REPEATS))
     partitions = math.ceil(rows / DASK_PARTITION_ROWS)
     results = {"plain": plain()}
+    with open(output, "rb") as f:
+        expected = f.read()
     for workers, threads in [(1, 2), (2, 1)]:
         with LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster, \
                 Client(cluster) as client:
-            args = score_dask.parse_args(["--input", path, "--output", output, "--model", model, "--bin", BIN,
-                                          "--workers", str(workers), "--threads", str(threads),
-                                          "--partition-rows", str(DASK_PARTITION_ROWS), "--", *flags])
-            done, seconds = score_dask.run(args, client)
-            assert done == rows, (done, rows)
-            overhead = start_s * math.ceil(partitions / workers) / seconds
-            results[(workers, threads)] = (rows / seconds, overhead)
+            for mode in ([], ["--in-process"]):
+                args = score_dask.parse_args(["--input", path, "--output", output, "--model", model, "--bin", BIN,
+                                              "--workers", str(workers), "--threads", str(threads), *mode,
+                                              "--partition-rows", str(DASK_PARTITION_ROWS), "--", *flags])
+                if mode:  # the model is loaded once per worker: load it before the clock starts
+                    client.run(_load_in_worker, model, args.device)
+                done, seconds = score_dask.run(args, client)
+                assert done == rows, (done, rows)
+                with open(output, "rb") as f:
+                    assert f.read() == expected, f"Dask {mode or 'subprocess'} output differs from rnnlm score's"
+                overhead = start_s * math.ceil(partitions / workers) / seconds if not mode else None
+                results[(workers, threads, bool(mode))] = (rows / seconds, overhead)
     return rows, partitions, start_s, results
+
+
+def _load_in_worker(model, device):
+    import rnnlm
+
+    rnnlm.cached_model(model, device=device)
+
+
+# Runs in a fresh interpreter: import, load, score, each timed.
+PYTHON_SCORE = """
+import json, sys, time
+start = time.perf_counter()
+import rnnlm, torch
+imported = time.perf_counter()
+torch.set_num_threads(int(sys.argv[3]))
+lm = rnnlm.Model(sys.argv[1])
+loaded = time.perf_counter()
+with open(sys.argv[2]) as f:
+    sentences = [l.rstrip("\\n") for l in f if l.strip()]
+lm.score_batch(sentences[:3])
+three = time.perf_counter()
+lm.score_batch(sentences)
+done = time.perf_counter()
+print(json.dumps({"import_s": imported - start, "load_s": loaded - imported, "three_s": three - start,
+                  "sentences_per_s": len(sentences) / (done - three)}))
+"""
+
+
+def python_rows(workdir, model, test):
+    """The Python API against the command line, interleaved, at 2 threads each."""
+    three = os.path.join(workdir, "three-lines.txt")
+    with open(three, "w") as f:
+        f.write("The apple and pair salad .\nThe apple and pear salad .\nHe said so .\n")
+
+    def api(data):
+        return json.loads(run([PYTHON, "-c", PYTHON_SCORE, model, data, "2"]).stdout.strip().splitlines()[-1])
+
+    def cli_rate():
+        stderr = run([BIN, "score", "--model", model, "--format", "text", "--input", test, "--output", os.devnull,
+                      "--device", "cpu", "--threads", "2"]).stderr
+        return logged_rate(stderr, r"([0-9.]+) sentences/s")
+
+    def cli_wall():
+        start = time.perf_counter()
+        run([BIN, "score", "--model", model, "--format", "text", "--input", three, "--output", os.devnull,
+             "--device", "cpu", "--threads", "2"])
+        return time.perf_counter() - start
+
+    ours, theirs = median_pair(lambda: api(test)["sentences_per_s"], cli_rate)
+    rate_row = (f"score_batch on {SCORE_SENTENCES} Brown test sentences, 2 threads (sentences/s)", ours, theirs)
+    timings = []
+    api_wall, binary_wall = median_pair(lambda: timings.append(api(three)) or timings[-1]["three_s"], cli_wall)
+    import_s = statistics.median(t["import_s"] for t in timings)
+    load_s = statistics.median(t["load_s"] for t in timings)
+    start_row = (f"start-up: import, load the model and score 3 sentences (s); import {import_s:.2f} s, "
+                 f"load {load_s:.2f} s", api_wall, binary_wall)
+    return [rate_row, start_row]
+
+
+def python_section(rows, dask):
+    """The Python API's rows of results.md: API against the binary, then Dask's modes."""
+    lines = ["", "## The Python API (`import rnnlm`) against the command line", "",
+             "Each in its own process, 2 libtorch threads, the LSTM model above; median of "
+             f"{REPEATS} runs, interleaved. Above 1.00x favours the Python API for rates, the "
+             "binary for times.",
+             "",
+             "| measure | Python API | `rnnlm` binary | ratio |",
+             "| --- | ---: | ---: | ---: |"]
+    for name, api, binary in rows:
+        lines.append(f"| {name} | {api:,.2f} | {binary:,.2f} | {api / binary:.2f}x |")
+    done, partitions, _, results = dask
+    lines += ["", f"Dask, {done:,} rows in {partitions} partitions: the workers in process (one cached "
+              "`rnnlm.Model` each, loaded before the run) against an `rnnlm score` process per partition.",
+              "", "| setup | subprocess rows/s | in-process rows/s | in-process/subprocess |",
+              "| --- | ---: | ---: | ---: |"]
+    for workers, threads in [(1, 2), (2, 1)]:
+        sub, inproc = results[(workers, threads, False)][0], results[(workers, threads, True)][0]
+        lines.append(f"| {workers} worker(s) x {threads} thread(s) | {sub:,.1f} | {inproc:,.1f} | {inproc / sub:.2f}x |")
+    return lines
 
 
 def median_pair(ours, theirs):
@@ -213,6 +307,8 @@ def main():
     for path in (BIN, PYTHON):
         if not os.path.exists(path):
             sys.exit(f"{path} missing: run make build")
+    if ONLY_PYTHON:
+        return main_python_only()
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         data = train_data(workdir)
@@ -307,14 +403,9 @@ def main():
                   f"means {abs(ours / theirs - 1) * 100:.1f}% apart.")
 
         dask_result = dask_rows(workdir, model)
+        api_rows = python_rows(workdir, model, test)
 
-    commit = run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]).stdout.strip()
-    cpu = "unknown CPU"
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
-            cpu = f"{names[0]} x {len(names)}" if names else cpu
-    torch_version = run([PYTHON, "-c", "import torch; print(torch.__version__)"]).stdout.strip()
+    commit, cpu, torch_version = machine()
     lines = [
         "# rnnlm vs PyTorch",
         "",
@@ -346,10 +437,45 @@ def main():
               "| setup | rows/s | vs plain | start-up share of the run |",
               "| --- | ---: | ---: | ---: |",
               f"| plain `rnnlm score`, 2 threads | {plain:,.1f} | 1.00x | |"]
-    for (workers, threads), (rate, overhead) in ((k, v) for k, v in dask.items() if k != "plain"):
+    for (workers, threads), (rate, overhead) in ((k[:2], v) for k, v in dask.items() if k != "plain" and not k[2]):
         lines.append(f"| Dask, {workers} worker(s) x {threads} thread(s) | {rate:,.1f} | {rate / plain:.2f}x | {overhead * 100:.1f}% |")
+    lines += python_section(api_rows, dask_result)
     text = "\n".join(lines) + "\n"
     with open(os.path.join(ROOT, "bench", "results.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+def machine():
+    """The commit, the CPU and the torch version, printed beside every figure."""
+    commit = run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]).stdout.strip()
+    cpu = "unknown CPU"
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
+            cpu = f"{names[0]} x {len(names)}" if names else cpu
+    torch_version = run([PYTHON, "-c", "import torch; print(torch.__version__)"]).stdout.strip()
+    return commit, cpu, torch_version
+
+
+def main_python_only():
+    """BENCH_ONLY=python: the LSTM model of the training rows, then the Python API's rows."""
+    with tempfile.TemporaryDirectory() as workdir:
+        data = train_data(workdir)
+        rnnlm_train_speed(data, workdir, "lstm", True)
+        model = os.path.join(workdir, "train-lstm-full")
+        test = os.path.join(workdir, "test.txt")
+        with open(os.path.join(BROWN, "test.txt")) as f, open(test, "w") as out:
+            out.writelines(f.readlines()[:SCORE_SENTENCES])
+        api_rows = python_rows(workdir, model, test)
+        dask_result = dask_rows(workdir, model)
+    commit, cpu, torch_version = machine()
+    lines = ["# rnnlm's Python API against its command line", "",
+             f"commit `{commit}`, {platform.machine()} {cpu}, torch {torch_version}, CPU"
+             f"{', quick mode' if QUICK else ''}."]
+    lines += python_section(api_rows, dask_result)
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(ROOT, "bench", "results-python.md"), "w") as f:
         f.write(text)
     print(text)
 
