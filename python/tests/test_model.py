@@ -186,7 +186,7 @@ def test_two_threads_at_once_score_as_one(lm):
 
 
 def test_the_gil_is_released_while_scoring(lm):
-    sentences = (SENTENCES + HYPOTHESES) * 1500
+    sentences = (SENTENCES + HYPOTHESES) * 4000
     ticks, running = [0], [True]
 
     def count():
@@ -210,7 +210,7 @@ def test_the_gil_is_released_while_scoring(lm):
         counter.join()
     # With the GIL held, the counter would run only while the call converts its
     # arguments and results: a small share of a call of several seconds.
-    assert seconds > 1.0
+    assert seconds > 0.5, "the call must be long against the conversions around it"
     assert during > 0.3 * alone, (during, alone, seconds)
 
 
