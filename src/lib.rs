@@ -5,7 +5,8 @@
 //! - [`model`]: the RNN language model (tanh RNN, GRU, LSTM) and its output layer ([`output`]);
 //! - [`train`]: training by backpropagation through time, with [`optim`]'s optimizers
 //!   (which take the gradients of [`shared`] parameters in parts);
-//! - [`score`]: sentence log-probabilities by the chain rule, and [`rescore`] for CSV files;
+//! - [`score`]: sentence log-probabilities by the chain rule, and [`rescore`] for CSV files
+//!   ([`prefix`]: N-best candidates' shared prefixes run once);
 //! - [`oov`]: open-vocabulary scoring of out-of-vocabulary tokens;
 //! - [`sample`]: drawing new sequences, with [`categorical`]'s seeded draws;
 //! - [`tune`]: combination weights chosen on a dev set by word error rate ([`wer`]);
@@ -24,6 +25,7 @@ pub mod oov;
 pub mod optim;
 pub mod output;
 pub mod plot;
+pub mod prefix;
 pub mod progress;
 pub mod rescore;
 pub mod sample;

@@ -24,7 +24,7 @@ pub const SCORE_BATCH: usize = 64;
 const OUTPUT_BLOCK_BYTES: i64 = 24 << 20;
 
 /// Tokens per output-layer call for a vocabulary of `vocab` words.
-fn output_block_tokens(vocab: i64) -> i64 {
+pub(crate) fn output_block_tokens(vocab: i64) -> i64 {
     (OUTPUT_BLOCK_BYTES / (4 * vocab.max(1))).clamp(64, 8192)
 }
 

@@ -89,6 +89,7 @@ fn run(f: &Fixture, selector: u8, bytes: &[u8]) {
         digits: 4,
         chunk_rows: 2,
         between_chunks: rnnlm::rescore::never_stop,
+        prefix_sharing: selector & 128 != 0,
     };
     let _ = score_file(&f.model, None, &options);
 }

@@ -238,7 +238,7 @@ class Model:
     def rescore_file(self, input, output, am_column=None, ngram_column=None,
                      text_column="sentence", group_column=None, ngram_base=10, format="csv",
                      columns=None, lm_weight=1.0, length_penalty=0.0, ngram_weight=0.0,
-                     backward_weight=0.0, per_token=None, skip_bad=False, digits=4):
+                     backward_weight=0.0, per_token=None, skip_bad=False, digits=4, prefix_sharing=True):
         """``rnnlm score`` on a file, in process: the same output byte for byte. ``columns``
         names the columns of a CSV without a header row (``--no-header --columns``).
         Returns a dict of counts; the output appears whole or not at all."""
@@ -246,7 +246,8 @@ class Model:
             os.fspath(input), os.fspath(output), format, text_column, group_column, am_column,
             ngram_column, str(ngram_base), None if columns is None else list(columns),
             float(lm_weight), float(length_penalty), float(ngram_weight), float(backward_weight),
-            None if per_token is None else os.fspath(per_token), bool(skip_bad), int(digits))
+            None if per_token is None else os.fspath(per_token), bool(skip_bad), int(digits),
+            bool(prefix_sharing))
         return {"rows": rows, "bad_rows": bad_rows, "tokens": tokens, "oov_count": oov_count,
                 "logprob": log_prob}
 

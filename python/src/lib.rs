@@ -512,7 +512,7 @@ impl Model {
 
     /// `rnnlm score` on a file, in process: the same columns, combination, ranks and
     /// output; returns (rows, bad_rows, tokens, oov_count, log_prob).
-    #[pyo3(signature = (input, output, format="csv", text_column="sentence", group_column=None, am_column=None, ngram_column=None, ngram_base="10", columns=None, lm_weight=1.0, length_penalty=0.0, ngram_weight=0.0, backward_weight=0.0, per_token=None, skip_bad=false, digits=4))]
+    #[pyo3(signature = (input, output, format="csv", text_column="sentence", group_column=None, am_column=None, ngram_column=None, ngram_base="10", columns=None, lm_weight=1.0, length_penalty=0.0, ngram_weight=0.0, backward_weight=0.0, per_token=None, skip_bad=false, digits=4, prefix_sharing=true))]
     #[allow(clippy::too_many_arguments)]
     fn rescore_file(
         &self,
@@ -533,6 +533,7 @@ impl Model {
         per_token: Option<PathBuf>,
         skip_bad: bool,
         digits: usize,
+        prefix_sharing: bool,
     ) -> PyResult<(usize, usize, usize, usize, f64)> {
         let format = match format {
             "csv" => Format::Csv,
@@ -576,6 +577,7 @@ impl Model {
             digits,
             chunk_rows: CHUNK_ROWS,
             between_chunks: python_signals,
+            prefix_sharing,
         };
         let summary = detached(py, Otherwise::Value, || {
             let networks = self.lock();

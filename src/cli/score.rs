@@ -1,7 +1,7 @@
 //! `rnnlm score`.
 
 use super::args::{ColumnArgs, DeviceArgs, OovArgs};
-use super::values::{decimals, finite, positive, unit_interval};
+use super::values::{decimals, finite, on_off, positive, unit_interval};
 use anyhow::Result;
 use clap::Args;
 use rnnlm::checkpoint::ModelDir;
@@ -51,6 +51,11 @@ pub(crate) struct ScoreArgs {
     /// Sentences per forward pass (similar lengths are batched together).
     #[arg(long, default_value_t = SCORE_BATCH, value_parser = positive)]
     pub(crate) batch_size: usize,
+    /// Run the candidates' shared prefixes (a backward model's shared suffixes) through
+    /// the network once: on or off. The numbers are the same either way; the saving is
+    /// logged.
+    #[arg(long, default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
+    pub(crate) prefix_sharing: bool,
     /// Rows read and scored at a time (a group of candidates is never split; memory
     /// grows with it).
     #[arg(long, default_value_t = rnnlm::rescore::CHUNK_ROWS, value_parser = positive)]
@@ -100,6 +105,7 @@ pub(crate) fn run(args: ScoreArgs) -> Result<()> {
         digits: args.digits,
         chunk_rows: args.chunk_rows,
         between_chunks: rnnlm::rescore::never_stop,
+        prefix_sharing: args.prefix_sharing,
     };
     let start = std::time::Instant::now();
     let summary = rnnlm::rescore::score_file(&loaded, backward.as_ref(), &options)?;
@@ -110,5 +116,16 @@ pub(crate) fn run(args: ScoreArgs) -> Result<()> {
         summary.tokens,
         summary.rows as f64 / seconds
     );
+    let work = summary.work;
+    if args.prefix_sharing && work.tokens > 0 {
+        tracing::info!(
+            "prefix sharing: {} recurrent steps and {} output rows for {} tokens ({:.2}x and {:.2}x fewer)",
+            work.recurrent_steps,
+            work.output_rows,
+            work.tokens,
+            work.tokens as f64 / work.recurrent_steps.max(1) as f64,
+            work.tokens as f64 / work.output_rows.max(1) as f64
+        );
+    }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `rnnlm tune`.
 
 use super::args::{ColumnArgs, DeviceArgs, OovArgs};
-use super::values::{positive, values, Values};
+use super::values::{on_off, positive, values, Values};
 use anyhow::{Context, Result};
 use clap::Args;
 use rnnlm::checkpoint::ModelDir;
@@ -68,6 +68,10 @@ pub(crate) struct TuneArgs {
     /// Sentences per forward pass.
     #[arg(long, default_value_t = SCORE_BATCH, value_parser = positive)]
     pub(crate) batch_size: usize,
+    /// Run the candidates' shared prefixes (a backward model's shared suffixes) through
+    /// the network once: on or off. The numbers are the same either way.
+    #[arg(long, default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
+    pub(crate) prefix_sharing: bool,
     #[command(flatten)]
     pub(crate) device: DeviceArgs,
 }
@@ -116,6 +120,7 @@ pub(crate) fn run(args: TuneArgs) -> Result<()> {
         scored: args.scored,
         oov: args.oov.options(OovPolicy::Divide),
         batch_size: args.batch_size,
+        prefix_sharing: args.prefix_sharing,
         grid: Grid {
             lm_weights: args.lm_weights.0,
             length_penalties: args.length_penalties.0,

@@ -95,3 +95,12 @@ pub(crate) fn thread_count(text: &str) -> Result<i32, String> {
         )),
     }
 }
+
+/// `on` or `off`.
+pub(crate) fn on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("'{s}' is not on or off")),
+    }
+}

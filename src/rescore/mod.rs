@@ -16,6 +16,7 @@ mod text;
 use crate::checkpoint::LoadedModel;
 use crate::model::RnnLm;
 use crate::oov::{OovOptions, OovScorer};
+use crate::prefix::{shared_token_log_probs, Work};
 use crate::score::token_log_probs;
 use crate::vocab::{Tokenizer, Vocab, UNK_ID};
 use anyhow::{bail, Context, Result};
@@ -24,6 +25,7 @@ use sink::Sink;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// Rows scored per chunk (extended to the end of the group in progress).
 pub const CHUNK_ROWS: usize = 10_000;
@@ -70,6 +72,9 @@ pub struct ScoreOptions {
     /// not committed. The command line never stops ([`never_stop`]); the Python
     /// binding raises Ctrl-C's `KeyboardInterrupt` through it.
     pub between_chunks: fn() -> Result<()>,
+    /// Run the candidates' shared prefixes once ([`crate::prefix`]); the numbers are
+    /// the same either way.
+    pub prefix_sharing: bool,
 }
 
 /// A [`ScoreOptions::between_chunks`] that always goes on.
@@ -90,6 +95,8 @@ pub struct ScoreSummary {
     pub oov_count: usize,
     /// Total log-probability, nats.
     pub log_prob: f64,
+    /// The network's work, forward and backward models together.
+    pub work: Work,
 }
 
 impl ScoreSummary {
@@ -129,28 +136,40 @@ pub fn score_sentences(
     sentences: &[&str],
     batch_size: usize,
 ) -> Result<Vec<Scored>> {
-    score_with(
-        &model.model,
-        &model.config.tokenizer,
-        &model.vocab,
-        oov,
-        sentences,
-        batch_size,
-    )
+    Scorer::new(&model.model, &model.config.tokenizer, &model.vocab, *oov)
+        .score(sentences, batch_size)
 }
 
-fn score_with(
-    model: &RnnLm,
-    tokenizer: &Tokenizer,
-    vocab: &Vocab,
-    oov: &OovScorer,
-    sentences: &[&str],
-    batch_size: usize,
-) -> Result<Vec<Scored>> {
-    let tokenized: Vec<Vec<String>> = sentences.iter().map(|s| tokenizer.tokenize(s)).collect();
+fn score_with(scorer: &Scorer, sentences: &[&str], batch_size: usize) -> Result<Vec<Scored>> {
+    let tokenized: Vec<Vec<String>> = sentences
+        .iter()
+        .map(|s| scorer.tokenizer.tokenize(s))
+        .collect();
     let (ids, oovs): (Vec<Vec<i64>>, Vec<usize>) =
-        tokenized.iter().map(|t| vocab.encode(t)).unzip();
-    let log_probs = token_log_probs(model, &ids, batch_size)?;
+        tokenized.iter().map(|t| scorer.vocab.encode(t)).unzip();
+    let log_probs = if scorer.prefix_sharing {
+        let (log_probs, work) = shared_token_log_probs(scorer.model, &ids)?;
+        scorer
+            .work
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(work);
+        log_probs
+    } else {
+        let log_probs = token_log_probs(scorer.model, &ids, batch_size)?;
+        let tokens: u64 = ids.iter().map(|s| s.len() as u64).sum();
+        scorer
+            .work
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(Work {
+                tokens,
+                recurrent_steps: tokens,
+                output_rows: tokens,
+            });
+        log_probs
+    };
+    let oov = &scorer.oov;
     let mut scored = Vec::with_capacity(sentences.len());
     for (((mut tokens, oov_count), ids), model_log_probs) in
         tokenized.into_iter().zip(oovs).zip(&ids).zip(log_probs)
@@ -190,6 +209,9 @@ pub struct Scorer<'a> {
     pub vocab: &'a Vocab,
     /// How its out-of-vocabulary tokens are scored.
     pub oov: OovScorer<'a>,
+    /// Run shared prefixes once ([`crate::prefix`]; on unless turned off).
+    pub prefix_sharing: bool,
+    work: Mutex<Work>,
 }
 
 impl<'a> Scorer<'a> {
@@ -205,29 +227,35 @@ impl<'a> Scorer<'a> {
             tokenizer,
             vocab,
             oov,
+            prefix_sharing: true,
+            work: Mutex::new(Work::default()),
         }
+    }
+
+    /// The same scorer with prefix sharing on or off.
+    pub fn with_prefix_sharing(mut self, on: bool) -> Self {
+        self.prefix_sharing = on;
+        self
+    }
+
+    /// What the scorer's calls have run so far.
+    pub fn work(&self) -> Work {
+        *self.work.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A loaded model with the OOV policy applied to its own vocabulary and counts.
     pub fn from_model(model: &'a LoadedModel, options: OovOptions) -> Result<Self> {
-        Ok(Scorer {
-            model: &model.model,
-            tokenizer: &model.config.tokenizer,
-            vocab: &model.vocab,
-            oov: OovScorer::new(options, model.oov.as_ref(), &model.dir)?,
-        })
+        Ok(Scorer::new(
+            &model.model,
+            &model.config.tokenizer,
+            &model.vocab,
+            OovScorer::new(options, model.oov.as_ref(), &model.dir)?,
+        ))
     }
 
     /// Each sentence's tokens and their log-probabilities.
     pub fn score(&self, sentences: &[&str], batch_size: usize) -> Result<Vec<Scored>> {
-        score_with(
-            self.model,
-            self.tokenizer,
-            self.vocab,
-            &self.oov,
-            sentences,
-            batch_size,
-        )
+        score_with(self, sentences, batch_size)
     }
 
     /// Each sentence's log-probability (nats).
@@ -252,9 +280,12 @@ pub fn score_file(
             bail!("--per-token and --output both name {}", per_token.display());
         }
     }
-    let forward = Scorer::from_model(model, options.oov)?;
+    let forward =
+        Scorer::from_model(model, options.oov)?.with_prefix_sharing(options.prefix_sharing);
     let backward = match backward {
-        Some(b) => Some(Scorer::from_model(b, options.oov)?),
+        Some(b) => {
+            Some(Scorer::from_model(b, options.oov)?.with_prefix_sharing(options.prefix_sharing))
+        }
         None => None,
     };
     if backward.is_some() && options.format == Format::Text {
@@ -268,6 +299,11 @@ pub fn score_file(
         Format::Text => text::score_text(&forward, options, &progress)?,
     };
     progress.finish();
+    let mut summary = summary;
+    summary.work = forward.work();
+    if let Some(b) = &backward {
+        summary.work.add(b.work());
+    }
     Ok(summary)
 }
 

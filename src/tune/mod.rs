@@ -97,6 +97,8 @@ pub struct TuneOptions {
     pub apply: Option<TuneReport>,
     /// The backward model's directory, for the printed `score` flags.
     pub backward_model: Option<PathBuf>,
+    /// Run the candidates' shared prefixes once (the numbers are the same either way).
+    pub prefix_sharing: bool,
 }
 
 /// One N-best list.
@@ -127,9 +129,13 @@ pub fn tune(
     };
     let models = match model {
         Some(m) => Some(Models {
-            forward: Scorer::from_model(m, options.oov)?,
+            forward: Scorer::from_model(m, options.oov)?
+                .with_prefix_sharing(options.prefix_sharing),
             backward: backward
-                .map(|b| Scorer::from_model(b, options.oov))
+                .map(|b| {
+                    Scorer::from_model(b, options.oov)
+                        .map(|s| s.with_prefix_sharing(options.prefix_sharing))
+                })
                 .transpose()?,
         }),
         None => None,
