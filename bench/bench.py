@@ -25,8 +25,14 @@ Measures, each run at least 3 times and reported as the median:
     `rnnlm score`'s at the same threads, and `import rnnlm` plus loading the model
     against the binary's start-up.
 
-BENCH_ONLY=python runs the last two alone (a few minutes) and writes
-bench/results-python.md instead.
+  - shared-prefix scoring: `rnnlm score` sentences/s with `--prefix-sharing on`
+    against `off`, same output, on the synthetic and the real dev N-best lists, with
+    the networks of `make train-word` and `make train-asr` (briefly trained: speed does
+    not depend on the weights).
+
+BENCH_ONLY=python runs the Python and Dask rows alone (a few minutes) and writes
+bench/results-python.md; BENCH_ONLY=prefix the shared-prefix rows, into
+bench/results-prefix.md.
 Writes bench/results.md and prints it. Ratios are rnnlm/PyTorch for throughputs (higher
 means rnnlm is faster) and PyTorch/rnnlm for times, so above 1.00x always favours rnnlm.
 """
@@ -49,6 +55,12 @@ REFERENCE = os.path.join(ROOT, "bench", "reference.py")
 BROWN = os.path.join(ROOT, "datasets", "brown")
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 ONLY_PYTHON = os.environ.get("BENCH_ONLY") == "python"
+ONLY_PREFIX = os.environ.get("BENCH_ONLY") == "prefix"
+ASR = os.path.join(ROOT, "datasets", "asr")
+# The networks of make train-word and make train-asr (Makefile's WORD_FLAGS, ASR_FLAGS).
+WORD_NET = ["--cell", "lstm", "--embed", "384", "--hidden", "384", "--layers", "2", "--tie", "--softmax", "class"]
+ASR_NET = ["--recognizer-form", "--cell", "lstm", "--embed", "256", "--hidden", "256", "--layers", "2", "--tie",
+           "--softmax", "class"]
 REPEATS = 3
 # Training throughput is measured over one whole epoch of the first TRAIN_SENTENCES
 # Brown train sentences, every type kept (--min-count 1: 10,726 words for 3,000
@@ -309,6 +321,8 @@ def main():
             sys.exit(f"{path} missing: run make build")
     if ONLY_PYTHON:
         return main_python_only()
+    if ONLY_PREFIX:
+        return main_prefix_only()
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         data = train_data(workdir)
@@ -404,6 +418,7 @@ def main():
 
         dask_result = dask_rows(workdir, model)
         api_rows = python_rows(workdir, model, test)
+        shared_rows = prefix_rows(workdir)
 
     commit, cpu, torch_version = machine()
     lines = [
@@ -440,8 +455,97 @@ def main():
     for (workers, threads), (rate, overhead) in ((k[:2], v) for k, v in dask.items() if k != "plain" and not k[2]):
         lines.append(f"| Dask, {workers} worker(s) x {threads} thread(s) | {rate:,.1f} | {rate / plain:.2f}x | {overhead * 100:.1f}% |")
     lines += python_section(api_rows, dask_result)
+    lines += prefix_section(shared_rows)
     text = "\n".join(lines) + "\n"
     with open(os.path.join(ROOT, "bench", "results.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+def prefix_rows(workdir):
+    """`rnnlm score` with shared prefixes against without, on N-best dev lists."""
+    models = {}
+    for name, net, reverse in [("word", WORD_NET, False), ("asr", ASR_NET, False), ("asr-back", ASR_NET, True)]:
+        out = os.path.join(workdir, f"prefix-{name}")
+        run([BIN, "train", "--data", BROWN, "--out", out, "--force", "--epochs", "1", "--time-limit",
+             "5" if QUICK else "20", "--device", "cpu", *net, *(["--reverse"] if reverse else [])])
+        models[name] = out
+    cases = [
+        ("synthetic dev lists, `make train-word`'s network", os.path.join(ASR, "dev.nbest.csv"), ["word"]),
+        ("real dev lists, `make train-asr`'s network", os.path.join(ASR, "real-dev.nbest.csv"), ["asr"]),
+        ("real dev lists, forward + backward", os.path.join(ASR, "real-dev.nbest.csv"), ["asr", "asr-back"]),
+    ]
+    rows = []
+    for name, path, which in cases:
+        flags = ["--model", models[which[0]], "--input", path, "--am-column", "am_score",
+                 "--ngram-column", "ngram_log10", "--ngram-weight", "0.3", "--device", "cpu", "--digits", "8"]
+        if len(which) == 2:
+            flags += ["--backward-model", models[which[1]], "--backward-weight", "0.3"]
+        outputs, work = {}, {}
+
+        def rate(sharing):
+            output = os.path.join(workdir, f"prefix-{sharing}.csv")
+            stderr = run([BIN, "score", *flags, "--output", output, "--prefix-sharing", sharing]).stderr
+            with open(output) as f:
+                outputs[sharing] = list(csv_rows(f))
+            match = re.search(r"prefix sharing: (\d+) recurrent steps and (\d+) output rows for (\d+) tokens", stderr)
+            if match:
+                work["steps"], work["outputs"], work["tokens"] = map(int, match.groups())
+            return logged_rate(stderr, r"([0-9.]+) sentences/s")
+
+        shared, plain = median_pair(lambda: rate("on"), lambda: rate("off"))
+        worst = max_difference(outputs["on"], outputs["off"])
+        rows.append((name, shared, plain, work["tokens"] / work["steps"], work["tokens"] / work["outputs"], worst))
+    return rows
+
+
+def csv_rows(handle):
+    import csv
+
+    return csv.reader(handle)
+
+
+def max_difference(a, b):
+    """The largest difference between two outputs' log-score columns; every other
+    column (text, counts, ranks) must agree exactly, perplexities to their last printed
+    decimal or 1e-6 relative."""
+    assert len(a) == len(b)
+    header = a[0]
+    logs = {"logprob", "log10prob", "backward_logprob", "lm_logprob", "score"}
+    worst = 0.0
+    for x, y in zip(a[1:], b[1:]):
+        for name, f, g in zip(header, x, y):
+            if name in logs:
+                worst = max(worst, abs(float(f) - float(g)))
+            elif name == "perplexity":
+                # printed to 3 decimals
+                assert abs(float(f) - float(g)) <= 1.001e-3 + 1e-6 * abs(float(g)), (x, y)
+            else:
+                assert f == g, (x, y)
+    return worst
+
+
+def prefix_section(rows):
+    lines = ["", "## Shared-prefix N-best scoring", "",
+             "`rnnlm score --prefix-sharing on` against `off` (the same command otherwise: am, n-gram and, "
+             f"where named, backward columns), median of {REPEATS} runs, interleaved. Both outputs are compared "
+             "field by field: ranks, counts and text equal, the log-score columns within the last column.",
+             "", "| list, model | on (sentences/s) | off (sentences/s) | on/off | fewer recurrent steps | fewer output rows | largest log-score difference |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, shared, plain, steps, outputs, worst in rows:
+        lines.append(f"| {name} | {shared:,.1f} | {plain:,.1f} | {shared / plain:.2f}x | {steps:.2f}x | {outputs:.2f}x | {worst:.1e} |")
+    return lines
+
+
+def main_prefix_only():
+    with tempfile.TemporaryDirectory() as workdir:
+        rows = prefix_rows(workdir)
+    commit, cpu, torch_version = machine()
+    lines = ["# Shared-prefix scoring", "", f"commit `{commit}`, {platform.machine()} {cpu}, torch {torch_version}, "
+             f"CPU{', quick mode' if QUICK else ''}."]
+    lines += prefix_section(rows)
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(ROOT, "bench", "results-prefix.md"), "w") as f:
         f.write(text)
     print(text)
 
@@ -474,6 +578,7 @@ def main_python_only():
              f"commit `{commit}`, {platform.machine()} {cpu}, torch {torch_version}, CPU"
              f"{', quick mode' if QUICK else ''}."]
     lines += python_section(api_rows, dask_result)
+    lines += prefix_section(shared_rows)
     text = "\n".join(lines) + "\n"
     with open(os.path.join(ROOT, "bench", "results-python.md"), "w") as f:
         f.write(text)
