@@ -7,7 +7,6 @@ use common::{rnnlm, stderr, stdout, write};
 use rnnlm::checkpoint::ModelDir;
 use rnnlm::oov::{OovClasses, OovOptions, OovPolicy, OovScorer};
 use rnnlm::rescore::score_sentences;
-use rnnlm::score::token_log_probs;
 use rnnlm::vocab::{Level, Vocab, VocabLimits};
 use rnnlm::wer::{align_text, Edits};
 use std::collections::HashMap;
@@ -214,8 +213,10 @@ fn divide_adds_each_unknown_words_share_to_the_unk_log_probability() {
         .iter()
         .map(|s| loaded.vocab.encode(&loaded.config.tokenizer.tokenize(s)).0)
         .collect();
-    let closed: Vec<f64> = token_log_probs(&loaded.model, &ids, 8)
+    // The model's own numbers by the pass that scoring takes (shared prefixes).
+    let closed: Vec<f64> = rnnlm::prefix::shared_token_log_probs(&loaded.model, &ids)
         .unwrap()
+        .0
         .iter()
         .map(|lps| lps.iter().map(|&l| l as f64).sum())
         .collect();

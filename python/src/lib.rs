@@ -142,6 +142,23 @@ fn parse_base(base: &str) -> PyResult<LogBase> {
     }
 }
 
+/// The combination's weights, checked as the command line checks its flags.
+fn checked_weights(
+    lm_weight: f64,
+    length_penalty: f64,
+    ngram_weight: f64,
+    backward_weight: f64,
+) -> PyResult<Weights> {
+    let weights = Weights {
+        lm_weight,
+        length_penalty,
+        ngram_weight,
+        backward_weight,
+    };
+    check_weights(&weights)?;
+    Ok(weights)
+}
+
 fn check_weights(weights: &Weights) -> PyResult<()> {
     for (name, value) in [
         ("lm_weight", weights.lm_weight),
@@ -459,13 +476,7 @@ impl Model {
         Vec<usize>,
         Option<usize>,
     )> {
-        let weights = Weights {
-            lm_weight,
-            length_penalty,
-            ngram_weight,
-            backward_weight,
-        };
-        check_weights(&weights)?;
+        let weights = checked_weights(lm_weight, length_penalty, ngram_weight, backward_weight)?;
         check_sentences(&hypotheses, "hypothesis")?;
         let base = parse_base(ngram_base)?;
         for (name, column) in [("am", &am), ("ngram", &ngram)] {
@@ -550,13 +561,7 @@ impl Model {
                 "digits must be in 1..=17, not {digits}"
             )));
         }
-        let weights = Weights {
-            lm_weight,
-            length_penalty,
-            ngram_weight,
-            backward_weight,
-        };
-        check_weights(&weights)?;
+        let weights = checked_weights(lm_weight, length_penalty, ngram_weight, backward_weight)?;
         let options = ScoreOptions {
             input: Some(input),
             output: Some(output),
