@@ -47,6 +47,18 @@ impl Corpus {
         ))
     }
 
+    /// Tokenizes and encodes lines given in memory, skipping the empty ones as
+    /// [`Corpus::load`] skips a file's.
+    pub fn from_lines(lines: &[String], tokenizer: &Tokenizer, vocab: &Vocab) -> Self {
+        let kept: Vec<&String> = lines.iter().filter(|l| !l.trim().is_empty()).collect();
+        let empty_lines = lines.len() - kept.len();
+        Self::encode(
+            kept.iter().map(|l| tokenizer.tokenize(l)),
+            vocab,
+            empty_lines,
+        )
+    }
+
     /// Encodes tokenized sentences.
     pub fn encode(
         sentences: impl Iterator<Item = Vec<String>>,

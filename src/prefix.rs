@@ -136,10 +136,10 @@ fn score_window(model: &RnnLm, sentences: &[Vec<i64>]) -> Result<(Vec<Vec<f32>>,
                 .iter()
                 .map(|&n| position[tree.parent[n]] as i64)
                 .collect();
-            state.select(&on(Tensor::from_slice(&index), device))
+            state.select(&Tensor::from_slice(&index).to_device(device))
         };
         let inputs: Vec<i64> = level.iter().map(|&n| tree.token[n]).collect();
-        let (hidden, next) = model.step(&on(Tensor::from_slice(&inputs), device), &parents);
+        let (hidden, next) = model.step(&Tensor::from_slice(&inputs).to_device(device), &parents);
         hidden_blocks.push(hidden);
         state = next;
     }
@@ -154,8 +154,8 @@ fn score_window(model: &RnnLm, sentences: &[Vec<i64>]) -> Result<(Vec<Vec<f32>>,
         .zip(targets.chunks(block))
         .enumerate()
     {
-        let h = hidden.index_select(0, &on(Tensor::from_slice(rows_block), device));
-        let lp = model.target_log_probs(&h, &on(Tensor::from_slice(targets_block), device));
+        let h = hidden.index_select(0, &Tensor::from_slice(rows_block).to_device(device));
+        let lp = model.target_log_probs(&h, &Tensor::from_slice(targets_block).to_device(device));
         let lp = Vec::<f32>::try_from(lp.to_device(Device::Cpu))?;
         let first = 1 + start * block;
         node_log_probs[first..first + lp.len()].copy_from_slice(&lp);
@@ -171,14 +171,6 @@ fn score_window(model: &RnnLm, sentences: &[Vec<i64>]) -> Result<(Vec<Vec<f32>>,
         output_rows: (nodes - 1) as u64,
     };
     Ok((log_probs, work))
-}
-
-fn on(t: Tensor, device: Device) -> Tensor {
-    if device == Device::Cpu {
-        t
-    } else {
-        t.to_device(device)
-    }
 }
 
 #[cfg(test)]

@@ -155,11 +155,6 @@ fn checked_weights(
         ngram_weight,
         backward_weight,
     };
-    check_weights(&weights)?;
-    Ok(weights)
-}
-
-fn check_weights(weights: &Weights) -> PyResult<()> {
     for (name, value) in [
         ("lm_weight", weights.lm_weight),
         ("length_penalty", weights.length_penalty),
@@ -186,7 +181,7 @@ fn check_weights(weights: &Weights) -> PyResult<()> {
             weights.backward_weight, weights.ngram_weight
         )));
     }
-    Ok(())
+    Ok(weights)
 }
 
 /// The networks, behind the model's lock.
@@ -439,11 +434,7 @@ impl Model {
             let corpus = match (&path, &lines) {
                 (Some(p), None) => Corpus::load(p, &loaded.config.tokenizer, &loaded.vocab)?,
                 (None, Some(lines)) => {
-                    let kept: Vec<&String> =
-                        lines.iter().filter(|l| !l.trim().is_empty()).collect();
-                    let empty = lines.len() - kept.len();
-                    let tokenized = kept.iter().map(|l| loaded.config.tokenizer.tokenize(l));
-                    Corpus::encode(tokenized, &loaded.vocab, empty)
+                    Corpus::from_lines(lines, &loaded.config.tokenizer, &loaded.vocab)
                 }
                 _ => anyhow::bail!("evaluate takes a path or lines"),
             };
