@@ -2,6 +2,7 @@
 // and written once per step, where an unfused Adam makes about eight passes over each
 // parameter (and tch has no binding for the fused kernel).
 #include <ATen/ops/_fused_adam.h>
+#include <ATen/ops/_fused_adamw.h>
 #include <ATen/core/grad_mode.h>
 #include <cstring>
 #include <exception>
@@ -20,6 +21,8 @@ std::vector<at::Tensor> tensors(void *const *pointers, int64_t n) {
 }  // namespace
 
 // Returns nullptr on success, else a message the caller frees with rnnlm_free_error.
+// A positive weight_decay is decoupled (AdamW): the weights shrink by lr * weight_decay,
+// apart from the moment estimates.
 extern "C" char *rnnlm_fused_adam(void *const *params, void *const *grads, void *const *exp_avgs,
                                   void *const *exp_avg_sqs, void *const *steps, int64_t n,
                                   double lr, double beta1, double beta2, double eps,
@@ -30,10 +33,16 @@ extern "C" char *rnnlm_fused_adam(void *const *params, void *const *grads, void 
     if (grad_scale != nullptr) {
       scale = *static_cast<at::Tensor *>(grad_scale);
     }
-    at::_fused_adam_(tensors(params, n), tensors(grads, n), tensors(exp_avgs, n),
-                     tensors(exp_avg_sqs, n), {}, tensors(steps, n), lr, beta1, beta2,
-                     weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false, scale,
-                     std::nullopt);
+    if (weight_decay > 0.0) {
+      at::_fused_adamw_(tensors(params, n), tensors(grads, n), tensors(exp_avgs, n),
+                        tensors(exp_avg_sqs, n), {}, tensors(steps, n), lr, beta1, beta2,
+                        weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false, scale,
+                        std::nullopt);
+    } else {
+      at::_fused_adam_(tensors(params, n), tensors(grads, n), tensors(exp_avgs, n),
+                       tensors(exp_avg_sqs, n), {}, tensors(steps, n), lr, beta1, beta2,
+                       0.0, eps, /*amsgrad=*/false, /*maximize=*/false, scale, std::nullopt);
+    }
     return nullptr;
   } catch (const std::exception &e) {
     return strdup(e.what());

@@ -86,6 +86,9 @@ pub struct Snapshot<'a> {
     pub weights: &'a nn::VarStore,
     /// Whether the weights now are the best so far (else the saved best ones stay).
     pub improved: bool,
+    /// With weight averaging, the averaged weights by name: the model that is kept
+    /// (`weights.safetensors`), while `weights` are what training goes on from.
+    pub averaged: Option<Vec<(String, Tensor)>>,
     /// The optimizer's state tensors, by name.
     pub optimizer: Vec<(String, Tensor)>,
     /// Where training stands.
@@ -205,8 +208,11 @@ impl ModelDir {
             }
         }
         save_vars(snapshot.weights, &next.last_weights())?;
-        if snapshot.improved {
-            link_or_copy(&next.last_weights(), &next.weights())?;
+        match (snapshot.improved, &snapshot.averaged) {
+            (false, _) => {}
+            (true, None) => link_or_copy(&next.last_weights(), &next.weights())?,
+            (true, Some(averaged)) => Tensor::write_safetensors(averaged, next.weights())
+                .with_context(|| format!("cannot write {}", self.weights().display()))?,
         }
         if !snapshot.optimizer.is_empty() {
             Tensor::write_safetensors(&snapshot.optimizer, next.optimizer())

@@ -4,7 +4,8 @@
 //! - [`data`]: corpora as batches of sentences or as a token stream;
 //! - [`model`]: the RNN language model (tanh RNN, GRU, LSTM) and its output layer ([`output`]);
 //! - [`train`]: training by backpropagation through time, with [`optim`]'s optimizers
-//!   (which take the gradients of [`shared`] parameters in parts);
+//!   (which take the gradients of [`shared`] parameters in parts), [`regularize`]'s
+//!   training-time regularizers and [`average`]'s weight averaging;
 //! - [`score`]: sentence log-probabilities by the chain rule, and [`rescore`] for CSV files
 //!   ([`prefix`]: N-best candidates' shared prefixes run once);
 //! - [`oov`]: open-vocabulary scoring of out-of-vocabulary tokens;
@@ -14,6 +15,7 @@
 //!   (`metrics.csv`) and [`plot`] (`loss.png`); [`device`]: `--device`; [`torch_error`]:
 //!   libtorch's errors as one line.
 
+pub mod average;
 pub mod categorical;
 pub mod checkpoint;
 pub mod data;
@@ -27,6 +29,7 @@ pub mod output;
 pub mod plot;
 pub mod prefix;
 pub mod progress;
+pub mod regularize;
 pub mod rescore;
 pub mod sample;
 pub mod score;

@@ -13,6 +13,7 @@
 
 use crate::categorical::Sampler;
 use crate::output::{OutputConfig, OutputLayer};
+use crate::regularize::{drop_connect, embedding_type_scale, locked_dropout, Regularization};
 use crate::shared::{alias, SharedParameter};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -154,6 +155,18 @@ impl State {
     }
 }
 
+/// What a forward pass in training mode returns.
+#[derive(Debug)]
+pub struct TrainForward {
+    /// The top layer's `a<t>` after dropout, `[batch, time, hidden]`: the output
+    /// layer's input.
+    pub output: Tensor,
+    /// The same before dropout, when a penalty on it asked for it.
+    pub raw: Option<Tensor>,
+    /// The final state.
+    pub state: State,
+}
+
 /// The recurrent language model: embedding → recurrent layers → output layer.
 #[derive(Debug)]
 pub struct RnnLm {
@@ -282,26 +295,69 @@ impl RnnLm {
     /// If `state` is not of this model's cell (an LSTM state for a GRU, say); states
     /// come from [`RnnLm::zero_state`] or an earlier call, so they always match.
     pub fn forward(&self, inputs: &Tensor, state: &State, train: bool) -> (Tensor, State) {
+        let plain = Regularization::default();
+        let pass = self.run(inputs, state, train.then_some(&plain));
+        (pass.output, pass.state)
+    }
+
+    /// [`RnnLm::forward`] in training mode with `regularization`'s masks: locked or
+    /// plain dropout, embedding dropout and DropConnect on W_hh. The raw top-layer
+    /// outputs come back too when the penalties need them.
+    pub fn forward_train(
+        &self,
+        inputs: &Tensor,
+        state: &State,
+        regularization: &Regularization,
+    ) -> TrainForward {
+        self.run(inputs, state, Some(regularization))
+    }
+
+    fn run(&self, inputs: &Tensor, state: &State, train: Option<&Regularization>) -> TrainForward {
         let c = &self.config;
+        let training = train.is_some();
+        let regularization = train.cloned().unwrap_or_default();
+        let drop = |x: &Tensor| match (training, regularization.locked_dropout) {
+            (false, _) => x.shallow_clone(),
+            (true, true) => locked_dropout(x, c.dropout),
+            (true, false) => dropout(x, c.dropout, true),
+        };
+        let mut x = self.embed(inputs);
+        if training && regularization.embed_dropout > 0.0 {
+            let scale = embedding_type_scale(
+                c.vocab_size,
+                regularization.embed_dropout,
+                x.kind(),
+                self.device,
+            );
+            x = x * scale.index_select(0, &inputs.clamp_min(0).reshape([-1]))
+                .view([inputs.size()[0], inputs.size()[1], 1]);
+        }
         // One fused call per layer, so that the dropout between layers is ours too.
-        let mut x = dropout(&self.embed(inputs), c.dropout, train);
+        let mut x = drop(&x);
         let mut hs = Vec::new();
         let mut cs = Vec::new();
         for layer in 0..c.layers {
             if layer > 0 {
-                x = dropout(&x, c.dropout, train);
+                x = drop(&x);
             }
-            let weights = self.layer_weights(layer);
+            let mut weights: Vec<Tensor> = self
+                .layer_weights(layer)
+                .iter()
+                .map(Tensor::shallow_clone)
+                .collect();
+            if training && regularization.weight_drop > 0.0 {
+                weights[1] = drop_connect(&weights[1], regularization.weight_drop);
+            }
             let one = |t: &Tensor| t.narrow(0, layer, 1);
             x = match (c.cell, state) {
                 (Cell::Lstm, State::Lstm(h, cell)) => {
                     let (out, h, cell) = x.lstm(
                         &[one(h), one(cell)],
-                        weights,
+                        &weights,
                         true,
                         1,
                         0.0,
-                        train,
+                        training,
                         false,
                         true,
                     );
@@ -310,12 +366,13 @@ impl RnnLm {
                     out
                 }
                 (Cell::Gru, State::Hidden(h)) => {
-                    let (out, h) = x.gru(&one(h), weights, true, 1, 0.0, train, false, true);
+                    let (out, h) = x.gru(&one(h), &weights, true, 1, 0.0, training, false, true);
                     hs.push(h);
                     out
                 }
                 (Cell::Rnn, State::Hidden(h)) => {
-                    let (out, h) = x.rnn_tanh(&one(h), weights, true, 1, 0.0, train, false, true);
+                    let (out, h) =
+                        x.rnn_tanh(&one(h), &weights, true, 1, 0.0, training, false, true);
                     hs.push(h);
                     out
                 }
@@ -326,7 +383,11 @@ impl RnnLm {
             Cell::Lstm => State::Lstm(Tensor::cat(&hs, 0), Tensor::cat(&cs, 0)),
             _ => State::Hidden(Tensor::cat(&hs, 0)),
         };
-        (dropout(&x, c.dropout, train), state)
+        TrainForward {
+            output: drop(&x),
+            raw: regularization.needs_raw_output().then_some(x),
+            state,
+        }
     }
 
     /// Layer `layer`'s weight_ih, weight_hh, bias_ih and bias_hh.

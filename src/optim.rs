@@ -90,6 +90,8 @@ pub struct Optimizer {
     /// counts it, as PyTorch's Adam does).
     step: Tensor,
     lr: f64,
+    /// Decoupled weight decay: each step multiplies the weights by 1 − lr · this.
+    weight_decay: f64,
 }
 
 impl Optimizer {
@@ -117,7 +119,16 @@ impl Optimizer {
             exp_avg_sqs,
             step,
             lr,
+            weight_decay: 0.0,
         }
+    }
+
+    /// Decoupled weight decay (Loshchilov and Hutter's AdamW; for SGD the same
+    /// shrinking): each step multiplies the weights by 1 − lr · `weight_decay` apart
+    /// from the gradient's update.
+    pub fn with_weight_decay(mut self, weight_decay: f64) -> Self {
+        self.weight_decay = weight_decay;
+        self
     }
 
     /// Keys the saved state by the parameters' names in `vs`, so that it loads into
@@ -249,6 +260,9 @@ impl Optimizer {
         match self.kind {
             OptimizerKind::Sgd => {
                 for mut piece in pieces {
+                    if self.weight_decay > 0.0 {
+                        let _ = piece.param.f_mul_scalar_(1.0 - self.lr * self.weight_decay)?;
+                    }
                     let update = match &scale {
                         Some(s) => &piece.grad / s * self.lr,
                         None => &piece.grad * self.lr,
@@ -399,7 +413,7 @@ impl Optimizer {
                 BETAS.0,
                 BETAS.1,
                 EPS,
-                0.0,
+                self.weight_decay,
                 scale_ptr,
             )
         };

@@ -12,16 +12,26 @@ fn loss(p: &Tensor, target: &Tensor) -> Tensor {
 #[test]
 fn adam_steps_equal_the_textbook_update_with_norm_clipping() {
     for clip in [0.0, 1.5, 100.0] {
-        adam_matches_by_hand(clip);
+        adam_matches_by_hand(clip, 0.0);
     }
 }
 
-fn adam_matches_by_hand(clip: f64) {
+#[test]
+fn adamw_decays_the_weights_apart_from_the_moments() {
+    for clip in [0.0, 1.5] {
+        adam_matches_by_hand(clip, 0.3);
+    }
+}
+
+/// Adam, or with `weight_decay` AdamW (Loshchilov and Hutter: the weights shrink by
+/// lr · weight_decay before the update, the moments never see the decay).
+fn adam_matches_by_hand(clip: f64, weight_decay: f64) {
     let target = Tensor::from_slice(&[1.0f64, -2.0, 0.5, 3.0]);
     let start = [0.3f64, 0.1, -0.4, 2.0];
     let p = Tensor::from_slice(&start).set_requires_grad(true);
     let lr = 0.05;
-    let mut optimizer = Optimizer::new(OptimizerKind::Adam, vec![p.shallow_clone()], lr);
+    let mut optimizer = Optimizer::new(OptimizerKind::Adam, vec![p.shallow_clone()], lr)
+        .with_weight_decay(weight_decay);
     let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
     let mut expected = start.to_vec();
     let goal = [1.0f64, -2.0, 0.5, 3.0];
@@ -39,6 +49,7 @@ fn adam_matches_by_hand(clip: f64) {
             g.iter_mut().for_each(|x| *x *= coef);
         }
         for i in 0..4 {
+            expected[i] *= 1.0 - lr * weight_decay;
             m[i] = b1 * m[i] + (1.0 - b1) * g[i];
             v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
             let m_hat = m[i] / (1.0 - b1.powi(step));

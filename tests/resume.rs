@@ -92,3 +92,45 @@ fn cut_inside_a_stream_epoch_carries_the_recurrent_state() {
     cfg.bptt = 5;
     cut_and_resumed_equals_uncut(cfg, |c| c.max_steps = Some(9));
 }
+
+/// Every regularizer and the weight average, on both layouts.
+fn regularized(cfg: &mut TrainConfig) {
+    cfg.regularization = rnnlm::regularize::Regularization {
+        locked_dropout: true,
+        embed_dropout: 0.2,
+        weight_drop: 0.3,
+        ar: 1.0,
+        tar: 0.5,
+        weight_decay: 0.01,
+        ema_decay: 0.9,
+    };
+}
+
+#[test]
+fn cut_inside_a_regularized_epoch_keeps_the_average() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = noisy_config(dir.path());
+    cfg.model.cell = Cell::Lstm;
+    regularized(&mut cfg);
+    cut_and_resumed_equals_uncut(cfg.clone(), |c| c.max_steps = Some(5));
+    // The kept model is the average, not the last weights.
+    let model = dir.path().join("uncut");
+    assert!(
+        std::fs::read(model.join("weights.safetensors")).unwrap()
+            != std::fs::read(model.join("last.safetensors")).unwrap()
+    );
+}
+
+#[test]
+fn cut_inside_a_regularized_stream_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let many: Vec<&str> = THREE.iter().cycle().take(30).copied().collect();
+    corpus_dir(dir.path(), &many, &THREE);
+    let mut cfg = config(dir.path(), Cell::Gru, 3);
+    cfg.model.dropout = 0.2;
+    cfg.stream = true;
+    cfg.batch_size = 2;
+    cfg.bptt = 5;
+    regularized(&mut cfg);
+    cut_and_resumed_equals_uncut(cfg, |c| c.max_steps = Some(9));
+}

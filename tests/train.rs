@@ -104,6 +104,7 @@ fn checkpoint_round_trip_gives_identical_log_probs() {
         oov: None,
         weights: &vs,
         improved: true,
+        averaged: None,
         optimizer: Vec::new(),
         state: &state,
         history: &[],

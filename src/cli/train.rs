@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use rnnlm::model::{Cell, ModelConfig};
 use rnnlm::output::OutputConfig;
+use rnnlm::regularize::Regularization;
 use rnnlm::train::{LrSchedule, OptimizerKind, TrainConfig};
 use rnnlm::vocab::{Level, Tokenizer, VocabLimits};
 use std::path::PathBuf;
@@ -86,6 +87,31 @@ pub(crate) struct TrainArgs {
     /// Clip the gradient norm to this (0 = no clipping).
     #[arg(long, default_value_t = defaults().clip, value_parser = non_negative)]
     pub(crate) clip: f64,
+    /// Draw --dropout's masks once per sequence, the same at every time step
+    /// (variational, "locked" dropout), instead of once per element.
+    #[arg(long)]
+    pub(crate) locked_dropout: bool,
+    /// Drop whole word types from the embedding with this probability, one draw per
+    /// type and batch (every occurrence at once).
+    #[arg(long, default_value_t = 0.0, value_parser = dropout_rate)]
+    pub(crate) embed_dropout: f64,
+    /// DropConnect on the recurrent weights W_hh with this probability, one mask per batch.
+    #[arg(long, default_value_t = 0.0, value_parser = dropout_rate)]
+    pub(crate) weight_drop: f64,
+    /// Activation regularization: add this times the mean squared top-layer output.
+    #[arg(long, default_value_t = 0.0, value_parser = non_negative)]
+    pub(crate) ar: f64,
+    /// Temporal activation regularization: add this times the mean squared change of
+    /// the top-layer output from one step to the next.
+    #[arg(long, default_value_t = 0.0, value_parser = non_negative)]
+    pub(crate) tar: f64,
+    /// Decoupled weight decay (AdamW): each step shrinks the weights by lr times this.
+    #[arg(long, default_value_t = 0.0, value_parser = non_negative)]
+    pub(crate) weight_decay: f64,
+    /// Keep an exponential moving average of the weights with this decay (e.g. 0.999;
+    /// 0: none); validation and the saved model use the average.
+    #[arg(long, default_value_t = 0.0, value_parser = dropout_rate)]
+    pub(crate) ema_decay: f64,
     /// Epochs (in all, when resuming).
     #[arg(long, default_value_t = defaults().epochs, value_parser = positive)]
     pub(crate) epochs: usize,
@@ -112,7 +138,7 @@ pub(crate) struct TrainArgs {
 
 /// The training flags that define a run, by argument id: given on the command line
 /// with `--resume`, each must agree with the run.
-pub(crate) const RUN_FLAGS: [(&str, &str); 16] = [
+pub(crate) const RUN_FLAGS: [(&str, &str); 23] = [
     ("optimizer", "--optimizer"),
     ("batch_size", "--batch-size"),
     ("clip", "--clip"),
@@ -129,6 +155,13 @@ pub(crate) const RUN_FLAGS: [(&str, &str); 16] = [
     ("layers", "--layers"),
     ("dropout", "--dropout"),
     ("tie", "--tie"),
+    ("locked_dropout", "--locked-dropout"),
+    ("embed_dropout", "--embed-dropout"),
+    ("weight_drop", "--weight-drop"),
+    ("ar", "--ar"),
+    ("tar", "--tar"),
+    ("weight_decay", "--weight-decay"),
+    ("ema_decay", "--ema-decay"),
 ];
 
 /// The run-defining flags given on the command line.
@@ -193,6 +226,15 @@ pub(crate) fn run(args: TrainArgs, matches: Option<&clap::ArgMatches>) -> Result
         lr_decay: args.lr_decay,
         lr_schedule: args.lr_schedule,
         clip: args.clip,
+        regularization: Regularization {
+            locked_dropout: args.locked_dropout,
+            embed_dropout: args.embed_dropout,
+            weight_drop: args.weight_drop,
+            ar: args.ar,
+            tar: args.tar,
+            weight_decay: args.weight_decay,
+            ema_decay: args.ema_decay,
+        },
         epochs: args.epochs,
         time_limit: args.time_limit,
         max_steps: args.max_steps,

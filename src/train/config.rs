@@ -3,6 +3,7 @@
 use crate::model::{Cell, ModelConfig};
 use crate::optim::OptimizerKind;
 use crate::output::OutputConfig;
+use crate::regularize::Regularization;
 use crate::vocab::{Level, Tokenizer, VocabLimits};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -49,6 +50,9 @@ pub struct TrainConfig {
     pub lr_schedule: LrSchedule,
     /// Maximum gradient norm (0 = no clipping).
     pub clip: f64,
+    /// Training-time regularizers and weight averaging (all off by default).
+    #[serde(default)]
+    pub regularization: Regularization,
     /// With a class output layer and no cutoffs in `model.output`: how many clusters,
     /// the cutoffs then chosen from the training counts.
     pub clusters: usize,
@@ -108,6 +112,7 @@ impl Default for TrainConfig {
             lr_decay: 0.5,
             lr_schedule: LrSchedule::Plateau,
             clip: 1.0,
+            regularization: Regularization::default(),
             clusters: 3,
             patience: 3,
             epochs: 10,

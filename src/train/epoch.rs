@@ -4,7 +4,9 @@
 use super::{LrSchedule, TrainConfig};
 use crate::data::{length_batches, Corpus, SentenceBatch, TokenStream};
 use crate::model::{RnnLm, State};
+use crate::average::WeightAverage;
 use crate::optim::Optimizer;
+use crate::regularize::{activation_penalty, consecutive_positions};
 use crate::progress::Progress;
 use anyhow::{Context, Result};
 use rand::rngs::StdRng;
@@ -131,6 +133,7 @@ impl EpochStats {
 pub(super) fn run_epoch(
     model: &RnnLm,
     optimizer: &mut Optimizer,
+    mut average: Option<&mut WeightAverage>,
     corpus: &Corpus,
     rng: &mut StdRng,
     schedule: &Schedule,
@@ -149,7 +152,11 @@ pub(super) fn run_epoch(
         batches: 0,
         carried: None,
     };
+    let regularization = &config.regularization;
+    // `penalty`: the activation penalties, added to the mean loss that is minimized
+    // but not to the loss that is reported.
     let mut step = |loss_sum: Tensor,
+                    penalty: Option<Tensor>,
                     tokens: usize,
                     stats: &mut EpochStats,
                     steps_left: &mut Option<usize>|
@@ -164,7 +171,15 @@ pub(super) fn run_epoch(
         if !per_token.is_finite() || per_token > 100.0 {
             return Err(Diverged { per_token }.into());
         }
-        optimizer.step(&(&loss_sum / tokens as f64), config.clip)?;
+        let objective = &loss_sum / tokens as f64;
+        let objective = match penalty {
+            Some(penalty) => objective + penalty,
+            None => objective,
+        };
+        optimizer.step(&objective, config.clip)?;
+        if let Some(average) = average.as_deref_mut() {
+            average.update()?;
+        }
         stats.loss_sum += loss;
         stats.tokens += tokens;
         stats.batches_done += 1;
@@ -191,13 +206,24 @@ pub(super) fn run_epoch(
                 break;
             }
             seed_batch(seed, schedule.epoch, i);
-            let (hidden, next) = model.forward(inputs, &state.detach(), true);
-            state = next;
-            let width = hidden.size()[2];
-            let log_probs =
-                model.target_log_probs(&hidden.reshape([-1, width]), &targets.reshape([-1]));
+            let pass = model.forward_train(inputs, &state.detach(), regularization);
+            state = pass.state;
+            let width = pass.output.size()[2];
+            let hidden = pass.output.reshape([-1, width]);
+            let log_probs = model.target_log_probs(&hidden, &targets.reshape([-1]));
+            let raw = pass.raw.as_ref();
+            let steps = raw.map(|raw| {
+                let time = raw.size()[1];
+                (raw.narrow(1, 1, time - 1), raw.narrow(1, 0, time - 1))
+            });
+            let penalty = activation_penalty(
+                regularization,
+                &hidden,
+                steps.as_ref().map(|(next, previous)| (next, previous)),
+            );
             step(
                 -log_probs.sum(None),
+                penalty,
                 targets.numel(),
                 &mut stats,
                 steps_left,
@@ -218,10 +244,27 @@ pub(super) fn run_epoch(
                 .map(|&r| corpus.sentences[r].as_slice())
                 .collect();
             let batch = SentenceBatch::new(&sentences, model.device());
-            let (hidden, _) = model.forward(&batch.inputs, &model.zero_state(batch.size()), true);
-            let log_probs = model.target_log_probs(&batch.gather(&hidden), &batch.targets);
+            let pass =
+                model.forward_train(&batch.inputs, &model.zero_state(batch.size()), regularization);
+            let hidden = batch.gather(&pass.output);
+            let log_probs = model.target_log_probs(&hidden, &batch.targets);
+            let steps = pass.raw.as_ref().map(|raw| {
+                let size = raw.size();
+                let (next, previous) = consecutive_positions(&batch.lengths, size[1] as usize);
+                let flat = raw.reshape([-1, size[2]]);
+                let rows = |index: Vec<i64>| {
+                    flat.index_select(0, &Tensor::from_slice(&index).to(flat.device()))
+                };
+                (rows(next), rows(previous))
+            });
+            let penalty = activation_penalty(
+                regularization,
+                &hidden,
+                steps.as_ref().map(|(next, previous)| (next, previous)),
+            );
             step(
                 -log_probs.sum(None),
+                penalty,
                 batch.lengths.iter().sum(),
                 &mut stats,
                 steps_left,

@@ -12,6 +12,7 @@ mod resume;
 
 pub use config::{LrSchedule, TrainConfig};
 
+use crate::average::WeightAverage;
 use crate::checkpoint::{ModelDir, SavedConfig, Snapshot, TrainState, FORMAT};
 use crate::data::Corpus;
 use crate::metrics::read_metrics;
@@ -99,12 +100,24 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
     tch::manual_seed(seed as i64);
     let mut vs = nn::VarStore::new(device);
     let model = RnnLm::new(&vs.root(), &saved.model);
+    let regularization = &config.regularization;
+    regularization.check()?;
     let mut optimizer = Optimizer::new(config.optimizer, vs.trainable_variables(), state.lr)
         .named(&vs)?
-        .share(model.shared_parameters())?;
+        .share(model.shared_parameters())?
+        .with_weight_decay(regularization.weight_decay);
+    let mut average =
+        (regularization.ema_decay > 0.0).then(|| WeightAverage::new(&vs, regularization.ema_decay));
     let mut carried = None;
     if config.resume {
-        carried = resume::weights(&dir, &mut vs, &mut optimizer, saved.model.cell, device)?;
+        carried = resume::weights(
+            &dir,
+            &mut vs,
+            &mut optimizer,
+            average.as_mut(),
+            saved.model.cell,
+            device,
+        )?;
     }
     tracing::info!(
         "{} parameters, vocabulary {}, {} train / {} valid tokens, device {:?}",
@@ -151,6 +164,7 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
         let epoch = match run_epoch(
             &model,
             &mut optimizer,
+            average.as_mut(),
             &data.train,
             &mut rng,
             &schedule,
@@ -177,7 +191,16 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
             break;
         }
         let validation_start = Instant::now();
-        let valid_loss = validate(&model, &data.valid)?;
+        // The averaged weights are the model that is kept, so they are the ones judged.
+        let valid_loss = match average.as_mut() {
+            Some(average) => {
+                average.swap()?;
+                let loss = validate(&model, &data.valid);
+                average.swap()?;
+                loss?
+            }
+            None => validate(&model, &data.valid)?,
+        };
         last_validation = validation_start.elapsed().as_secs_f64();
         let record = EpochRecord {
             epoch: state.epoch as f64 + epoch.fraction(),
@@ -194,6 +217,9 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
         optimizer.set_lr(state.lr);
         if state.best_valid_loss.is_finite() {
             let mut optimizer_state = optimizer.state();
+            if let Some(average) = &average {
+                optimizer_state.extend(average.state());
+            }
             if let (false, Some(carried)) = (complete, &epoch.carried) {
                 optimizer_state.extend(resume::carried_tensors(carried));
             }
@@ -203,6 +229,7 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
                 oov: oov.as_ref(),
                 weights: &vs,
                 improved,
+                averaged: average.as_ref().map(WeightAverage::averaged),
                 optimizer: optimizer_state,
                 state: &state,
                 history: &history,

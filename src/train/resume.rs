@@ -3,6 +3,7 @@
 //! exactly as an uncut one.
 
 use super::{LrSchedule, TrainConfig};
+use crate::average::WeightAverage;
 use crate::checkpoint::{load_weights, ModelDir, SavedConfig};
 use crate::model::{Cell, State};
 use crate::optim::Optimizer;
@@ -50,6 +51,25 @@ pub(super) fn settings(
     from_run!(lr_schedule, "--lr-schedule");
     from_run!(lr, "--lr");
     from_run!(lr_decay, "--lr-decay");
+    // The regularizers are part of the run, each with its own flag.
+    macro_rules! regularizer {
+        ($field:ident, $flag:expr) => {
+            check(
+                $flag,
+                shown(&given.regularization.$field)?,
+                shown(&run.regularization.$field)?,
+                "run",
+            );
+        };
+    }
+    regularizer!(locked_dropout, "--locked-dropout");
+    regularizer!(embed_dropout, "--embed-dropout");
+    regularizer!(weight_drop, "--weight-drop");
+    regularizer!(ar, "--ar");
+    regularizer!(tar, "--tar");
+    regularizer!(weight_decay, "--weight-decay");
+    regularizer!(ema_decay, "--ema-decay");
+    effective.regularization = run.regularization.clone();
     // The network is the saved one; a shape flag can only agree with it.
     macro_rules! shape {
         ($field:ident, $flag:expr) => {
@@ -84,13 +104,15 @@ pub(super) fn settings(
     Ok(effective)
 }
 
-/// Loads the weights after the last step and the optimizer's state; returns the
-/// recurrent state a cut stream epoch carries. A directory saved without them goes on
-/// from the best weights with fresh moment estimates.
+/// Loads the weights after the last step, the optimizer's state and the weight
+/// average; returns the recurrent state a cut stream epoch carries. A directory saved
+/// without them goes on from the best weights with fresh moment estimates (and an
+/// average started there).
 pub(super) fn weights(
     dir: &ModelDir,
     vs: &mut nn::VarStore,
     optimizer: &mut Optimizer,
+    average: Option<&mut WeightAverage>,
     model_cell: Cell,
     device: Device,
 ) -> Result<Option<State>> {
@@ -105,6 +127,9 @@ pub(super) fn weights(
     }
     let path = dir.optimizer();
     if !path.exists() {
+        if let Some(average) = average {
+            *average = WeightAverage::new(vs, average.decay());
+        }
         return Ok(None);
     }
     let stored =
@@ -112,6 +137,19 @@ pub(super) fn weights(
     let mut stored: HashMap<String, Tensor> = stored.into_iter().collect();
     let hidden = stored.remove(CARRIED_HIDDEN).map(|t| t.to(device));
     let cell = stored.remove(CARRIED_CELL).map(|t| t.to(device));
+    match average {
+        Some(average) => average
+            .load_state(&mut stored)
+            .with_context(|| format!("{}: not this run's weight average", path.display()))?,
+        None => {
+            if WeightAverage::strip(&mut stored) {
+                bail!(
+                    "{}: holds a weight average, but the run has none",
+                    path.display()
+                );
+            }
+        }
+    }
     optimizer
         .load_state(&stored)
         .with_context(|| format!("{}: not this run's optimizer state", path.display()))?;

@@ -39,6 +39,7 @@ pub fn config(dir: &Path, cell: Cell, epochs: usize) -> TrainConfig {
         lr_decay: 0.5,
         lr_schedule: LrSchedule::Plateau,
         clip: 5.0,
+        regularization: Default::default(),
         clusters: 2,
         patience: 0,
         epochs,
