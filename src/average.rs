@@ -131,7 +131,8 @@ mod tests {
                 let _ = w.fill_(step as f64);
             });
             average.update().unwrap();
-            expected = &expected * 0.5 + Tensor::full([3], step as f64, (Kind::Float, Device::Cpu)) * 0.5;
+            expected =
+                &expected * 0.5 + Tensor::full([3], step as f64, (Kind::Float, Device::Cpu)) * 0.5;
         }
         // 0 → 0.5 → 1.25 → 2.125 → 3.0625
         let got = &average.averaged()[0].1;
@@ -139,7 +140,10 @@ mod tests {
         assert!((f64::try_from(got.get(0)).unwrap() - 3.0625).abs() < 1e-6);
         average.swap().unwrap();
         assert!((f64::try_from(w.get(0)).unwrap() - 3.0625).abs() < 1e-6);
-        assert!(average.update().is_err(), "updating while swapped is refused");
+        assert!(
+            average.update().is_err(),
+            "updating while swapped is refused"
+        );
         average.swap().unwrap();
         assert_eq!(f64::try_from(w.get(0)).unwrap(), 4.0);
     }

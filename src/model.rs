@@ -329,7 +329,8 @@ impl RnnLm {
                 x.kind(),
                 self.device,
             );
-            x = x * scale.index_select(0, &inputs.clamp_min(0).reshape([-1]))
+            x *= scale
+                .index_select(0, &inputs.clamp_min(0).reshape([-1]))
                 .view([inputs.size()[0], inputs.size()[1], 1]);
         }
         // One fused call per layer, so that the dropout between layers is ours too.

@@ -261,7 +261,9 @@ impl Optimizer {
             OptimizerKind::Sgd => {
                 for mut piece in pieces {
                     if self.weight_decay > 0.0 {
-                        let _ = piece.param.f_mul_scalar_(1.0 - self.lr * self.weight_decay)?;
+                        let _ = piece
+                            .param
+                            .f_mul_scalar_(1.0 - self.lr * self.weight_decay)?;
                     }
                     let update = match &scale {
                         Some(s) => &piece.grad / s * self.lr,

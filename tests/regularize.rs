@@ -41,7 +41,13 @@ fn locked_dropout_draws_one_mask_per_sequence() {
     assert_eq!(dropped.size(), x.size());
     // Every time step of a row carries the row's mask.
     let first = dropped.narrow(1, 0, 1);
-    assert!(dropped.eq_tensor(&first.expand_as(&dropped)).all().int64_value(&[]) == 1);
+    assert!(
+        dropped
+            .eq_tensor(&first.expand_as(&dropped))
+            .all()
+            .int64_value(&[])
+            == 1
+    );
     let share = zero_share(&first);
     assert!((share - p).abs() < 0.05, "dropped share {share}");
     let kept: Vec<f64> = values(&first).into_iter().filter(|v| *v != 0.0).collect();
@@ -132,8 +138,16 @@ fn embedding_dropout_silences_every_occurrence_of_a_dropped_type() {
     assert!((share - 0.5).abs() < 0.12, "dropped types {share}");
     // Without it no row is zero.
     let plain = model.forward_train(&inputs, &model.zero_state(10), &Regularization::default());
-    let grad = gradient(&vs, &model, &plain.output.sum(Kind::Float), "encoder.weight");
-    let rows = grad.narrow(0, 3, vocab - 3).abs().sum_dim_intlist(1, false, Kind::Float);
+    let grad = gradient(
+        &vs,
+        &model,
+        &plain.output.sum(Kind::Float),
+        "encoder.weight",
+    );
+    let rows = grad
+        .narrow(0, 3, vocab - 3)
+        .abs()
+        .sum_dim_intlist(1, false, Kind::Float);
     assert_eq!(rows.eq(0.0).sum(Kind::Int64).int64_value(&[]), 0);
 }
 
@@ -152,16 +166,34 @@ fn drop_connect_masks_the_recurrent_weights_of_the_fused_call() {
             ..Default::default()
         };
         let pass = model.forward_train(&inputs, &model.zero_state(6), &regularization);
-        let grad = gradient(&vs, &model, &pass.output.sum(Kind::Float), "rnn.weight_hh_l0");
+        let grad = gradient(
+            &vs,
+            &model,
+            &pass.output.sum(Kind::Float),
+            "rnn.weight_hh_l0",
+        );
         // A dropped weight gets no gradient: about half of W_hh's entries are zero.
         let share = zero_share(&grad);
-        assert!((share - 0.5).abs() < 0.05, "{cell:?}: zero gradients {share}");
+        assert!(
+            (share - 0.5).abs() < 0.05,
+            "{cell:?}: zero gradients {share}"
+        );
         let plain = model.forward_train(&inputs, &model.zero_state(6), &Regularization::default());
-        let grad = gradient(&vs, &model, &plain.output.sum(Kind::Float), "rnn.weight_hh_l0");
+        let grad = gradient(
+            &vs,
+            &model,
+            &plain.output.sum(Kind::Float),
+            "rnn.weight_hh_l0",
+        );
         assert!(zero_share(&grad) < 0.01, "{cell:?}: without DropConnect");
         // The input weights are never masked.
         let again = model.forward_train(&inputs, &model.zero_state(6), &regularization);
-        let grad = gradient(&vs, &model, &again.output.sum(Kind::Float), "rnn.weight_ih_l0");
+        let grad = gradient(
+            &vs,
+            &model,
+            &again.output.sum(Kind::Float),
+            "rnn.weight_ih_l0",
+        );
         assert!(zero_share(&grad) < 0.01);
     }
 }

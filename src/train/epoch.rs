@@ -2,12 +2,12 @@
 //! the random streams of each epoch.
 
 use super::{LrSchedule, TrainConfig};
+use crate::average::WeightAverage;
 use crate::data::{length_batches, Corpus, SentenceBatch, TokenStream};
 use crate::model::{RnnLm, State};
-use crate::average::WeightAverage;
 use crate::optim::Optimizer;
-use crate::regularize::{activation_penalty, consecutive_positions};
 use crate::progress::Progress;
+use crate::regularize::{activation_penalty, consecutive_positions};
 use anyhow::{Context, Result};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -128,12 +128,17 @@ impl EpochStats {
     }
 }
 
+/// What a step updates: the weights, through the optimizer, and their average.
+pub(super) struct Update<'a> {
+    pub(super) optimizer: &'a mut Optimizer,
+    pub(super) average: Option<&'a mut WeightAverage>,
+}
+
 /// One pass over the training data from `begun`, stopping early at the schedule's
 /// deadline or when `steps_left` reaches 0.
 pub(super) fn run_epoch(
     model: &RnnLm,
-    optimizer: &mut Optimizer,
-    mut average: Option<&mut WeightAverage>,
+    update: Update,
     corpus: &Corpus,
     rng: &mut StdRng,
     schedule: &Schedule,
@@ -152,6 +157,10 @@ pub(super) fn run_epoch(
         batches: 0,
         carried: None,
     };
+    let Update {
+        optimizer,
+        mut average,
+    } = update;
     let regularization = &config.regularization;
     // `penalty`: the activation penalties, added to the mean loss that is minimized
     // but not to the loss that is reported.
@@ -244,8 +253,11 @@ pub(super) fn run_epoch(
                 .map(|&r| corpus.sentences[r].as_slice())
                 .collect();
             let batch = SentenceBatch::new(&sentences, model.device());
-            let pass =
-                model.forward_train(&batch.inputs, &model.zero_state(batch.size()), regularization);
+            let pass = model.forward_train(
+                &batch.inputs,
+                &model.zero_state(batch.size()),
+                regularization,
+            );
             let hidden = batch.gather(&pass.output);
             let log_probs = model.target_log_probs(&hidden, &batch.targets);
             let steps = pass.raw.as_ref().map(|raw| {

@@ -25,7 +25,7 @@ use crate::output::{choose_cutoffs, OutputConfig};
 use crate::score::{evaluate, SCORE_BATCH};
 use crate::vocab::{read_lines, Tokenizer, Vocab};
 use anyhow::{bail, Context, Result};
-use epoch::{epoch_rng, run_epoch, Diverged, EpochStart, EpochStats, Schedule};
+use epoch::{epoch_rng, run_epoch, Diverged, EpochStart, EpochStats, Schedule, Update};
 use std::time::Instant;
 use tch::{nn, Device};
 
@@ -161,10 +161,13 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
         };
         let done_before = begun.batches_done;
         let epoch_lr = schedule.rate(0.0).unwrap_or(state.lr);
+        let update = Update {
+            optimizer: &mut optimizer,
+            average: average.as_mut(),
+        };
         let epoch = match run_epoch(
             &model,
-            &mut optimizer,
-            average.as_mut(),
+            update,
             &data.train,
             &mut rng,
             &schedule,
