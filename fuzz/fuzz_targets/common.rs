@@ -55,6 +55,7 @@ pub fn tiny_model(dir: &Path) -> PathBuf {
         oov: Some(&oov),
         weights: &vs,
         improved: true,
+        averaged: None,
         optimizer: Vec::new(),
         state: &state,
         history: &[],
