@@ -93,7 +93,7 @@ fn small(cell: Cell, vocab: i64) -> (nn::VarStore, RnnLm) {
 /// Inputs `[rows, time]` in which every token of 3..vocab occurs several times.
 fn repeated_inputs(rows: i64, time: i64, vocab: i64) -> Tensor {
     let tokens = Tensor::arange(rows * time, (Kind::Int64, Device::Cpu)).remainder(vocab - 3) + 3;
-    let mut inputs = tokens.view([rows, time]);
+    let inputs = tokens.view([rows, time]);
     let _ = inputs.narrow(1, 0, 1).fill_(ZERO_INPUT);
     inputs
 }
