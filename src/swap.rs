@@ -126,6 +126,19 @@ fn replace_by_renames(
     Ok(())
 }
 
+/// Removes a staging directory that a killed training left half written beside
+/// `target` (`.NAME.next` with no `.NAME.old`: not part of an interrupted swap, which
+/// [`finish_interrupted_swap`] completes). The caller holds `target`'s training lock,
+/// so no live training is writing it.
+pub fn remove_abandoned_staging(target: &Path) -> Result<()> {
+    let next = sibling(target, "next");
+    if next.exists() && !sibling(target, "old").exists() {
+        std::fs::remove_dir_all(&next)
+            .with_context(|| format!("cannot remove the leftover {}", next.display()))?;
+    }
+    Ok(())
+}
+
 /// Completes a swap that a kill stopped between the fallback's two renames, and
 /// removes an old directory left aside. A no-op (one `stat`) in the usual case.
 pub fn finish_interrupted_swap(target: &Path) -> Result<()> {

@@ -61,6 +61,7 @@ struct Start {
 pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
     let dir = ModelDir::new(&config.out);
     let _lock = crate::swap::TrainingLock::acquire(&config.out)?;
+    crate::swap::remove_abandoned_staging(&config.out)?;
     let Start {
         saved,
         vocab,
