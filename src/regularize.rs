@@ -87,7 +87,7 @@ pub fn drop_connect(weight: &Tensor, p: f64) -> Tensor {
     dropout(weight, p, true)
 }
 
-/// α · mean(`dropped`²) + β · mean((`raw`<t> − `raw`<t−1>)²).
+/// α · mean(`dropped`²) + β · mean((`raw<t>` − `raw<t−1>`)²).
 ///
 /// `dropped`: the top layer's outputs after dropout at the real positions, `[n, width]`.
 /// `steps`: the pairs of consecutive real positions of `raw`, as two `[m, width]`
