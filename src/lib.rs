@@ -11,6 +11,7 @@
 //! - [`oov`]: open-vocabulary scoring of out-of-vocabulary tokens;
 //! - [`sample`]: drawing new sequences, with [`categorical`]'s seeded draws;
 //! - [`tune`]: combination weights chosen on a dev set by word error rate ([`wer`]);
+//! - [`report`]: HTML pages of scored N-best lists and of sampling, step by step;
 //! - [`checkpoint`]: the model directory, saved whole by [`swap`] and [`files`], with [`metrics`]
 //!   (`metrics.csv`) and [`plot`] (`loss.png`); [`device`]: `--device`; [`torch_error`]:
 //!   libtorch's errors as one line.
@@ -30,6 +31,7 @@ pub mod plot;
 pub mod prefix;
 pub mod progress;
 pub mod regularize;
+pub mod report;
 pub mod rescore;
 pub mod sample;
 pub mod score;

@@ -51,6 +51,31 @@ pub fn sample(
     max_len: usize,
     sampler: &mut Sampler,
 ) -> Result<Vec<Sample>> {
+    sample_watched(model, prefix, count, max_len, sampler, &mut |_| Ok(()))
+}
+
+/// One drawing step, as [`sample_watched`] shows it to its watcher.
+pub struct Step<'a> {
+    /// The top layer's `a<t>` of every sequence, `[count, hidden]`: the model's next-token
+    /// distribution is `model.log_probs(hidden)`.
+    pub hidden: &'a Tensor,
+    /// The token drawn for each sequence.
+    pub drawn: &'a [i64],
+    /// Whether each sequence was still running (had not drawn `<EOS>` before).
+    pub running: &'a [bool],
+}
+
+/// [`sample`], calling `watch` after each step's draw; the draws are the same as
+/// [`sample`]'s with the same sampler, whatever the watcher computes (it cannot
+/// reach the sampler).
+pub fn sample_watched(
+    model: &RnnLm,
+    prefix: &[i64],
+    count: usize,
+    max_len: usize,
+    sampler: &mut Sampler,
+    watch: &mut dyn FnMut(Step) -> Result<()>,
+) -> Result<Vec<Sample>> {
     if count == 0 {
         return Ok(Vec::new());
     }
@@ -83,6 +108,11 @@ pub fn sample(
         log_prob += drawn_log_prob.to_kind(Kind::Double) * running.to_kind(Kind::Double);
         let drawn_cpu = Vec::<i64>::try_from(drawn.to_device(Device::Cpu))?;
         let running_cpu = Vec::<bool>::try_from(running.to_device(Device::Cpu))?;
+        watch(Step {
+            hidden: &hidden,
+            drawn: &drawn_cpu,
+            running: &running_cpu,
+        })?;
         for ((sample, &token), &live) in samples.iter_mut().zip(&drawn_cpu).zip(&running_cpu) {
             if !live {
                 continue;

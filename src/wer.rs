@@ -74,3 +74,53 @@ pub fn align_text(reference: &str, hypothesis: &str) -> Edits {
     let h: Vec<&str> = hypothesis.split_whitespace().collect();
     align(&r, &h)
 }
+
+/// The positions of `hypothesis` outside a longest common subsequence with `other`:
+/// the words a reader sees as different between the two (ties keep the earliest
+/// matches of `hypothesis`).
+pub fn differing_positions(other: &[&str], hypothesis: &[&str]) -> Vec<usize> {
+    let (n, m) = (other.len(), hypothesis.len());
+    // common[i][j]: the longest common subsequence of other[i..] and hypothesis[j..].
+    let mut common = vec![vec![0usize; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            common[i][j] = if other[i] == hypothesis[j] {
+                common[i + 1][j + 1] + 1
+            } else {
+                common[i + 1][j].max(common[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut differing = Vec::new();
+    while j < m {
+        if i < n && other[i] == hypothesis[j] {
+            i += 1;
+            j += 1;
+        } else if i < n && common[i + 1][j] >= common[i][j + 1] {
+            i += 1;
+        } else {
+            differing.push(j);
+            j += 1;
+        }
+    }
+    differing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differing_positions_mark_the_words_outside_the_common_part() {
+        let best = ["the", "apple", "and", "pear", "salad"];
+        let other = ["the", "apple", "and", "pair", "salad"];
+        assert_eq!(differing_positions(&best, &other), [3]);
+        let inserted = ["a", "the", "apple", "and", "pear", "salad", "now"];
+        assert_eq!(differing_positions(&best, &inserted), [0, 6]);
+        let split = ["the", "ape", "pull", "and", "pear", "salad"];
+        assert_eq!(differing_positions(&best, &split), [1, 2]);
+        assert_eq!(differing_positions(&best, &best), Vec::<usize>::new());
+        assert_eq!(differing_positions(&[], &["x", "y"]), [0, 1]);
+    }
+}

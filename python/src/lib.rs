@@ -574,6 +574,7 @@ impl Model {
             chunk_rows: CHUNK_ROWS,
             between_chunks: python_signals,
             prefix_sharing,
+            report: None,
         };
         let summary = detached(py, Otherwise::Value, || {
             let networks = self.lock();

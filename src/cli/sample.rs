@@ -5,6 +5,7 @@ use super::values::positive;
 use anyhow::{Context, Result};
 use clap::Args;
 use rnnlm::checkpoint::ModelDir;
+use rnnlm::report::steps::StepsOptions;
 use rnnlm::sample::Sampler;
 use std::io::Write;
 use std::path::PathBuf;
@@ -32,6 +33,13 @@ pub(crate) struct SampleArgs {
     /// Word level: print tokens separated by single spaces instead of readable text.
     #[arg(long)]
     pub(crate) tokens: bool,
+    /// Also write an HTML page of every step: the most likely next tokens, the draw,
+    /// and <UNK>'s share (the same samples as without it).
+    #[arg(long)]
+    pub(crate) steps: Option<PathBuf>,
+    /// Next tokens shown per step on the --steps page.
+    #[arg(long, default_value_t = 10, value_parser = positive, requires = "steps")]
+    pub(crate) top_k: usize,
     #[command(flatten)]
     pub(crate) device: DeviceArgs,
 }
@@ -50,13 +58,30 @@ pub(crate) fn run(args: SampleArgs) -> Result<()> {
     };
     let mut sampler = Sampler::new(args.seed);
     let start = std::time::Instant::now();
-    let samples = rnnlm::sample::sample(
-        &loaded.model,
-        &prefix,
-        args.count,
-        args.max_len,
-        &mut sampler,
-    )
+    let samples = match &args.steps {
+        Some(path) => rnnlm::report::steps::sample_with_steps(
+            &loaded.model,
+            &loaded.vocab,
+            tokenizer,
+            &prefix,
+            args.count,
+            args.max_len,
+            &mut sampler,
+            &StepsOptions {
+                path,
+                model_name: &args.model.display().to_string(),
+                top_k: args.top_k,
+                seed: args.seed,
+            },
+        ),
+        None => rnnlm::sample::sample(
+            &loaded.model,
+            &prefix,
+            args.count,
+            args.max_len,
+            &mut sampler,
+        ),
+    }
     .context("sampling failed")?;
     let seconds = start.elapsed().as_secs_f64();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());

@@ -7,6 +7,7 @@ use clap::Args;
 use rnnlm::checkpoint::ModelDir;
 use rnnlm::oov::OovPolicy;
 use rnnlm::rescore::combine::Weights;
+use rnnlm::report::rescore::{ReportOptions, ReportOrder};
 use rnnlm::rescore::ScoreOptions;
 use rnnlm::score::SCORE_BATCH;
 use std::path::PathBuf;
@@ -65,6 +66,18 @@ pub(crate) struct ScoreArgs {
     /// can rank otherwise than a run on the model; 17 ranks exactly the same.
     #[arg(long, default_value_t = 4, value_parser = decimals)]
     pub(crate) digits: usize,
+    /// Also write a self-contained HTML report of the scored rows to this file.
+    #[arg(long)]
+    pub(crate) report: Option<PathBuf>,
+    /// Utterances (or text lines) the report shows at most.
+    #[arg(long, default_value_t = 1000, value_parser = positive, requires = "report")]
+    pub(crate) report_limit: usize,
+    /// Which utterances the report shows when there are more than --report-limit.
+    #[arg(long, value_enum, default_value = "file", requires = "report")]
+    pub(crate) report_order: ReportOrder,
+    /// CSV with utterance_id,reference: the report shows each candidate's word errors.
+    #[arg(long, requires = "report")]
+    pub(crate) references: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) device: DeviceArgs,
 }
@@ -106,6 +119,12 @@ pub(crate) fn run(args: ScoreArgs) -> Result<()> {
         chunk_rows: args.chunk_rows,
         between_chunks: rnnlm::rescore::never_stop,
         prefix_sharing: args.prefix_sharing,
+        report: args.report.map(|path| ReportOptions {
+            path,
+            limit: args.report_limit,
+            order: args.report_order,
+            references: args.references,
+        }),
     };
     let start = std::time::Instant::now();
     let summary = rnnlm::rescore::score_file(&loaded, backward.as_ref(), &options)?;

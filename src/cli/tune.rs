@@ -65,6 +65,10 @@ pub(crate) struct TuneArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Also draw a PNG of WER against lm_weight and over lm_weight × length_penalty,
+    /// around the chosen weights.
+    #[arg(long)]
+    pub(crate) plot: Option<PathBuf>,
     /// Sentences per forward pass.
     #[arg(long, default_value_t = SCORE_BATCH, value_parser = positive)]
     pub(crate) batch_size: usize,
@@ -130,6 +134,7 @@ pub(crate) fn run(args: TuneArgs) -> Result<()> {
         },
         apply,
         backward_model: args.backward_model,
+        plot: args.plot,
     };
     let report = rnnlm::tune::tune(loaded.as_ref(), backward.as_ref(), &options)?;
     let json = serde_json::to_string(&report)?;

@@ -4,6 +4,7 @@ use super::combine::{ranks, LmScores};
 use super::nbest::{word_count, Candidate, CandidateRows, CheckedRow, Columns, RowReader};
 use super::{input_name, open_input, open_per_token, write_per_token};
 use super::{ScoreOptions, ScoreSummary, Scorer, Sink};
+use crate::report::rescore::{ReportCandidate, RescoreReport};
 use anyhow::{bail, Result};
 use std::io::Write;
 
@@ -23,6 +24,7 @@ pub(super) fn score_rows(
     backward: Option<&Scorer>,
     options: &ScoreOptions,
     progress: &crate::progress::Progress,
+    report: &mut Option<RescoreReport>,
 ) -> Result<ScoreSummary> {
     let name = input_name(options.input.as_deref());
     let reader = RowReader::new(
@@ -73,6 +75,7 @@ pub(super) fn score_rows(
                 &pending,
                 &mut sink.writer,
                 &mut summary,
+                report.as_mut(),
             )?;
             let rows: Vec<usize> = pending.iter().map(|c| c.row).collect();
             write_per_token(&mut per_token, &rows, &scored)?;
@@ -84,6 +87,9 @@ pub(super) fn score_rows(
         if !more {
             break;
         }
+    }
+    if let Some(report) = report.take() {
+        report.finish()?;
     }
     sink.commit()?;
     if let Some(sink) = per_token {
@@ -111,6 +117,23 @@ fn output_header(headers: &csv::StringRecord, layout: &Layout) -> csv::StringRec
         header.extend(["rank", "best"]);
     }
     header
+}
+
+/// The groups of a chunk, as index ranges; without a group column each row is its own.
+fn group_ranges(candidates: &[Candidate], columns: &Columns) -> Vec<std::ops::Range<usize>> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    while start < candidates.len() {
+        let end = match candidates[start].group(columns) {
+            None => start + 1,
+            group => (start..candidates.len())
+                .find(|&i| candidates[i].group(columns) != group)
+                .unwrap_or(candidates.len()),
+        };
+        groups.push(start..end);
+        start = end;
+    }
+    groups
 }
 
 fn last_two_in_one_group(pending: &[Candidate], columns: &Columns) -> bool {
@@ -146,6 +169,7 @@ fn flush(
     candidates: &[Candidate],
     writer: &mut csv::Writer<impl Write>,
     summary: &mut ScoreSummary,
+    report: Option<&mut RescoreReport>,
 ) -> Result<Vec<super::Scored>> {
     let columns = &layout.columns;
     let texts: Vec<&str> = candidates.iter().map(|c| c.text(columns)).collect();
@@ -175,15 +199,33 @@ fn flush(
     } else {
         scored.iter().map(|s| s.log_prob()).collect()
     };
+    let groups = group_ranges(candidates, columns);
     let mut group_ranks = vec![0; candidates.len()];
-    let mut start = 0;
-    while start < candidates.len() {
-        let group = candidates[start].group(columns);
-        let end = (start..candidates.len())
-            .find(|&i| candidates[i].group(columns) != group)
-            .unwrap_or(candidates.len());
-        group_ranks[start..end].copy_from_slice(&ranks(&rank_by[start..end]));
-        start = end;
+    for range in &groups {
+        group_ranks[range.clone()].copy_from_slice(&ranks(&rank_by[range.clone()]));
+    }
+    if let Some(report) = report {
+        for range in &groups {
+            let rows: Vec<ReportCandidate> = range
+                .clone()
+                .map(|i| ReportCandidate {
+                    row: candidates[i].row,
+                    text: candidates[i].text(columns),
+                    scored: &scored[i],
+                    lm: lm_scores[i],
+                    am: candidates[i].am,
+                    words: word_count(candidates[i].text(columns)),
+                    score: layout.score.then_some(scores[i]),
+                    rank: group_ranks[i],
+                })
+                .collect();
+            let first = &candidates[range.start];
+            let id = match first.group(columns) {
+                Some(group) => group.to_string(),
+                None => format!("row {}", first.row),
+            };
+            report.add(&id, &rows)?;
+        }
     }
     for (i, (c, s)) in candidates.iter().zip(&scored).enumerate() {
         let lp = s.log_prob();

@@ -10,6 +10,7 @@
 pub mod combine;
 mod csv_out;
 pub mod nbest;
+pub mod references;
 pub mod sink;
 mod text;
 
@@ -17,6 +18,7 @@ use crate::checkpoint::LoadedModel;
 use crate::model::RnnLm;
 use crate::oov::{OovOptions, OovScorer};
 use crate::prefix::{shared_token_log_probs, Work};
+use crate::report::rescore::{ReportOptions, RescoreReport};
 use crate::score::token_log_probs;
 use crate::vocab::{Tokenizer, Vocab, UNK_ID};
 use anyhow::{bail, Context, Result};
@@ -75,6 +77,8 @@ pub struct ScoreOptions {
     /// Run the candidates' shared prefixes once ([`crate::prefix`]); the numbers are
     /// the same either way.
     pub prefix_sharing: bool,
+    /// Also write an HTML report of the scored rows ([`crate::report::rescore`]).
+    pub report: Option<ReportOptions>,
 }
 
 /// A [`ScoreOptions::between_chunks`] that always goes on.
@@ -291,12 +295,23 @@ pub fn score_file(
     if backward.is_some() && options.format == Format::Text {
         bail!("--backward-model needs N-best input (--format csv or kaldi)");
     }
+    let mut report = match &options.report {
+        Some(report) => Some(RescoreReport::new(
+            report.clone(),
+            &input_name(options.input.as_deref()),
+            &model.dir.display().to_string(),
+            options.weights,
+            options.digits,
+            options.format != Format::Text,
+        )?),
+        None => None,
+    };
     let progress = crate::progress::Progress::rows();
     let summary = match options.format {
         Format::Csv | Format::Kaldi => {
-            csv_out::score_rows(&forward, backward.as_ref(), options, &progress)?
+            csv_out::score_rows(&forward, backward.as_ref(), options, &progress, &mut report)?
         }
-        Format::Text => text::score_text(&forward, options, &progress)?,
+        Format::Text => text::score_text(&forward, options, &progress, &mut report)?,
     };
     progress.finish();
     let mut summary = summary;

@@ -2,6 +2,9 @@
 
 use super::{input_name, open_input, open_per_token, write_per_token};
 use super::{ScoreOptions, ScoreSummary, Scorer};
+use super::combine::LmScores;
+use super::nbest::word_count;
+use crate::report::rescore::{ReportCandidate, RescoreReport};
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader};
 
@@ -11,6 +14,7 @@ pub(super) fn score_text(
     scorer: &Scorer,
     options: &ScoreOptions,
     progress: &crate::progress::Progress,
+    report: &mut Option<RescoreReport>,
 ) -> Result<ScoreSummary> {
     let name = input_name(options.input.as_deref());
     let mut reader = BufReader::new(open_input(options.input.as_deref())?);
@@ -64,7 +68,26 @@ pub(super) fn score_text(
         }
         let texts: Vec<&str> = sentences.iter().map(String::as_str).collect();
         let scored = scorer.score(&texts, options.batch_size)?;
-        for (sentence, s) in sentences.iter().zip(&scored) {
+        for ((sentence, s), &row) in sentences.iter().zip(&scored).zip(&rows) {
+            if let Some(report) = report.as_mut() {
+                let lm = LmScores {
+                    forward: s.log_prob(),
+                    ..LmScores::default()
+                };
+                report.add(
+                    &format!("line {row}"),
+                    &[ReportCandidate {
+                        row,
+                        text: sentence,
+                        scored: s,
+                        lm,
+                        am: None,
+                        words: word_count(sentence),
+                        score: None,
+                        rank: 1,
+                    }],
+                )?;
+            }
             let lp = s.log_prob();
             let n = s.tokens.len();
             let ppl = (-lp / n as f64).exp();
@@ -82,6 +105,9 @@ pub(super) fn score_text(
         write_per_token(&mut per_token, &rows, &scored)?;
         progress.inc(sentences.len() as u64);
         (options.between_chunks)()?;
+    }
+    if let Some(report) = report.take() {
+        report.finish()?;
     }
     sink.commit()?;
     if let Some(sink) = per_token {

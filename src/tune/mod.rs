@@ -9,6 +9,7 @@
 //! (the earlier candidate) that `score` ranks with. [`report`] tunes one row per
 //! system: the first pass re-weighted, the forward RNN, forward + backward, and all.
 
+pub mod plot;
 pub mod report;
 pub mod search;
 
@@ -18,12 +19,12 @@ use crate::rescore::combine::LmScores;
 use crate::rescore::nbest::{
     require_column, word_count, CandidateRows, CheckedRow, ColumnNames, Columns, RowReader,
 };
+use crate::rescore::references::References;
 use crate::rescore::{input_name, open_input, Format, Scorer, CHUNK_ROWS};
 use crate::wer::align_text;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use report::TuneReport;
 use search::Cached;
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 /// The values searched for each weight.
@@ -99,6 +100,8 @@ pub struct TuneOptions {
     pub backward_model: Option<PathBuf>,
     /// Run the candidates' shared prefixes once (the numbers are the same either way).
     pub prefix_sharing: bool,
+    /// Also draw WER around the chosen weights to this PNG ([`plot`]).
+    pub plot: Option<PathBuf>,
 }
 
 /// One N-best list.
@@ -270,7 +273,18 @@ pub fn tune(
         ngram: columns.ngram.is_some(),
         backward: models.as_ref().is_some_and(|m| m.backward.is_some()),
     };
-    report::report(&cache, &lists, reference_words, has, options)
+    let (report, searched) = report::report(&cache, &lists, reference_words, has, options)?;
+    if let Some(path) = &options.plot {
+        plot::TunePlot {
+            cache: &cache,
+            lists: &lists,
+            reference_words,
+            report: &report,
+            searched,
+        }
+        .write(path)?;
+    }
+    Ok(report)
 }
 
 /// The models that score the candidates.
@@ -300,57 +314,5 @@ impl Models<'_> {
             cache.push(cached);
         }
         Ok(())
-    }
-}
-
-/// `utterance_id,reference` rows, each used once.
-struct References {
-    name: String,
-    /// Reference and line, by utterance; `None` once taken.
-    rows: HashMap<String, (Option<String>, u64)>,
-}
-
-impl References {
-    fn load(path: &std::path::Path) -> Result<Self> {
-        let name = path.display().to_string();
-        let mut reader =
-            csv::Reader::from_path(path).with_context(|| format!("cannot open {name}"))?;
-        let headers = reader
-            .headers()
-            .with_context(|| format!("{name}: cannot read the header"))?
-            .clone();
-        let id = require_column(&headers, &name, "utterance_id", "--references")?;
-        let text = require_column(&headers, &name, "reference", "--references")?;
-        let mut rows: HashMap<String, (Option<String>, u64)> = HashMap::new();
-        for record in reader.records() {
-            let record = record.map_err(|e| {
-                let line = e.position().map_or(0, |p| p.line());
-                anyhow!("{name}: line {line}: {e}")
-            })?;
-            let line = record.position().map_or(0, |p| p.line());
-            let utterance = record.get(id).unwrap_or("").to_string();
-            if let Some((_, first)) = rows.get(&utterance) {
-                bail!("{name}: line {line}: a second reference for utterance '{utterance}' (the first is on line {first})");
-            }
-            rows.insert(
-                utterance,
-                (Some(record.get(text).unwrap_or("").to_string()), line),
-            );
-        }
-        Ok(References { name, rows })
-    }
-
-    /// The reference of `utterance`; `None` if there is none, or it was taken already.
-    fn take(&mut self, utterance: &str) -> Option<String> {
-        self.rows.get_mut(utterance).and_then(|(r, _)| r.take())
-    }
-
-    /// A reference never taken, the earliest in the file.
-    fn unused(&self) -> Option<(&str, u64)> {
-        self.rows
-            .iter()
-            .filter(|(_, (r, _))| r.is_some())
-            .map(|(id, (_, line))| (id.as_str(), *line))
-            .min_by_key(|&(_, line)| line)
     }
 }

@@ -120,14 +120,16 @@ pub struct TuneReport {
     pub rows: Vec<Row>,
 }
 
-/// Tunes every row on the cached candidates (or applies `options.apply`'s weights).
+/// Tunes every row on the cached candidates (or applies `options.apply`'s weights);
+/// with the report, the `lm_weight` and `length_penalty` ranges the `rescored` row's
+/// search tried (`None` when the weights were applied).
 pub(super) fn report(
     cache: &[Cached],
     lists: &[std::ops::Range<usize>],
     reference_words: usize,
     has: Terms,
     options: &TuneOptions,
-) -> Result<TuneReport> {
+) -> Result<(TuneReport, Option<[(f64, f64); 2]>)> {
     let wer = |e: Edits| e.errors() as f64 / reference_words as f64;
     let pick_total = |pick: &dyn Fn(&[Cached]) -> usize| {
         let mut total = Edits::default();
@@ -181,8 +183,8 @@ pub(super) fn report(
                  label: &str,
                  space: Space,
                  rows: &mut Vec<Row>|
-     -> Result<(usize, Vec<String>)> {
-        let (weights, edits, settings, at_end) = match &options.apply {
+     -> Result<(usize, Vec<String>, Option<[(f64, f64); 2]>)> {
+        let (weights, edits, settings, at_end, searched) = match &options.apply {
             Some(earlier) => {
                 let Some(w) = earlier
                     .rows
@@ -192,7 +194,7 @@ pub(super) fn report(
                 else {
                     bail!("--apply: the report has no weights for the '{name}' row");
                 };
-                (w, edits_at(cache, lists, &w), 1, Vec::new())
+                (w, edits_at(cache, lists, &w), 1, Vec::new(), None)
             }
             None => {
                 let Some(found) = search(cache, lists, &space) else {
@@ -202,7 +204,8 @@ pub(super) fn report(
                 if !grid.refine {
                     at_end.extend(grid_ends(&space, &found.weights));
                 }
-                (found.weights, found.edits, found.settings, at_end)
+                let searched = Some(found.searched);
+                (found.weights, found.edits, found.settings, at_end, searched)
             }
         };
         let mut row = plain_row(name, label, edits);
@@ -212,7 +215,7 @@ pub(super) fn report(
         row.backward_weight = has.backward.then_some(weights.backward_weight);
         row.score_flags = Some(score_flags(&weights, has, options));
         rows.push(row);
-        Ok((settings, at_end))
+        Ok((settings, at_end, searched))
     };
     if has.am || has.ngram {
         let baseline = Space {
@@ -250,7 +253,8 @@ pub(super) fn report(
             &mut rows,
         )?;
     }
-    let (settings, at_range_end) = tuned("rescored", "all of them, tuned", all, &mut rows)?;
+    let (settings, at_range_end, searched) =
+        tuned("rescored", "all of them, tuned", all, &mut rows)?;
     let oracle = pick_total(&|list| {
         (0..list.len())
             .min_by_key(|&i| list[i].edits.errors())
@@ -262,7 +266,7 @@ pub(super) fn report(
 
     let find = |name: &str| rows.iter().find(|r| r.name == name);
     let rescored = find("rescored").expect("the rescored row is always tuned");
-    Ok(TuneReport {
+    let report = TuneReport {
         utterances: lists.len(),
         candidates: cache.len(),
         reference_words,
@@ -285,7 +289,8 @@ pub(super) fn report(
         settings,
         at_range_end,
         rows,
-    })
+    };
+    Ok((report, searched))
 }
 
 /// Without refinement: the weights whose chosen value is the end of a range of several

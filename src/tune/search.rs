@@ -99,6 +99,8 @@ pub struct Found {
     pub settings: usize,
     /// The weights still at the end of their widest range (the widening stopped).
     pub at_range_end: Vec<String>,
+    /// The lowest and highest `lm_weight` and `length_penalty` tried.
+    pub searched: [(f64, f64); 2],
 }
 
 /// The largest scale is 2^MAX_DOUBLINGS times the given grid.
@@ -125,6 +127,8 @@ struct Search<'a> {
     lists: &'a [std::ops::Range<usize>],
     best: Option<(usize, Weights, Edits)>,
     settings: usize,
+    /// The lowest and highest `lm_weight` and `length_penalty` tried.
+    searched: [(f64, f64); 2],
 }
 
 impl Search<'_> {
@@ -134,6 +138,13 @@ impl Search<'_> {
             return false;
         }
         self.settings += 1;
+        for (range, value) in self
+            .searched
+            .iter_mut()
+            .zip([weights.lm_weight, weights.length_penalty])
+        {
+            *range = (range.0.min(value), range.1.max(value));
+        }
         let edits = edits_at(self.cache, self.lists, &weights);
         let better = self.best.is_none_or(|(e, _, _)| edits.errors() < e);
         if better {
@@ -208,6 +219,7 @@ pub fn search(cache: &[Cached], lists: &[std::ops::Range<usize>], space: &Space)
         lists,
         best: None,
         settings: 0,
+        searched: [(f64::INFINITY, f64::NEG_INFINITY); 2],
     };
     let scalable = space.lm_weight.free || space.length_penalty.free;
     let mut best_space = space.clone();
@@ -243,6 +255,7 @@ pub fn search(cache: &[Cached], lists: &[std::ops::Range<usize>], space: &Space)
         edits,
         settings: s.settings,
         at_range_end,
+        searched: s.searched,
     })
 }
 
