@@ -62,7 +62,7 @@ test: $(SETUP_STAMP) $(DASK_STAMP) $(ASR_STAMP) $(PYTHON_TOOLS_STAMP) $(BROWSER_
 	# The fuzz targets (fuzz/, run with cargo fuzz) must keep compiling against the library.
 	cargo check --manifest-path fuzz/Cargo.toml --target-dir target/clippy
 	cargo build --release
-	cargo test --release
+	RNNLM_REQUIRE_BROWSER=1 cargo test --release
 	$(MAKE) --no-print-directory python
 	$(PYTHON) -m unittest scale/test_score_dask.py datasets/test_make_real_nbest.py
 	$(PYTHON) -m pytest python/tests -q -p no:cacheprovider

@@ -151,14 +151,21 @@ fn the_reports_numbers_are_the_csv_outputs() {
             assert_eq!(c["logprob"].as_f64().unwrap(), number(&row["logprob"]));
             assert_eq!(c["score"].as_f64().unwrap(), number(&row["score"]));
             assert_eq!(c["rank"].as_u64().unwrap(), number(&row["rank"]) as u64);
-            assert_eq!(u["chosen"].as_u64().unwrap() as usize == i, row["best"] == "true");
+            assert_eq!(
+                u["chosen"].as_u64().unwrap() as usize == i,
+                row["best"] == "true"
+            );
             // The terms add up to the score (each rounded to 4 decimals).
             let terms = &c["terms"];
             let sum: f64 = ["am", "forward", "ngram", "length"]
                 .iter()
                 .map(|k| terms[k].as_f64().unwrap())
                 .sum();
-            assert!((sum - number(&row["score"])).abs() < 5e-4, "{sum} {}", row["score"]);
+            assert!(
+                (sum - number(&row["score"])).abs() < 5e-4,
+                "{sum} {}",
+                row["score"]
+            );
             assert_eq!(terms["am"].as_f64().unwrap(), number(&row["am"]));
             assert_eq!(
                 terms["length"].as_f64().unwrap(),
@@ -186,7 +193,10 @@ fn the_reports_numbers_are_the_csv_outputs() {
         assert_eq!(u["id"].as_str().unwrap(), id);
         assert_eq!(u["changed"].as_bool().unwrap(), *changed, "{id}");
     }
-    assert!(picks.iter().any(|p| p.2) && picks.iter().any(|p| !p.2), "{picks:?}");
+    assert!(
+        picks.iter().any(|p| p.2) && picks.iter().any(|p| !p.2),
+        "{picks:?}"
+    );
     let totals = &scored.report["totals"];
     assert_eq!(totals["utterances"], 4);
     assert_eq!(
@@ -227,7 +237,10 @@ fn the_differing_tokens_are_those_outside_the_chosen_candidate() {
                 .map(|i| &mine[i])
                 .collect();
             let mut rest = best.iter();
-            assert!(kept.iter().all(|k| rest.any(|b| b == *k)), "{mine:?} {differs:?}");
+            assert!(
+                kept.iter().all(|k| rest.any(|b| b == *k)),
+                "{mine:?} {differs:?}"
+            );
             let b: Vec<&str> = best.iter().map(String::as_str).collect();
             let m: Vec<&str> = mine.iter().map(String::as_str).collect();
             assert_eq!(differs, rnnlm::wer::differing_positions(&b, &m));
@@ -285,7 +298,11 @@ fn report_flags_out_of_place_are_one_line_errors() {
     let mut args = base.to_vec();
     args.extend(["--report-order", "wer-change"]);
     tiny::assert_one_line_error(&rnnlm(&args), "needs --references");
-    let refs = write(dir.path(), "refs.csv", "utterance_id,reference\nu1,a\nu2,b\n");
+    let refs = write(
+        dir.path(),
+        "refs.csv",
+        "utterance_id,reference\nu1,a\nu2,b\n",
+    );
     let mut args = base.to_vec();
     args.extend(["--references", &refs]);
     tiny::assert_one_line_error(&rnnlm(&args), "utterance 'u3'");
@@ -295,7 +312,11 @@ fn report_flags_out_of_place_are_one_line_errors() {
 #[test]
 fn a_text_report_colours_every_token_with_its_log_probability() {
     let dir = tempfile::tempdir().unwrap();
-    let input = write(dir.path(), "text.txt", "the pear is ripe\n\nsalad pear the\n");
+    let input = write(
+        dir.path(),
+        "text.txt",
+        "the pear is ripe\n\nsalad pear the\n",
+    );
     let report = dir.path().join("r.html");
     let per_token = dir.path().join("tokens.csv");
     let o = rnnlm(&[
@@ -338,7 +359,14 @@ fn a_text_report_colours_every_token_with_its_log_probability() {
 
 fn sample_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
-        "sample", "--model", model(), "--count", "8", "--seed", "11", "--tokens",
+        "sample",
+        "--model",
+        model(),
+        "--count",
+        "8",
+        "--seed",
+        "11",
+        "--tokens",
     ];
     args.extend_from_slice(extra);
     args
@@ -350,7 +378,12 @@ fn the_steps_pages_draws_are_the_samples_of_the_same_seed() {
     let plain = rnnlm(&sample_args(&[]));
     assert!(plain.status.success(), "{}", stderr(&plain));
     let steps = dir.path().join("steps.html");
-    let viewed = rnnlm(&sample_args(&["--steps", steps.to_str().unwrap(), "--top-k", "5"]));
+    let viewed = rnnlm(&sample_args(&[
+        "--steps",
+        steps.to_str().unwrap(),
+        "--top-k",
+        "5",
+    ]));
     assert!(viewed.status.success(), "{}", stderr(&viewed));
     assert_eq!(stdout(&plain), stdout(&viewed));
     let data = read_page(&steps);
@@ -419,7 +452,12 @@ fn the_tune_plot_is_a_png_whose_chosen_point_is_tune_json() {
         .find(|c| c.keyword == "rnnlm:chosen")
         .expect("the chosen point's text chunk");
     let chosen: Value = serde_json::from_str(&chunk.text).unwrap();
-    for key in ["lm_weight", "length_penalty", "ngram_weight", "backward_weight"] {
+    for key in [
+        "lm_weight",
+        "length_penalty",
+        "ngram_weight",
+        "backward_weight",
+    ] {
         assert_eq!(chosen[key], report[key], "{key}");
     }
     assert_eq!(chosen["wer"], report["rescored_wer"]);
@@ -539,7 +577,9 @@ fn the_report_renders_in_a_real_browser() {
     assert_eq!(sections.len(), 4, "{dom}");
     let candidates = start_tags(&dom, "<div class=\"candidate");
     assert_eq!(candidates.len(), scored.rows.len());
-    let chosen_marks = dom.matches("<span class=\"mark chosen\">chosen</span>").count();
+    let chosen_marks = dom
+        .matches("<span class=\"mark chosen\">chosen</span>")
+        .count();
     assert_eq!(chosen_marks, 4);
     // The chosen candidates are the CSV's best rows.
     let chosen_rows: Vec<usize> = candidates

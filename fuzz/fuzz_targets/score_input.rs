@@ -85,6 +85,7 @@ fn run(f: &Fixture, selector: u8, bytes: &[u8]) {
         },
         skip_bad: selector & 64 != 0,
         per_token: None,
+        report: None,
         batch_size: 3,
         digits: 4,
         chunk_rows: 2,

@@ -309,7 +309,12 @@ impl RescoreReport {
             terms,
             errors,
             tokens: c.scored.tokens.clone(),
-            token_logprobs: c.scored.token_log_probs.iter().map(|&v| rounded(v, 3)).collect(),
+            token_logprobs: c
+                .scored
+                .token_log_probs
+                .iter()
+                .map(|&v| rounded(v, 3))
+                .collect(),
             oov: c
                 .scored
                 .oov_log_shares

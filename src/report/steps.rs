@@ -102,7 +102,10 @@ pub fn sample_with_steps(
         }
         Ok(())
     })?;
-    let prefix_tokens: Vec<String> = prefix.iter().map(|&id| vocab.token(id).to_string()).collect();
+    let prefix_tokens: Vec<String> = prefix
+        .iter()
+        .map(|&id| vocab.token(id).to_string())
+        .collect();
     let page = Page {
         model: options.model_name,
         seed: options.seed,

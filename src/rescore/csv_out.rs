@@ -68,8 +68,7 @@ pub(super) fn score_rows(
         if full || (!more && !pending.is_empty()) {
             let keep = if more { pending.pop() } else { None };
             let scored = flush(
-                forward,
-                backward,
+                Models { forward, backward },
                 options,
                 &layout,
                 &pending,
@@ -160,10 +159,15 @@ fn bad_row(
     Ok(())
 }
 
+/// The forward model and, for fwd+bwd rescoring, the backward one.
+struct Models<'a, 'm> {
+    forward: &'a Scorer<'m>,
+    backward: Option<&'a Scorer<'m>>,
+}
+
 /// Scores and writes whole groups; returns the scores for the per-token file.
 fn flush(
-    forward: &Scorer,
-    backward: Option<&Scorer>,
+    Models { forward, backward }: Models,
     options: &ScoreOptions,
     layout: &Layout,
     candidates: &[Candidate],

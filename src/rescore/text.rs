@@ -1,9 +1,9 @@
 //! Plain text: one sentence per line, with a corpus summary in SRILM's `-ppl` terms.
 
-use super::{input_name, open_input, open_per_token, write_per_token};
-use super::{ScoreOptions, ScoreSummary, Scorer};
 use super::combine::LmScores;
 use super::nbest::word_count;
+use super::{input_name, open_input, open_per_token, write_per_token};
+use super::{ScoreOptions, ScoreSummary, Scorer};
 use crate::report::rescore::{ReportCandidate, RescoreReport};
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader};

@@ -15,10 +15,13 @@ use std::ops::Range;
 use std::path::Path;
 
 /// Points of the WER curve.
+#[cfg_attr(not(feature = "plot"), allow(dead_code))]
 const CURVE_POINTS: usize = 241;
 /// Cells per side of the heatmap.
+#[cfg_attr(not(feature = "plot"), allow(dead_code))]
 const HEATMAP_CELLS: usize = 61;
 /// The picture's size in pixels.
+#[cfg_attr(not(feature = "plot"), allow(dead_code))]
 const SIZE: (u32, u32) = (1200, 520);
 
 /// What the plot draws: the cached candidates and the chosen weights.
@@ -32,10 +35,11 @@ pub struct TunePlot<'a> {
     /// The report whose `rescored` weights are the chosen point.
     pub report: &'a TuneReport,
     /// The `lm_weight` and `length_penalty` ranges the search tried, if it ran.
-    pub searched: Option<[(f64, f64); 2]>,
+    pub searched: Option<super::search::Searched>,
 }
 
 impl TunePlot<'_> {
+    #[cfg_attr(not(feature = "plot"), allow(dead_code))]
     fn chosen(&self) -> Weights {
         Weights {
             lm_weight: self.report.lm_weight,
@@ -45,12 +49,14 @@ impl TunePlot<'_> {
         }
     }
 
+    #[cfg_attr(not(feature = "plot"), allow(dead_code))]
     fn wer_at(&self, weights: &Weights) -> f64 {
         100.0 * edits_at(self.cache, self.lists, weights).errors() as f64
             / self.reference_words.max(1) as f64
     }
 
     /// The plotted `lm_weight` and `length_penalty` ranges and the range ends marked.
+    #[cfg_attr(not(feature = "plot"), allow(dead_code))]
     fn ranges(&self) -> [(f64, f64); 2] {
         let chosen = self.chosen();
         let around = |v: f64, floor: f64| (v - v.abs().max(floor), v + v.abs().max(floor));
@@ -89,10 +95,19 @@ mod draw {
     /// A colour from dark blue (lowest WER) through green to yellow (highest).
     fn shade(t: f64) -> RGBColor {
         let t = t.clamp(0.0, 1.0);
-        let stops = [(0.0, (38, 24, 110)), (0.5, (33, 145, 140)), (1.0, (250, 230, 40))];
-        let (i, local) = if t <= 0.5 { (0, t / 0.5) } else { (1, (t - 0.5) / 0.5) };
+        let stops = [
+            (0.0, (38, 24, 110)),
+            (0.5, (33, 145, 140)),
+            (1.0, (250, 230, 40)),
+        ];
+        let (i, local) = if t <= 0.5 {
+            (0, t / 0.5)
+        } else {
+            (1, (t - 0.5) / 0.5)
+        };
         let (a, b) = (stops[i].1, stops[i + 1].1);
-        let mix = |x: u8, y: u8| (f64::from(x) + (f64::from(y) - f64::from(x)) * local).round() as u8;
+        let mix =
+            |x: u8, y: u8| (f64::from(x) + (f64::from(y) - f64::from(x)) * local).round() as u8;
         RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
     }
 
@@ -147,13 +162,18 @@ mod draw {
         let curve: Vec<(f64, f64)> = spaced(lm_range, CURVE_POINTS)
             .into_iter()
             .map(|lm_weight| {
-                let w = Weights { lm_weight, ..chosen };
+                let w = Weights {
+                    lm_weight,
+                    ..chosen
+                };
                 (lm_weight, plot.wer_at(&w))
             })
             .collect();
         let (low, high) = curve
             .iter()
-            .fold((chosen_wer, chosen_wer), |(lo, hi), &(_, v)| (lo.min(v), hi.max(v)));
+            .fold((chosen_wer, chosen_wer), |(lo, hi), &(_, v)| {
+                (lo.min(v), hi.max(v))
+            });
         let margin = ((high - low) * 0.08).max(0.2);
         let mut chart = ChartBuilder::on(&left)
             .caption(
@@ -204,14 +224,18 @@ mod draw {
         }
         let (low, high) = cells
             .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), c| (lo.min(c.2), hi.max(c.2)));
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), c| {
+                (lo.min(c.2), hi.max(c.2))
+            });
         let (dx, dy) = (
             (lm_range.1 - lm_range.0) / (HEATMAP_CELLS - 1) as f64,
             (length_range.1 - length_range.0) / (HEATMAP_CELLS - 1) as f64,
         );
         let mut heat = ChartBuilder::on(&right)
             .caption(
-                format!("WER (%) over lm_weight × length_penalty: {low:.2} (dark) to {high:.2} (light)"),
+                format!(
+                    "WER (%) over lm_weight × length_penalty: {low:.2} (dark) to {high:.2} (light)"
+                ),
                 ("sans-serif", 16),
             )
             .margin(12)
@@ -232,7 +256,12 @@ mod draw {
         }))?;
         let grey = RGBColor(120, 120, 120);
         let (x0, x1, y0, y1) = (lm_range.0, lm_range.1, length_range.0, length_range.1);
-        for segment in [[(x0, y0), (x1, y0)], [(x1, y0), (x1, y1)], [(x1, y1), (x0, y1)], [(x0, y1), (x0, y0)]] {
+        for segment in [
+            [(x0, y0), (x1, y0)],
+            [(x1, y0), (x1, y1)],
+            [(x1, y1), (x0, y1)],
+            [(x0, y1), (x0, y0)],
+        ] {
             heat.draw_series(DashedLineSeries::new(segment, 6, 4, grey.stroke_width(1)))?;
         }
         heat.draw_series([Circle::new(

@@ -129,7 +129,7 @@ pub(super) fn report(
     reference_words: usize,
     has: Terms,
     options: &TuneOptions,
-) -> Result<(TuneReport, Option<[(f64, f64); 2]>)> {
+) -> Result<(TuneReport, Option<super::search::Searched>)> {
     let wer = |e: Edits| e.errors() as f64 / reference_words as f64;
     let pick_total = |pick: &dyn Fn(&[Cached]) -> usize| {
         let mut total = Edits::default();
@@ -183,7 +183,7 @@ pub(super) fn report(
                  label: &str,
                  space: Space,
                  rows: &mut Vec<Row>|
-     -> Result<(usize, Vec<String>, Option<[(f64, f64); 2]>)> {
+     -> Result<(usize, Vec<String>, Option<super::search::Searched>)> {
         let (weights, edits, settings, at_end, searched) = match &options.apply {
             Some(earlier) => {
                 let Some(w) = earlier

@@ -100,8 +100,11 @@ pub struct Found {
     /// The weights still at the end of their widest range (the widening stopped).
     pub at_range_end: Vec<String>,
     /// The lowest and highest `lm_weight` and `length_penalty` tried.
-    pub searched: [(f64, f64); 2],
+    pub searched: Searched,
 }
+
+/// The lowest and highest value tried of `lm_weight` and of `length_penalty`.
+pub type Searched = [(f64, f64); 2];
 
 /// The largest scale is 2^MAX_DOUBLINGS times the given grid.
 const MAX_DOUBLINGS: u32 = 12;
@@ -128,7 +131,7 @@ struct Search<'a> {
     best: Option<(usize, Weights, Edits)>,
     settings: usize,
     /// The lowest and highest `lm_weight` and `length_penalty` tried.
-    searched: [(f64, f64); 2],
+    searched: Searched,
 }
 
 impl Search<'_> {
