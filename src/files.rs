@@ -98,9 +98,18 @@ impl AtomicFile {
             .map(|e| format!(".{}", e.to_string_lossy()))
             .unwrap_or_default();
         let temp = create_registered(|| {
-            let temp = tempfile::Builder::new()
-                .prefix(&format!(".{name}."))
-                .suffix(&suffix)
+            let prefix = format!(".{name}.");
+            let mut builder = tempfile::Builder::new();
+            builder.prefix(&prefix).suffix(&suffix);
+            // A temporary file is private (0600) by default; the finished file should
+            // have the mode any other new file gets (0666 less the umask), so that a
+            // model, a scored CSV or a report can be shared like the rest of the directory.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                builder.permissions(std::fs::Permissions::from_mode(0o666));
+            }
+            let temp = builder
                 .tempfile_in(dir)
                 .with_context(|| format!("cannot create a file in {}", dir.display()))?;
             let path = temp.path().to_path_buf();
@@ -166,4 +175,21 @@ pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     file.commit()
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::write_atomic;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_finished_file_has_the_mode_of_any_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain.txt");
+        std::fs::File::create(&plain).unwrap();
+        let atomic = dir.path().join("atomic.txt");
+        write_atomic(&atomic, |w| Ok(w.write_all(b"x")?)).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&atomic), mode(&plain));
+    }
 }

@@ -119,6 +119,7 @@ function candidateRow(u, candidate, index, scale) {
     tokens.append(span, document.createTextNode(" "));
   });
   body.append(tokens);
+  if (candidate.text !== undefined) body.append(el("div", "meta", "as read: " + candidate.text));
   const terms = el("div", "terms", termsText(candidate) + (candidate.backward_logprob !== null ? " \u00b7 backward ln P " + candidate.backward_logprob : ""));
   body.append(terms);
   if (DATA.lists && candidate.score !== null) body.append(termBar(candidate, u.candidates[u.chosen], scale));

@@ -75,7 +75,10 @@ struct Terms {
 #[derive(Serialize)]
 struct Candidate {
     row: usize,
-    text: String,
+    /// The text as read, only where it is not the tokens (without `<EOS>`) joined by
+    /// spaces, as a recognizer's hypotheses always are: the page would hold it twice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
     rank: usize,
     logprob: f64,
     backward_logprob: Option<f64>,
@@ -301,7 +304,7 @@ impl RescoreReport {
         let tokens: Vec<&str> = c.scored.tokens.iter().map(String::as_str).collect();
         Candidate {
             row: c.row,
-            text: c.text.to_string(),
+            text: (!reads_as_tokens(c.text, &tokens)).then(|| c.text.to_string()),
             rank: c.rank,
             logprob: term(c.lm.forward),
             backward_logprob: c.lm.backward.map(term),
@@ -367,5 +370,33 @@ impl RescoreReport {
             &page,
             include_str!("rescore.js"),
         )
+    }
+}
+
+/// Whether `text` is `tokens` joined by single spaces, a final `<EOS>` left out.
+fn reads_as_tokens(text: &str, tokens: &[&str]) -> bool {
+    let words = match tokens.split_last() {
+        Some((&last, rest)) if last == crate::vocab::EOS => rest,
+        _ => tokens,
+    };
+    let mut expected = text.split(' ');
+    words.iter().all(|w| expected.next() == Some(w)) && expected.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reads_as_tokens;
+
+    #[test]
+    fn text_is_left_out_only_where_the_tokens_spell_it() {
+        assert!(reads_as_tokens(
+            "the cat sat",
+            &["the", "cat", "sat", "<EOS>"]
+        ));
+        assert!(reads_as_tokens("the cat", &["the", "cat"]));
+        assert!(!reads_as_tokens("The cat.", &["the", "cat", "<EOS>"]));
+        assert!(!reads_as_tokens("the  cat", &["the", "cat", "<EOS>"]));
+        assert!(!reads_as_tokens("the cat sat", &["the", "cat", "<EOS>"]));
+        assert!(!reads_as_tokens("", &["<EOS>"]));
     }
 }
