@@ -9,7 +9,7 @@ function sampleSection(sample, index) {
   if (sample.prefix.length > 0) section.append(el("p", "meta", "prefix (given, not drawn): " + sample.prefix.join(" ")));
   const table = el("table", "steps");
   const head = el("tr");
-  for (const name of ["step", "drawn", "P(drawn)", "most likely next tokens (drawn one outlined)", "<UNK>"]) head.append(el("th", "", name));
+  for (const name of ["step", "drawn", "P(drawn)", "most likely next tokens (drawn one outlined)", "P(<UNK>): a redraw"]) head.append(el("th", "", name));
   table.append(head);
   sample.steps.forEach((step, t) => {
     const row = el("tr", "step");
@@ -32,7 +32,7 @@ function sampleSection(sample, index) {
     }
     if (!inTop) choices.append(el("span", "meta", "\u2026 drawn from outside the top " + DATA.top_k));
     row.append(choices);
-    const unk = el("td", "unk", step.unk_p >= 0.0005 ? (100 * step.unk_p).toFixed(1) + "% redrawn" : "");
+    const unk = el("td", "unk", step.unk_p >= 0.0005 ? (100 * step.unk_p).toFixed(1) + "%" : "");
     unk.title = "P(<UNK>) = " + step.unk_p.toPrecision(3) + ": set to zero and the rest renormalized, the same as drawing again whenever <UNK> comes up";
     row.append(unk);
     table.append(row);
