@@ -642,17 +642,7 @@ fn the_report_renders_in_a_real_browser() {
         .collect();
     assert_eq!(shown, changed);
 
-    let shot = dir.path().join("shot.png");
-    headless(
-        &browser,
-        &url,
-        &[
-            &format!("--screenshot={}", shot.display()),
-            "--window-size=1200,900",
-        ],
-        &profile,
-    );
-    assert_not_blank(&shot);
+    assert_screenshot_not_blank(&browser, &url, &dir.path().join("shot.png"), &profile);
 }
 
 #[test]
@@ -677,17 +667,15 @@ fn the_steps_page_renders_in_a_real_browser() {
     // Each step's drawn token is shown, and outlined among the top tokens when there.
     let drawn = start_tags(&dom, "<span class=\"token drawn\"").len();
     assert_eq!(drawn, expected);
-    let shot = dir.path().join("shot.png");
-    headless(
-        &browser,
-        &url,
-        &[
-            &format!("--screenshot={}", shot.display()),
-            "--window-size=1000,800",
-        ],
-        &dir.path().join("profile"),
-    );
-    assert_not_blank(&shot);
+    let profile = dir.path().join("profile");
+    assert_screenshot_not_blank(&browser, &url, &dir.path().join("shot.png"), &profile);
+}
+
+/// Takes a screenshot of `url` into `shot` and checks that it is not blank.
+fn assert_screenshot_not_blank(browser: &Path, url: &str, shot: &Path, profile: &Path) {
+    let flag = format!("--screenshot={}", shot.display());
+    headless(browser, url, &[&flag, "--window-size=1200,900"], profile);
+    assert_not_blank(shot);
 }
 
 /// A screenshot with more than a background: many colours, and pixels far from white.
