@@ -127,7 +127,7 @@ struct Totals {
 struct Page<'a> {
     input: &'a str,
     model: &'a str,
-    weights: WeightsView,
+    weights: Weights,
     digits: usize,
     order: ReportOrder,
     limit: usize,
@@ -135,14 +135,6 @@ struct Page<'a> {
     lists: bool,
     totals: &'a Totals,
     utterances: &'a [Utterance],
-}
-
-#[derive(Serialize)]
-struct WeightsView {
-    lm_weight: f64,
-    length_penalty: f64,
-    ngram_weight: f64,
-    backward_weight: f64,
 }
 
 /// Collects the scored rows as they are written and writes the page at the end.
@@ -349,12 +341,7 @@ impl RescoreReport {
         let page = Page {
             input: &self.input,
             model: &self.model,
-            weights: WeightsView {
-                lm_weight: self.weights.lm_weight,
-                length_penalty: self.weights.length_penalty,
-                ngram_weight: self.weights.ngram_weight,
-                backward_weight: self.weights.backward_weight,
-            },
+            weights: self.weights,
             digits: self.digits,
             order: self.options.order,
             limit: self.options.limit,

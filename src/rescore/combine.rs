@@ -17,7 +17,7 @@
 //! setting that `tune` reports ranks the same way in `score`.
 
 /// The weights of the combination.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct Weights {
     /// Weight of the language-model score against the acoustic score.
     pub lm_weight: f64,

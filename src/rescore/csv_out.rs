@@ -193,10 +193,12 @@ fn flush(
             ngram: c.ngram,
         })
         .collect();
+    let words: Vec<usize> = texts.iter().map(|t| word_count(t)).collect();
     let scores: Vec<f64> = candidates
         .iter()
         .zip(&lm_scores)
-        .map(|(c, lm)| weights.score(c.am, lm, word_count(c.text(columns))))
+        .zip(&words)
+        .map(|((c, lm), &n)| weights.score(c.am, lm, n))
         .collect();
     let rank_by: Vec<f64> = if layout.score {
         scores.clone()
@@ -214,11 +216,11 @@ fn flush(
                 .clone()
                 .map(|i| ReportCandidate {
                     row: candidates[i].row,
-                    text: candidates[i].text(columns),
+                    text: texts[i],
                     scored: &scored[i],
                     lm: lm_scores[i],
                     am: candidates[i].am,
-                    words: word_count(candidates[i].text(columns)),
+                    words: words[i],
                     score: layout.score.then_some(scores[i]),
                     rank: group_ranks[i],
                 })
