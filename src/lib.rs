@@ -7,7 +7,8 @@
 //!   (which take the gradients of [`shared`] parameters in parts), [`regularize`]'s
 //!   training-time regularizers and [`average`]'s weight averaging;
 //! - [`score`]: sentence log-probabilities by the chain rule, and [`rescore`] for CSV files
-//!   ([`prefix`]: N-best candidates' shared prefixes run once);
+//!   ([`prefix`]: N-best candidates' shared prefixes run once; [`rows`]: batches padded so a
+//!   sentence's score does not depend on its neighbours);
 //! - [`oov`]: open-vocabulary scoring of out-of-vocabulary tokens;
 //! - [`sample`]: drawing new sequences, with [`categorical`]'s seeded draws;
 //! - [`tune`]: combination weights chosen on a dev set by word error rate ([`wer`]);
@@ -33,6 +34,7 @@ pub mod progress;
 pub mod regularize;
 pub mod report;
 pub mod rescore;
+pub mod rows;
 pub mod sample;
 pub mod score;
 pub mod shared;

@@ -25,6 +25,7 @@
 //! are grouped by the cluster of their target, one large product per cluster.
 
 use crate::categorical::Sampler;
+use crate::rows::{pad_rows, with_min_rows};
 use crate::shared::alias;
 use crate::vocab::UNK_ID;
 use anyhow::{bail, Result};
@@ -212,11 +213,15 @@ impl OutputLayer {
     }
 
     /// Log-probability of each target: hidden `[n, hidden]`, targets `[n]` → `[n]`.
+    ///
+    /// Each row's result is independent of the other rows (see [`crate::rows`]).
     pub fn target_log_probs(&self, hidden: &Tensor, targets: &Tensor) -> Tensor {
-        match self {
-            OutputLayer::Full(o) => o.target_log_probs(hidden, targets),
-            OutputLayer::Class(o) => o.target_log_probs(hidden, targets),
-        }
+        // Padded as the hidden states are, with token 0 on the padding rows.
+        let targets = pad_rows(targets);
+        with_min_rows(hidden, |hidden| match self {
+            OutputLayer::Full(o) => o.target_log_probs(hidden, &targets),
+            OutputLayer::Class(o) => o.target_log_probs(hidden, &targets),
+        })
     }
 
     /// Draws one token per row of `hidden` `[n, hidden]`, never `<UNK>` (its probability
@@ -371,10 +376,11 @@ impl ClassOutput {
                 continue;
             }
             let local = targets.index_select(0, &rows) - self.bounds[i];
-            let within =
-                Self::cluster_log_probs(&hidden.index_select(0, &rows), i, &weights, &biases)
-                    .gather(1, &local.unsqueeze(1), false)
-                    .squeeze_dim(1);
+            let within = with_min_rows(&hidden.index_select(0, &rows), |h| {
+                Self::cluster_log_probs(h, i, &weights, &biases)
+            })
+            .gather(1, &local.unsqueeze(1), false)
+            .squeeze_dim(1);
             result = result.index_add(0, &rows, &within);
         }
         result

@@ -15,6 +15,7 @@
 
 use crate::data::ZERO_INPUT;
 use crate::model::RnnLm;
+use crate::rows::{padded, MIN_ROWS};
 use anyhow::Result;
 use std::collections::HashMap;
 use tch::{Device, Tensor};
@@ -122,7 +123,10 @@ fn score_window(model: &RnnLm, sentences: &[Vec<i64>]) -> Result<(Vec<Vec<f32>>,
     let mut hidden_blocks = Vec::with_capacity(levels.len());
     // Each node's position within its level, to pick its children's parent states.
     let mut position = vec![0usize; nodes];
-    let mut state = model.zero_state(1);
+    // Each level runs with at least MIN_ROWS rows (the first node repeated), so a node's
+    // state does not depend on how many others share its depth in this window; the
+    // padding rows are never selected as parents.
+    let mut state = model.zero_state(MIN_ROWS as i64);
     for (depth, level) in levels.iter().enumerate() {
         for (i, &node) in level.iter().enumerate() {
             position[node] = i;
@@ -136,11 +140,12 @@ fn score_window(model: &RnnLm, sentences: &[Vec<i64>]) -> Result<(Vec<Vec<f32>>,
                 .iter()
                 .map(|&n| position[tree.parent[n]] as i64)
                 .collect();
-            state.select(&Tensor::from_slice(&index).to_device(device))
+            state.select(&Tensor::from_slice(&padded(&index)).to_device(device))
         };
         let inputs: Vec<i64> = level.iter().map(|&n| tree.token[n]).collect();
-        let (hidden, next) = model.step(&Tensor::from_slice(&inputs).to_device(device), &parents);
-        hidden_blocks.push(hidden);
+        let inputs = Tensor::from_slice(&padded(&inputs)).to_device(device);
+        let (hidden, next) = model.step(&inputs, &parents);
+        hidden_blocks.push(hidden.narrow(0, 0, level.len() as i64));
         state = next;
     }
     let hidden = Tensor::cat(&hidden_blocks, 0);

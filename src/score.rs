@@ -3,7 +3,8 @@
 //! log P(`y<1>…y<T>`) = Σ_t log P(`y<t>` | `y<1>…y<t-1>`), natural log, where `y<T>` is the
 //! `<EOS>` that ends every sentence and the model starts from `a<0>` = 0 and `x<1>` = 0.
 //! Sentences are scored in batches of similar length; each one's score is independent
-//! of its batch because the model is causal and the padding is never read.
+//! of its batch because the model is causal, the padding is never read, and no batch
+//! is run with fewer than [`crate::rows::MIN_ROWS`] rows.
 
 use crate::data::{length_batches, Corpus, SentenceBatch};
 use crate::model::RnnLm;
@@ -46,7 +47,9 @@ pub fn token_log_probs(
     let lengths: Vec<usize> = sentences.iter().map(Vec::len).collect();
     let mut result = vec![Vec::new(); sentences.len()];
     for batch_rows in length_batches(&lengths, batch_size, None::<&mut StdRng>) {
-        let rows: Vec<&[i64]> = batch_rows
+        // A short batch runs with its first sentence repeated after the real ones, whose
+        // results come first and alone are read (see `crate::rows`).
+        let rows: Vec<&[i64]> = crate::rows::padded(&batch_rows)
             .iter()
             .map(|&i| sentences[i].as_slice())
             .collect();

@@ -117,6 +117,69 @@ fn shared_prefix_scoring_equals_plain_scoring() {
     }
 }
 
+/// A file scored whole and in two parts cut at a group boundary (as the Dask driver
+/// cuts it) gives the same bits for every token, plain and shared, full and class
+/// layer: no sentence's numbers depend on the sentences batched with it. The network
+/// is wide enough, and the groups long and uneven enough, that the products run with
+/// the few rows of a deep tree level, a chunk's last batch or a rare cluster.
+#[test]
+fn a_sentence_scores_the_same_bits_wherever_it_is_in_the_file() {
+    const WIDE_VOCAB: i64 = 300;
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut sentences = Vec::new();
+    for _ in 0..57 {
+        let length = rng.gen_range(1..30);
+        let base: Vec<i64> = (0..length).map(|_| rng.gen_range(1..WIDE_VOCAB)).collect();
+        for _ in 0..rng.gen_range(1..8) {
+            let mut words = base.clone();
+            let at = rng.gen_range(0..words.len());
+            words.truncate(rng.gen_range(at..=words.len()));
+            words.extend((0..rng.gen_range(0..4)).map(|_| rng.gen_range(1..WIDE_VOCAB)));
+            words.push(EOS_ID);
+            sentences.push(words);
+        }
+    }
+    let cut = sentences.len() / 2 + 3;
+    for output in [
+        OutputConfig::Full,
+        OutputConfig::Class {
+            cutoffs: vec![40, 150, 290],
+        },
+    ] {
+        tch::manual_seed(5);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let config = ModelConfig {
+            cell: Cell::Lstm,
+            vocab_size: WIDE_VOCAB,
+            embed: 64,
+            hidden: 64,
+            layers: 2,
+            dropout: 0.0,
+            tie: false,
+            output: output.clone(),
+        };
+        let m = RnnLm::new(&vs.root(), &config);
+        let plain = |s: &[Vec<i64>]| token_log_probs(&m, s, 64).unwrap();
+        let shared = |s: &[Vec<i64>]| shared_token_log_probs(&m, s).unwrap().0;
+        for (name, score) in [
+            ("plain", &plain as &dyn Fn(&[Vec<i64>]) -> Vec<Vec<f32>>),
+            ("shared", &shared),
+        ] {
+            let whole = score(&sentences);
+            let mut parts = score(&sentences[..cut]);
+            parts.extend(score(&sentences[cut..]));
+            for (i, (a, b)) in whole.iter().zip(&parts).enumerate() {
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(a),
+                    bits(b),
+                    "{name} {output:?} sentence {i}: {a:?} / {b:?}"
+                );
+            }
+        }
+    }
+}
+
 /// The work on a hand-built tree: what is run once and what is not run at all.
 #[test]
 fn shared_prefix_work_is_the_tree_of_the_prefixes() {
