@@ -397,7 +397,21 @@ impl RnnLm {
         &self.rnn_weights[first..first + 4]
     }
 
-    /// One time step for a batch, with the single-step cell ops (no dropout).
+    /// One time step for a batch in eval mode, as a one-step sequence through the
+    /// fused layer call of [`RnnLm::forward`].
+    ///
+    /// On the CPU the fused call runs a JIT-compiled RNN kernel, the one the
+    /// per-sentence pass runs too, where [`RnnLm::step`]'s cell ops run separate
+    /// matrix products: this is faster, and its numbers are the full pass's.
+    /// `input`: `[batch]` previous-token indices; returns the top layer's `a<t>`,
+    /// `[batch, hidden]`, and the state of every layer.
+    pub fn forward_step(&self, input: &Tensor, state: &State) -> (Tensor, State) {
+        let (hidden, state) = self.forward(&input.unsqueeze(1), state, false);
+        (hidden.squeeze_dim(1), state)
+    }
+
+    /// One time step for a batch, with the single-step cell ops (no dropout): the
+    /// textbook update written out, which the tests hold the fused calls against.
     ///
     /// `input`: `[batch]` previous-token indices ([`ZERO_INPUT`] for the zero vector).
     /// Returns the top layer's `a<t>`, `[batch, hidden]`, for the output layer, and

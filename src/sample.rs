@@ -86,7 +86,7 @@ pub fn sample_watched(
     let mut input = Tensor::full([n], ZERO_INPUT, (Kind::Int64, device));
     let mut log_prob = Tensor::zeros([n], (Kind::Double, device));
     for &token in prefix {
-        let (hidden, next) = model.step(&input, &state);
+        let (hidden, next) = model.forward_step(&input, &state);
         state = next;
         input = Tensor::full([n], token, (Kind::Int64, device));
         log_prob += model
@@ -102,7 +102,7 @@ pub fn sample_watched(
         .collect();
     let mut running = Tensor::ones([n], (Kind::Bool, device));
     for _ in 0..max_len {
-        let (hidden, next) = model.step(&input, &state);
+        let (hidden, next) = model.forward_step(&input, &state);
         state = next;
         let (drawn, drawn_log_prob) = model.draw(&hidden, sampler);
         log_prob += drawn_log_prob.to_kind(Kind::Double) * running.to_kind(Kind::Double);
