@@ -215,8 +215,11 @@ def test_the_gil_is_released_while_scoring(lm):
 
 
 def test_ctrl_c_interrupts_a_long_batch(models):
+    # A shell's background job inherits SIGINT ignored, and Python then keeps it
+    # ignored: give the child the handler an interactive user has.
     script = (
-        "import rnnlm, sys, time\n"
+        "import rnnlm, signal, sys, time\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         f"lm = rnnlm.Model({models[0]!r})\n"
         "sentences = ['the apple and pear salad and the pear is ripe'] * 2_000_000\n"
         "print('ready', flush=True)\n"
