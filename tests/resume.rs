@@ -81,6 +81,16 @@ fn cut_inside_an_epoch_of_the_linear_schedule() {
 }
 
 #[test]
+fn cut_inside_the_cooldown_of_the_linear_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = noisy_config(dir.path());
+    cfg.lr_schedule = LrSchedule::Linear;
+    cfg.lr_cooldown = 0.5;
+    // Twelve steps in all, the last six falling: step 8 is inside the fall.
+    cut_and_resumed_equals_uncut(cfg, |c| c.max_steps = Some(8));
+}
+
+#[test]
 fn cut_inside_a_stream_epoch_carries_the_recurrent_state() {
     let dir = tempfile::tempdir().unwrap();
     let many: Vec<&str> = THREE.iter().cycle().take(30).copied().collect();

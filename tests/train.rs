@@ -302,6 +302,38 @@ fn linear_schedule_falls_to_zero_over_the_epochs() {
 }
 
 #[test]
+fn a_cooldown_holds_the_rate_then_falls_over_the_last_share() {
+    let _rng = torch_rng();
+    let dir = tempfile::tempdir().unwrap();
+    corpus_dir(dir.path(), &THREE, &THREE);
+    let mut cfg = config(dir.path(), Cell::Gru, 4);
+    cfg.lr_schedule = LrSchedule::Linear;
+    cfg.lr_cooldown = 0.5;
+    let summary = train(&cfg, Device::Cpu).unwrap();
+    let rates: Vec<f64> = summary.history.iter().map(|r| r.lr).collect();
+    // Constant for the first half of the 4 epochs, then from 0.02 down to zero.
+    let expected = [0.02, 0.02, 0.02, 0.01];
+    assert_eq!(rates.len(), expected.len(), "{rates:?}");
+    for (rate, want) in rates.iter().zip(expected) {
+        assert!((rate - want).abs() < 1e-9, "{rates:?}");
+    }
+}
+
+#[test]
+fn a_cooldown_without_the_linear_schedule_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    corpus_dir(dir.path(), &THREE, &THREE);
+    let mut cfg = config(dir.path(), Cell::Gru, 1);
+    cfg.lr_cooldown = 0.2;
+    let error = train(&cfg, Device::Cpu).unwrap_err().to_string();
+    assert!(
+        error.contains("--lr-cooldown 0.2 applies to --lr-schedule linear"),
+        "{error}"
+    );
+    assert!(!cfg.out.join("config.json").exists(), "nothing written");
+}
+
+#[test]
 fn a_class_model_learns_and_its_directory_round_trips() {
     let _rng = torch_rng();
     let dir = tempfile::tempdir().unwrap();

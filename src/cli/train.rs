@@ -84,6 +84,10 @@ pub(crate) struct TrainArgs {
     /// over --time-limit or --epochs).
     #[arg(long, value_enum, default_value_t = defaults().lr_schedule)]
     pub(crate) lr_schedule: LrSchedule,
+    /// With --lr-schedule linear: hold the rate, then let it fall to zero over this last
+    /// share of the budget (a cooldown; 1: fall over the whole budget).
+    #[arg(long, default_value_t = defaults().lr_cooldown, value_parser = decay)]
+    pub(crate) lr_cooldown: f64,
     /// Clip the gradient norm to this (0 = no clipping).
     #[arg(long, default_value_t = defaults().clip, value_parser = non_negative)]
     pub(crate) clip: f64,
@@ -138,13 +142,14 @@ pub(crate) struct TrainArgs {
 
 /// The training flags that define a run, by argument id: given on the command line
 /// with `--resume`, each must agree with the run.
-pub(crate) const RUN_FLAGS: [(&str, &str); 23] = [
+pub(crate) const RUN_FLAGS: [(&str, &str); 24] = [
     ("optimizer", "--optimizer"),
     ("batch_size", "--batch-size"),
     ("clip", "--clip"),
     ("stream", "--stream"),
     ("bptt", "--bptt"),
     ("lr_schedule", "--lr-schedule"),
+    ("lr_cooldown", "--lr-cooldown"),
     ("lr", "--lr"),
     ("lr_decay", "--lr-decay"),
     ("epochs", "--epochs"),
@@ -225,6 +230,7 @@ pub(crate) fn run(args: TrainArgs, matches: Option<&clap::ArgMatches>) -> Result
         lr: args.lr,
         lr_decay: args.lr_decay,
         lr_schedule: args.lr_schedule,
+        lr_cooldown: args.lr_cooldown,
         clip: args.clip,
         regularization: Regularization {
             locked_dropout: args.locked_dropout,

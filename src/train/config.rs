@@ -48,6 +48,10 @@ pub struct TrainConfig {
     pub lr_decay: f64,
     /// Plateau decay or a linear fall to zero over the budget.
     pub lr_schedule: LrSchedule,
+    /// With the linear schedule: the last share of the budget over which the rate falls
+    /// to zero, constant before it (1: over the whole budget).
+    #[serde(default = "whole_budget")]
+    pub lr_cooldown: f64,
     /// Maximum gradient norm (0 = no clipping).
     pub clip: f64,
     /// Training-time regularizers and weight averaging (all off by default).
@@ -111,6 +115,7 @@ impl Default for TrainConfig {
             lr: 0.002,
             lr_decay: 0.5,
             lr_schedule: LrSchedule::Plateau,
+            lr_cooldown: 1.0,
             clip: 1.0,
             regularization: Regularization::default(),
             clusters: 3,
@@ -124,4 +129,9 @@ impl Default for TrainConfig {
             given: Vec::new(),
         }
     }
+}
+
+/// A run saved before `lr_cooldown` existed fell over its whole budget.
+fn whole_budget() -> f64 {
+    1.0
 }

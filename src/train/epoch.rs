@@ -50,6 +50,12 @@ pub(super) struct Schedule<'a> {
     pub(super) seconds_before: f64,
 }
 
+/// The linear schedule's rate at `progress` (the share of the budget spent): `lr` until
+/// the last `cooldown` share of the budget, then a straight fall to zero at its end.
+pub(super) fn cooled_rate(lr: f64, cooldown: f64, progress: f64) -> f64 {
+    lr * ((1.0 - progress) / cooldown).clamp(0.0, 1.0)
+}
+
 impl Schedule<'_> {
     /// The rate for the next step, `done` being the share of the current epoch done;
     /// `None` when the schedule leaves the rate alone.
@@ -62,7 +68,7 @@ impl Schedule<'_> {
         let by_time = c.time_limit.map_or(0.0, |budget| {
             (self.seconds_before + self.start.elapsed().as_secs_f64()) / budget.max(1e-9)
         });
-        Some(c.lr * (1.0 - by_epochs.max(by_time)).max(0.0))
+        Some(cooled_rate(c.lr, c.lr_cooldown, by_epochs.max(by_time)))
     }
 
     fn past_deadline(&self) -> bool {
@@ -286,4 +292,23 @@ pub(super) fn run_epoch(
     progress.finish();
     stats.seconds += epoch_start.elapsed().as_secs_f64();
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cooled_rate;
+
+    #[test]
+    fn the_cooldown_holds_then_falls_straight_to_zero() {
+        // Over the whole budget it is the plain linear fall.
+        for progress in [0.0, 0.25, 0.9] {
+            assert!((cooled_rate(2.0, 1.0, progress) - 2.0 * (1.0 - progress)).abs() < 1e-12);
+        }
+        // Over the last fifth: constant until 0.8, half at 0.9, zero at the end and past it.
+        assert_eq!(cooled_rate(2.0, 0.2, 0.0), 2.0);
+        assert_eq!(cooled_rate(2.0, 0.2, 0.8), 2.0);
+        assert!((cooled_rate(2.0, 0.2, 0.9) - 1.0).abs() < 1e-12);
+        assert_eq!(cooled_rate(2.0, 0.2, 1.0), 0.0);
+        assert_eq!(cooled_rate(2.0, 0.2, 1.3), 0.0);
+    }
 }

@@ -59,6 +59,10 @@ struct Start {
 /// one checkpoint at a time; a run that ends before its first such epoch is an
 /// error, and leaves the directory as it was.
 pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
+    if !config.resume {
+        // Before anything is written; a resumed run's schedule is known further down.
+        check_schedule(config)?;
+    }
     let dir = ModelDir::new(&config.out);
     let _lock = crate::swap::TrainingLock::acquire(&config.out)?;
     crate::swap::remove_abandoned_staging(&config.out)?;
@@ -93,6 +97,7 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
     };
     config.seed = seed;
     let config = &config;
+    check_schedule(config)?;
     let data = load_data(config, &saved.tokenizer, &vocab)?;
 
     if device == Device::Cpu {
@@ -318,6 +323,18 @@ fn close_epoch(
         }
     }
     improved
+}
+
+/// Refuses a cooldown the schedule would ignore, or one outside (0, 1].
+fn check_schedule(config: &TrainConfig) -> Result<()> {
+    let cooldown = config.lr_cooldown;
+    if !(cooldown > 0.0 && cooldown <= 1.0) {
+        bail!("--lr-cooldown {cooldown} is not in (0, 1]");
+    }
+    if config.lr_schedule != LrSchedule::Linear && cooldown != 1.0 {
+        bail!("--lr-cooldown {cooldown} applies to --lr-schedule linear only; add --lr-schedule linear or drop --lr-cooldown");
+    }
+    Ok(())
 }
 
 /// Refuses a model whose training state (weights, gradients and the optimizer's two

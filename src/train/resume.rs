@@ -49,6 +49,7 @@ pub(super) fn settings(
     from_run!(stream, "--stream");
     from_run!(bptt, "--bptt");
     from_run!(lr_schedule, "--lr-schedule");
+    from_run!(lr_cooldown, "--lr-cooldown");
     from_run!(lr, "--lr");
     from_run!(lr_decay, "--lr-decay");
     // The regularizers are part of the run, each with its own flag.

@@ -38,6 +38,7 @@ pub fn config(dir: &Path, cell: Cell, epochs: usize) -> TrainConfig {
         lr: 0.02,
         lr_decay: 0.5,
         lr_schedule: LrSchedule::Plateau,
+        lr_cooldown: 1.0,
         clip: 5.0,
         regularization: Default::default(),
         clusters: 2,
