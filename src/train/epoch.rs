@@ -306,7 +306,8 @@ mod tests {
         }
         // Over the last fifth: constant until 0.8, half at 0.9, zero at the end and past it.
         assert_eq!(cooled_rate(2.0, 0.2, 0.0), 2.0);
-        assert_eq!(cooled_rate(2.0, 0.2, 0.8), 2.0);
+        assert!((cooled_rate(2.0, 0.2, 0.8) - 2.0).abs() < 1e-12);
+        assert_eq!(cooled_rate(2.0, 0.2, 0.5), 2.0);
         assert!((cooled_rate(2.0, 0.2, 0.9) - 1.0).abs() < 1e-12);
         assert_eq!(cooled_rate(2.0, 0.2, 1.0), 0.0);
         assert_eq!(cooled_rate(2.0, 0.2, 1.3), 0.0);
