@@ -286,15 +286,21 @@ fn time_limit_stops_and_records_a_partial_epoch() {
     assert!(cfg.out.join("weights.safetensors").exists());
 }
 
-#[test]
-fn linear_schedule_falls_to_zero_over_the_epochs() {
+/// The learning rate of each of 4 epochs under the linear schedule with `cooldown`.
+fn linear_rates(cooldown: f64) -> Vec<f64> {
     let _rng = torch_rng();
     let dir = tempfile::tempdir().unwrap();
     corpus_dir(dir.path(), &THREE, &THREE);
     let mut cfg = config(dir.path(), Cell::Gru, 4);
     cfg.lr_schedule = LrSchedule::Linear;
+    cfg.lr_cooldown = cooldown;
     let summary = train(&cfg, Device::Cpu).unwrap();
-    let rates: Vec<f64> = summary.history.iter().map(|r| r.lr).collect();
+    summary.history.iter().map(|r| r.lr).collect()
+}
+
+#[test]
+fn linear_schedule_falls_to_zero_over_the_epochs() {
+    let rates = linear_rates(1.0);
     let expected = [0.02, 0.015, 0.01, 0.005];
     for (rate, want) in rates.iter().zip(expected) {
         assert!((rate - want).abs() < 1e-9, "{rates:?}");
@@ -303,14 +309,7 @@ fn linear_schedule_falls_to_zero_over_the_epochs() {
 
 #[test]
 fn a_cooldown_holds_the_rate_then_falls_over_the_last_share() {
-    let _rng = torch_rng();
-    let dir = tempfile::tempdir().unwrap();
-    corpus_dir(dir.path(), &THREE, &THREE);
-    let mut cfg = config(dir.path(), Cell::Gru, 4);
-    cfg.lr_schedule = LrSchedule::Linear;
-    cfg.lr_cooldown = 0.5;
-    let summary = train(&cfg, Device::Cpu).unwrap();
-    let rates: Vec<f64> = summary.history.iter().map(|r| r.lr).collect();
+    let rates = linear_rates(0.5);
     // Constant for the first half of the 4 epochs, then from 0.02 down to zero.
     let expected = [0.02, 0.02, 0.02, 0.01];
     assert_eq!(rates.len(), expected.len(), "{rates:?}");

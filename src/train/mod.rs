@@ -60,7 +60,7 @@ struct Start {
 /// error, and leaves the directory as it was.
 pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
     if !config.resume {
-        // Before anything is written; a resumed run's schedule is known further down.
+        // Before anything is written; a resumed run's schedule is checked once it is known.
         check_schedule(config)?;
     }
     let dir = ModelDir::new(&config.out);
@@ -97,7 +97,9 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
     };
     config.seed = seed;
     let config = &config;
-    check_schedule(config)?;
+    if config.resume {
+        check_schedule(config)?;
+    }
     let data = load_data(config, &saved.tokenizer, &vocab)?;
 
     if device == Device::Cpu {
