@@ -82,6 +82,16 @@ impl Corpus {
         corpus
     }
 
+    /// Appends another corpus's sentences and counts, as if both were one file.
+    pub fn extend(&mut self, other: Corpus) {
+        self.sentences.extend(other.sentences);
+        self.oov_count += other.oov_count;
+        for (token, count) in other.oov_tokens {
+            *self.oov_tokens.entry(token).or_default() += count;
+        }
+        self.empty_lines += other.empty_lines;
+    }
+
     /// Tokens, `<EOS>` included.
     pub fn tokens(&self) -> usize {
         self.sentences.iter().map(Vec::len).sum()

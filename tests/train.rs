@@ -10,7 +10,7 @@ use rnnlm::oov::OovScorer;
 use rnnlm::output::OutputConfig;
 use rnnlm::score::{evaluate, token_log_probs};
 use rnnlm::train::{train, LrSchedule, OptimizerKind};
-use rnnlm::vocab::{Level, Tokenizer, Vocab, VocabLimits};
+use rnnlm::vocab::{Level, Tokenizer, Vocab, VocabLimits, UNK_ID};
 use tch::Device;
 use torch_rng::torch_rng;
 
@@ -46,6 +46,41 @@ fn three_sentences_are_learned_to_the_entropy_floor() {
             summary.best_valid_loss
         );
     }
+}
+
+#[test]
+fn extra_training_text_is_trained_on_and_counted_in_the_vocabulary() {
+    let _rng = torch_rng();
+    let dir = tempfile::tempdir().unwrap();
+    // train.txt holds the first sentence, two more files the others; valid holds all three.
+    corpus_dir(dir.path(), &THREE[..1], &THREE);
+    let extra: Vec<_> = (1..3)
+        .map(|i| {
+            let path = dir.path().join(format!("extra{i}.txt"));
+            std::fs::write(&path, format!("{}\n", THREE[i])).unwrap();
+            path
+        })
+        .collect();
+    let mut cfg = config(dir.path(), Cell::Lstm, 80);
+    cfg.extra_train = extra;
+    let summary = train(&cfg, Device::Cpu).unwrap();
+    let vocab = ModelDir::new(&cfg.out).load_header().unwrap().1;
+    for word in ["cat", "dog", "bird", "noon"] {
+        assert_ne!(vocab.id(word), UNK_ID, "{word} is in the vocabulary");
+    }
+    // The three sentences learned from the three files reach the same floor as from one.
+    let tokens: usize = THREE.iter().map(|s| s.split(' ').count() + 1).sum();
+    let floor = 3.0 * 3f64.ln() / tokens as f64;
+    assert!(
+        summary.best_valid_loss < floor + 0.05,
+        "{} vs floor {floor}",
+        summary.best_valid_loss
+    );
+    // Without the extra files the other two sentences are unknown words: far above it.
+    let mut alone = config(dir.path(), Cell::Lstm, 80);
+    alone.out = dir.path().join("alone");
+    let alone = train(&alone, Device::Cpu).unwrap();
+    assert!(alone.best_valid_loss > floor + 0.5, "{}", alone.best_valid_loss);
 }
 
 #[test]

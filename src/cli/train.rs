@@ -25,6 +25,10 @@ pub(crate) struct TrainArgs {
     /// Directory with train.txt and valid.txt, one sequence per line.
     #[arg(long)]
     pub(crate) data: PathBuf,
+    /// More training text beside DIR/train.txt, one sequence per line (repeatable):
+    /// trained on and counted for the vocabulary, while validation stays DIR/valid.txt.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) extra_train: Vec<PathBuf>,
     /// Model directory to write.
     #[arg(long)]
     pub(crate) out: PathBuf,
@@ -189,6 +193,7 @@ pub(crate) fn run(args: TrainArgs, matches: Option<&clap::ArgMatches>) -> Result
     let t = &args.tokenizer;
     let config = TrainConfig {
         data: args.data,
+        extra_train: args.extra_train,
         out: args.out,
         tokenizer: Tokenizer {
             level: t.level,

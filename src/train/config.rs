@@ -26,6 +26,11 @@ pub enum LrSchedule {
 pub struct TrainConfig {
     /// Directory with train.txt and valid.txt.
     pub data: PathBuf,
+    /// More training text beside `data/train.txt`, one sequence per line: its sequences
+    /// are trained on and its tokens counted for the vocabulary, while validation stays
+    /// `data/valid.txt` (in-domain text there, a larger general corpus here).
+    #[serde(default)]
+    pub extra_train: Vec<PathBuf>,
     /// Model directory to write.
     pub out: PathBuf,
     /// Tokenizer settings.
@@ -92,6 +97,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             data: PathBuf::new(),
+            extra_train: Vec::new(),
             out: PathBuf::new(),
             tokenizer: Tokenizer::new(Level::Word),
             vocab_limits: VocabLimits {
@@ -128,6 +134,15 @@ impl Default for TrainConfig {
             force: false,
             given: Vec::new(),
         }
+    }
+}
+
+impl TrainConfig {
+    /// The files trained on: `data/train.txt`, then each `extra_train` file in order.
+    pub fn train_files(&self) -> Vec<PathBuf> {
+        std::iter::once(self.data.join("train.txt"))
+            .chain(self.extra_train.iter().cloned())
+            .collect()
     }
 }
 

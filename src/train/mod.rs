@@ -26,6 +26,7 @@ use crate::score::{evaluate, SCORE_BATCH};
 use crate::vocab::{read_lines, Tokenizer, Vocab};
 use anyhow::{bail, Context, Result};
 use epoch::{epoch_rng, run_epoch, Diverged, EpochStart, EpochStats, Schedule, Update};
+use std::path::Path;
 use std::time::Instant;
 use tch::{nn, Device};
 
@@ -368,9 +369,11 @@ fn available_memory() -> Option<u128> {
 }
 
 fn fresh_start(config: &TrainConfig) -> Result<Start> {
-    let train_path = config.data.join("train.txt");
-    let (lines, _) = read_lines(&train_path)?;
-    let tokenized: Vec<Vec<String>> = lines.iter().map(|l| config.tokenizer.tokenize(l)).collect();
+    let mut tokenized: Vec<Vec<String>> = Vec::new();
+    for path in config.train_files() {
+        let (lines, _) = read_lines(&path)?;
+        tokenized.extend(lines.iter().map(|l| config.tokenizer.tokenize(l)));
+    }
     let vocab = Vocab::build(&tokenized, config.vocab_limits);
     let oov_counts = OovClasses::count(&tokenized, &vocab);
     let oov = OovClasses::new(config.tokenizer.level, &vocab, oov_counts);
@@ -435,24 +438,32 @@ fn resume_start(dir: &ModelDir) -> Result<Start> {
 }
 
 fn load_data(config: &TrainConfig, tokenizer: &Tokenizer, vocab: &Vocab) -> Result<Data> {
-    let train = Corpus::load(&config.data.join("train.txt"), tokenizer, vocab)?;
-    let valid = Corpus::load(&config.data.join("valid.txt"), tokenizer, vocab)?;
-    for (name, corpus) in [("train", &train), ("valid", &valid)] {
-        if corpus.sentences.is_empty() {
-            bail!(
-                "{}: no sentences",
-                config.data.join(format!("{name}.txt")).display()
-            );
-        }
-        tracing::info!(
-            "{name}.txt: {} sentences, {} tokens, {} <UNK>, {} empty lines skipped",
-            corpus.sentences.len(),
-            corpus.tokens(),
-            corpus.oov_count,
-            corpus.empty_lines
-        );
+    let mut train = Corpus::default();
+    for path in config.train_files() {
+        let corpus = Corpus::load(&path, tokenizer, vocab)?;
+        check_and_log(&path, &corpus)?;
+        train.extend(corpus);
     }
+    let valid_path = config.data.join("valid.txt");
+    let valid = Corpus::load(&valid_path, tokenizer, vocab)?;
+    check_and_log(&valid_path, &valid)?;
     Ok(Data { train, valid })
+}
+
+/// Refuses a file with no sentences and logs what it holds.
+fn check_and_log(path: &Path, corpus: &Corpus) -> Result<()> {
+    if corpus.sentences.is_empty() {
+        bail!("{}: no sentences", path.display());
+    }
+    tracing::info!(
+        "{}: {} sentences, {} tokens, {} <UNK>, {} empty lines skipped",
+        path.display(),
+        corpus.sentences.len(),
+        corpus.tokens(),
+        corpus.oov_count,
+        corpus.empty_lines
+    );
+    Ok(())
 }
 
 /// Validation loss in nats per token, every sentence from the zero state as `eval`

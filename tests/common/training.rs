@@ -15,6 +15,7 @@ pub fn corpus_dir(dir: &Path, train: &[&str], valid: &[&str]) {
 pub fn config(dir: &Path, cell: Cell, epochs: usize) -> TrainConfig {
     TrainConfig {
         data: dir.to_path_buf(),
+        extra_train: Vec::new(),
         out: dir.join("model"),
         tokenizer: Tokenizer::new(Level::Word),
         vocab_limits: VocabLimits {
