@@ -80,7 +80,11 @@ fn extra_training_text_is_trained_on_and_counted_in_the_vocabulary() {
     let mut alone = config(dir.path(), Cell::Lstm, 80);
     alone.out = dir.path().join("alone");
     let alone = train(&alone, Device::Cpu).unwrap();
-    assert!(alone.best_valid_loss > floor + 0.5, "{}", alone.best_valid_loss);
+    assert!(
+        alone.best_valid_loss > floor + 0.5,
+        "{}",
+        alone.best_valid_loss
+    );
 }
 
 #[test]
