@@ -18,6 +18,13 @@ use torch_rng::torch_rng;
 mod training;
 use training::{config, corpus_dir, THREE};
 
+/// The least valid loss on `THREE`: each sentence starts from the zero state, so its
+/// first word is a 1-in-3 guess, ln 3 per sentence spread over its tokens.
+fn three_floor() -> f64 {
+    let tokens: usize = THREE.iter().map(|s| s.split(' ').count() + 1).sum();
+    3.0 * 3f64.ln() / tokens as f64
+}
+
 #[test]
 fn three_sentences_are_learned_to_the_entropy_floor() {
     let _rng = torch_rng();
@@ -30,10 +37,7 @@ fn three_sentences_are_learned_to_the_entropy_floor() {
             summary.history[3].train_loss < first,
             "{cell:?}: the loss falls over the first steps"
         );
-        // Each sentence starts from the zero state, so its first word is a 1-in-3 guess:
-        // the least possible loss is ln 3 per sentence, spread over its tokens.
-        let tokens: usize = THREE.iter().map(|s| s.split(' ').count() + 1).sum();
-        let floor = 3.0 * 3f64.ln() / tokens as f64;
+        let floor = three_floor();
         assert!(
             summary.best_valid_loss < floor + 0.05,
             "{cell:?}: {} vs floor {floor}",
@@ -69,8 +73,7 @@ fn extra_training_text_is_trained_on_and_counted_in_the_vocabulary() {
         assert_ne!(vocab.id(word), UNK_ID, "{word} is in the vocabulary");
     }
     // The three sentences learned from the three files reach the same floor as from one.
-    let tokens: usize = THREE.iter().map(|s| s.split(' ').count() + 1).sum();
-    let floor = 3.0 * 3f64.ln() / tokens as f64;
+    let floor = three_floor();
     assert!(
         summary.best_valid_loss < floor + 0.05,
         "{} vs floor {floor}",
