@@ -91,6 +91,30 @@ fn extra_training_text_is_trained_on_and_counted_in_the_vocabulary() {
 }
 
 #[test]
+fn valid_file_replaces_the_data_directorys_valid_text() {
+    let _rng = torch_rng();
+    let dir = tempfile::tempdir().unwrap();
+    corpus_dir(dir.path(), &THREE, &THREE);
+    // The data directory has no valid.txt: only the named file can be validated on.
+    let held_out = dir.path().join("held-out.txt");
+    std::fs::rename(dir.path().join("valid.txt"), &held_out).unwrap();
+    let mut cfg = config(dir.path(), Cell::Lstm, 80);
+    cfg.valid = Some(held_out);
+    let summary = train(&cfg, Device::Cpu).unwrap();
+    let floor = three_floor();
+    assert!(
+        summary.best_valid_loss < floor + 0.05,
+        "{} vs floor {floor}",
+        summary.best_valid_loss
+    );
+    // Without it the run stops at the missing DIR/valid.txt.
+    cfg.valid = None;
+    cfg.out = dir.path().join("without");
+    let error = format!("{:#}", train(&cfg, Device::Cpu).unwrap_err());
+    assert!(error.contains("valid.txt"), "{error}");
+}
+
+#[test]
 fn checkpoint_round_trip_gives_identical_log_probs() {
     let _rng = torch_rng();
     let dir = tempfile::tempdir().unwrap();

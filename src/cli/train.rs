@@ -26,9 +26,13 @@ pub(crate) struct TrainArgs {
     #[arg(long)]
     pub(crate) data: PathBuf,
     /// More training text beside DIR/train.txt, one sequence per line (repeatable):
-    /// trained on and counted for the vocabulary, while validation stays DIR/valid.txt.
+    /// trained on and counted for the vocabulary, while validation stays DIR/valid.txt
+    /// (or --valid).
     #[arg(long, value_name = "FILE")]
     pub(crate) extra_train: Vec<PathBuf>,
+    /// Validate on this file instead of DIR/valid.txt, one sequence per line.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) valid: Option<PathBuf>,
     /// Model directory to write.
     #[arg(long)]
     pub(crate) out: PathBuf,
@@ -194,6 +198,7 @@ pub(crate) fn run(args: TrainArgs, matches: Option<&clap::ArgMatches>) -> Result
     let config = TrainConfig {
         data: args.data,
         extra_train: args.extra_train,
+        valid: args.valid,
         out: args.out,
         tokenizer: Tokenizer {
             level: t.level,

@@ -31,6 +31,10 @@ pub struct TrainConfig {
     /// `data/valid.txt` (in-domain text there, a larger general corpus here).
     #[serde(default)]
     pub extra_train: Vec<PathBuf>,
+    /// The validation text instead of `data/valid.txt` (for instance the held-out part of
+    /// an in-domain corpus whose rest is trained on).
+    #[serde(default)]
+    pub valid: Option<PathBuf>,
     /// Model directory to write.
     pub out: PathBuf,
     /// Tokenizer settings.
@@ -98,6 +102,7 @@ impl Default for TrainConfig {
         TrainConfig {
             data: PathBuf::new(),
             extra_train: Vec::new(),
+            valid: None,
             out: PathBuf::new(),
             tokenizer: Tokenizer::new(Level::Word),
             vocab_limits: VocabLimits {
@@ -143,6 +148,13 @@ impl TrainConfig {
         std::iter::once(self.data.join("train.txt"))
             .chain(self.extra_train.iter().cloned())
             .collect()
+    }
+
+    /// The file validated on: `valid`, or else `data/valid.txt`.
+    pub fn valid_file(&self) -> PathBuf {
+        self.valid
+            .clone()
+            .unwrap_or_else(|| self.data.join("valid.txt"))
     }
 }
 

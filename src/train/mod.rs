@@ -444,7 +444,7 @@ fn load_data(config: &TrainConfig, tokenizer: &Tokenizer, vocab: &Vocab) -> Resu
         check_and_log(&path, &corpus)?;
         train.extend(corpus);
     }
-    let valid_path = config.data.join("valid.txt");
+    let valid_path = config.valid_file();
     let valid = Corpus::load(&valid_path, tokenizer, vocab)?;
     check_and_log(&valid_path, &valid)?;
     Ok(Data { train, valid })
