@@ -65,5 +65,10 @@ class SplitValid(unittest.TestCase):
             self.build()
 
 
+class Shipped(unittest.TestCase):
+    def test_the_shipped_files_are_what_brown_valid_and_the_real_lists_give(self):
+        self.assertEqual(asr_text.check(asr_text.build()), [])
+
+
 if __name__ == "__main__":
     unittest.main()
