@@ -32,7 +32,7 @@ pub(crate) struct Cli {
 
 #[derive(Subcommand)]
 pub(crate) enum Command {
-    /// Train a model on DIR/train.txt, validating on DIR/valid.txt.
+    /// Train a model on DIR/train.txt, validating on DIR/valid.txt (or --valid).
     Train(TrainArgs),
     /// Perplexity of a text file, every line scored on its own from zero state.
     Eval(EvalArgs),

@@ -28,7 +28,7 @@ pub struct TrainConfig {
     pub data: PathBuf,
     /// More training text beside `data/train.txt`, one sequence per line: its sequences
     /// are trained on and its tokens counted for the vocabulary, while validation stays
-    /// `data/valid.txt` (in-domain text there, a larger general corpus here).
+    /// `data/valid.txt` or `valid` (in-domain text there, a larger general corpus here).
     #[serde(default)]
     pub extra_train: Vec<PathBuf>,
     /// The validation text instead of `data/valid.txt` (for instance the held-out part of
