@@ -5,7 +5,7 @@ mod common;
 use common::{rnnlm, stderr, stdout, write};
 #[path = "common/tiny.rs"]
 mod tiny;
-use tiny::{assert_one_line_error, data, state_epoch, train_args, trained};
+use tiny::{assert_error_line, assert_one_line_error, data, state_epoch, train_args, trained};
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -79,6 +79,38 @@ fn truncated_or_foreign_weights_are_one_line_errors() {
     assert_one_line_error(&o, "the configuration needs");
 }
 
+#[test]
+fn a_carried_stream_state_of_another_shape_is_refused_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data(dir.path(), 4);
+    let model = dir.path().join("model");
+    let (data, out) = (data.to_str().unwrap(), model.to_str().unwrap());
+    let mut args = train_args(data, out, "2");
+    args.extend(["--stream", "--batch-size", "2", "--bptt", "3"]);
+    args.extend(["--max-steps", "2"]);
+    let o = rnnlm(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // The cut epoch's GRU state is [layers 1, batch 2, hidden 8]; give it a batch of 3.
+    let path = model.join("optimizer.safetensors");
+    let mut stored = tch::Tensor::read_safetensors(&path).unwrap();
+    let carried = stored
+        .iter_mut()
+        .find(|(name, _)| name == "stream_state.hidden")
+        .expect("a cut stream epoch saves its carried state");
+    assert_eq!(carried.1.size(), [1, 2, 8]);
+    carried.1 = tch::Tensor::zeros([1, 3, 8], (tch::Kind::Float, tch::Device::Cpu));
+    tch::Tensor::write_safetensors(&stored, &path).unwrap();
+
+    let o = rnnlm(&["train", "--data", data, "--out", out, "--resume"]);
+    assert_error_line(
+        &o,
+        "optimizer.safetensors: the carried stream state does not fit",
+    );
+    // Refused before anything is written: the cut run's model still loads.
+    let o = rnnlm(&["sample", "--model", out, "--count", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
 #[test]
 fn killed_at_any_moment_the_model_directory_is_one_checkpoint() {
     kill_while_training(false);

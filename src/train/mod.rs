@@ -124,7 +124,7 @@ pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
             &mut vs,
             &mut optimizer,
             average.as_mut(),
-            saved.model.cell,
+            &model.zero_state(config.batch_size as i64),
             device,
         )?;
     }

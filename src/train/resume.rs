@@ -5,7 +5,7 @@
 use super::{LrSchedule, TrainConfig};
 use crate::average::WeightAverage;
 use crate::checkpoint::{load_weights, ModelDir, SavedConfig};
-use crate::model::{Cell, State};
+use crate::model::State;
 use crate::optim::Optimizer;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
@@ -106,15 +106,16 @@ pub(super) fn settings(
 }
 
 /// Loads the weights after the last step, the optimizer's state and the weight
-/// average; returns the recurrent state a cut stream epoch carries. A directory saved
-/// without them goes on from the best weights with fresh moment estimates (and an
-/// average started there).
+/// average; returns the recurrent state a cut stream epoch carries, which must have the
+/// kind, shape and dtype of `zero` (the network's zero state for one batch). A
+/// directory saved without them goes on from the best weights with fresh moment
+/// estimates (and an average started there).
 pub(super) fn weights(
     dir: &ModelDir,
     vs: &mut nn::VarStore,
     optimizer: &mut Optimizer,
     average: Option<&mut WeightAverage>,
-    model_cell: Cell,
+    zero: &State,
     device: Device,
 ) -> Result<Option<State>> {
     if dir.last_weights().exists() {
@@ -154,17 +155,29 @@ pub(super) fn weights(
     optimizer
         .load_state(&stored)
         .with_context(|| format!("{}: not this run's optimizer state", path.display()))?;
-    // The carried state must be the cell's kind, or the network could not read it.
-    let lstm = model_cell == Cell::Lstm;
-    Ok(match (hidden, cell) {
-        (Some(h), Some(c)) if lstm => Some(State::Lstm(h, c)),
-        (Some(h), None) if !lstm => Some(State::Hidden(h)),
-        (None, None) => None,
-        _ => bail!(
-            "{}: the carried stream state does not fit a {model_cell:?} model",
-            path.display()
-        ),
-    })
+    // The carried state must be what the network itself would start a batch from: a
+    // tensor of another shape or dtype reaches the recurrent kernel unchecked.
+    let fits = |stored: &Tensor, wanted: &Tensor| {
+        stored.size() == wanted.size() && stored.kind() == wanted.kind()
+    };
+    let carried = match (hidden, cell, zero) {
+        (None, None, _) => return Ok(None),
+        (Some(h), Some(c), State::Lstm(zero_h, zero_c)) if fits(&h, zero_h) && fits(&c, zero_c) => {
+            State::Lstm(h, c)
+        }
+        (Some(h), None, State::Hidden(zero_h)) if fits(&h, zero_h) => State::Hidden(h),
+        _ => {
+            let wanted = match zero {
+                State::Lstm(h, _) => format!("a hidden and a cell state of {:?}", h.size()),
+                State::Hidden(h) => format!("a hidden state of {:?}", h.size()),
+            };
+            bail!(
+                "{}: the carried stream state does not fit the model, which takes {wanted} (float); the file was changed or belongs to another run",
+                path.display()
+            )
+        }
+    };
+    Ok(Some(carried))
 }
 
 /// The tensors that save a cut stream epoch's carried state beside the optimizer's.
