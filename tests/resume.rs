@@ -27,7 +27,17 @@ fn whole_epochs(s: &TrainSummary) -> Vec<(f64, f64, f64)> {
 /// Trains `cfg` uncut, and again cut by `cut` (which adjusts the first run's
 /// settings) and resumed; the two must agree on every whole epoch and on the
 /// weights and optimizer state they end with.
-fn cut_and_resumed_equals_uncut(mut cfg: TrainConfig, cut: impl Fn(&mut TrainConfig)) {
+fn cut_and_resumed_equals_uncut(cfg: TrainConfig, cut: impl Fn(&mut TrainConfig)) {
+    resumed_as_given_equals_uncut(cfg, cut, |_| {});
+}
+
+/// As `cut_and_resumed_equals_uncut`, with the resuming command line's settings
+/// adjusted by `given` (a flag left out).
+fn resumed_as_given_equals_uncut(
+    mut cfg: TrainConfig,
+    cut: impl Fn(&mut TrainConfig),
+    given: impl Fn(&mut TrainConfig),
+) {
     let _rng = torch_rng();
     let root = cfg.data.clone();
     cfg.out = root.join("uncut");
@@ -39,6 +49,7 @@ fn cut_and_resumed_equals_uncut(mut cfg: TrainConfig, cut: impl Fn(&mut TrainCon
     let mut resumed_cfg = cfg.clone();
     resumed_cfg.out = root.join("cut");
     resumed_cfg.resume = true;
+    given(&mut resumed_cfg);
     let resumed = train(&resumed_cfg, Device::Cpu).unwrap();
     assert_eq!(whole_epochs(&resumed), whole_epochs(&uncut));
     for file in ["last.safetensors", "optimizer.safetensors"] {
@@ -101,6 +112,29 @@ fn cut_inside_a_stream_epoch_carries_the_recurrent_state() {
     cfg.batch_size = 2;
     cfg.bptt = 5;
     cut_and_resumed_equals_uncut(cfg, |c| c.max_steps = Some(9));
+}
+
+#[test]
+fn a_resume_that_names_only_the_data_keeps_the_runs_extra_text_and_valid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // The rest of the text and the held-out file are named by flags alone, so a resume
+    // that dropped them would train and validate on other text.
+    let extra = dir.path().join("extra.txt");
+    std::fs::write(&extra, THREE[1..].join("\n") + "\n").unwrap();
+    let held_out = dir.path().join("held-out.txt");
+    std::fs::write(&held_out, THREE[1].to_string() + "\n").unwrap();
+    let mut cfg = noisy_config(dir.path());
+    corpus_dir(dir.path(), &THREE[..1], &THREE[..1]);
+    cfg.extra_train = vec![extra];
+    cfg.valid = Some(held_out);
+    resumed_as_given_equals_uncut(
+        cfg,
+        |c| c.max_steps = Some(5),
+        |c| {
+            c.extra_train.clear();
+            c.valid = None;
+        },
+    );
 }
 
 /// Every regularizer and the weight average, on both layouts.

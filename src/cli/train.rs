@@ -138,7 +138,8 @@ pub(crate) struct TrainArgs {
     /// Seed for initialization, dropout and shuffling.
     #[arg(long, default_value_t = defaults().seed)]
     pub(crate) seed: u64,
-    /// Continue training the model in --out.
+    /// Continue training the model in --out, with the run's own settings; its
+    /// --extra-train files and --valid file unless others are given.
     #[arg(long, conflicts_with = "force")]
     pub(crate) resume: bool,
     /// Replace the model already in --out (it stays until the new run's first checkpoint).

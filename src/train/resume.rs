@@ -18,7 +18,9 @@ const CARRIED_CELL: &str = "stream_state.cell";
 /// The settings of the run being resumed, as its first run saved them in
 /// `config.json`, with what this command line may change: the data, patience, the
 /// epochs and time limit (with the plateau schedule) and the step limit. A setting
-/// given explicitly that disagrees with the run is refused.
+/// given explicitly that disagrees with the run is refused. The run's extra training
+/// files and validation file stay unless others are given: a resume that names only
+/// `--data` goes on with the run's text, not with `DIR/train.txt` alone.
 pub(super) fn settings(
     given: &TrainConfig,
     saved: &SavedConfig,
@@ -31,6 +33,19 @@ pub(super) fn settings(
         );
     };
     let mut effective = given.clone();
+    if given.extra_train.is_empty() && !run.extra_train.is_empty() {
+        tracing::info!(
+            "--resume: training on the run's extra text too ({})",
+            shown_paths(&run.extra_train)
+        );
+        effective.extra_train = run.extra_train.clone();
+    }
+    if given.valid.is_none() {
+        if let Some(valid) = &run.valid {
+            tracing::info!("--resume: validating on the run's {}", valid.display());
+            effective.valid = Some(valid.clone());
+        }
+    }
     let mut conflicts = Vec::new();
     let mut check = |flag: &str, ours: String, theirs: String, whose: &str| {
         if ours != theirs && given.given.iter().any(|g| g == flag) {
@@ -189,6 +204,15 @@ pub(super) fn carried_tensors(state: &State) -> Vec<(String, Tensor)> {
             (CARRIED_CELL.to_string(), c.shallow_clone()),
         ],
     }
+}
+
+/// Paths joined for a log line.
+fn shown_paths(paths: &[std::path::PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A setting as the command line spells it: its JSON, unquoted.
