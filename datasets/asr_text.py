@@ -43,13 +43,19 @@ def list_lines(refs_path, split):
     return numbers
 
 
+def listed(lines, numbers, lists, split):
+    """The lines that a set of lists names, in file order; a number past the end of the
+    split is an error (the lists were read from another Brown)."""
+    missing = sorted(n for n in numbers if not 1 <= n <= len(lines))
+    if missing:
+        raise ValueError(f"{lists} list line {missing[0]} is past the end of Brown {split}")
+    return [line for number, line in enumerate(lines, 1) if number in numbers]
+
+
 def split_valid(valid_lines, dev_numbers, test_sentences):
     """(dev, train): the valid lines that the dev lists name, in file order, and the other
     non-empty lines that are neither a dev nor a test list's sentence."""
-    missing = sorted(n for n in dev_numbers if not 1 <= n <= len(valid_lines))
-    if missing:
-        raise ValueError(f"dev list line {missing[0]} is past the end of Brown valid")
-    dev = [line for number, line in enumerate(valid_lines, 1) if number in dev_numbers]
+    dev = listed(valid_lines, dev_numbers, "dev", "valid")
     held_out = set(dev) | set(test_sentences)
     train = [
         line
@@ -60,8 +66,11 @@ def split_valid(valid_lines, dev_numbers, test_sentences):
 
 
 def read_lines(path):
+    """The file's lines, numbered as the utterance ids number them (no line dropped)."""
     with open(path, encoding="utf-8") as f:
-        return f.read().split("\n")
+        lines = f.read().split("\n")
+    # The final newline ends the last line; it does not start another.
+    return lines[:-1] if lines and lines[-1] == "" else lines
 
 
 def build(brown=BROWN, asr=ASR):
@@ -70,7 +79,7 @@ def build(brown=BROWN, asr=ASR):
     test = read_lines(os.path.join(brown, "test.txt"))
     dev_numbers = list_lines(os.path.join(asr, "real-dev.refs.csv"), "valid")
     test_numbers = list_lines(os.path.join(asr, "real-test.refs.csv"), "test")
-    test_sentences = [test[n - 1] for n in sorted(test_numbers) if n <= len(test)]
+    test_sentences = listed(test, test_numbers, "test", "test")
     dev, train = split_valid(valid, dev_numbers, test_sentences)
     return {DEV_FILE: "".join(f"{line}\n" for line in dev),
             TRAIN_FILE: "".join(f"{line}\n" for line in train)}
@@ -93,7 +102,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="compare with the shipped files")
     args = parser.parse_args()
-    files = build()
+    try:
+        files = build()
+    except (OSError, ValueError) as e:
+        sys.exit(f"datasets/asr_text.py: {e}")
     if args.check:
         bad = check(files)
         if bad:

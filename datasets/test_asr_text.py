@@ -58,6 +58,13 @@ class SplitValid(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "line 99 is past the end"):
             self.build()
 
+    def test_a_test_list_line_past_the_end_is_an_error(self):
+        # Line 3 would be the empty string after the final newline: not a line.
+        write(os.path.join(self.asr, "real-test.refs.csv"),
+              "utterance_id,reference\ntest-00003,gone\n")
+        with self.assertRaisesRegex(ValueError, "test list line 3 is past the end of Brown test"):
+            self.build()
+
     def test_an_utterance_of_another_split_is_an_error(self):
         write(os.path.join(self.asr, "real-dev.refs.csv"),
               "utterance_id,reference\ntest-00001,not spoken\n")
