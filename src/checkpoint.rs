@@ -72,6 +72,37 @@ pub struct TrainState {
     pub partial_seconds: f64,
 }
 
+impl TrainState {
+    /// Refuses numbers no run writes: a state with them was changed by hand, and a
+    /// resume from it would train at a negative rate or against a time budget already
+    /// overspent.
+    fn check(&self) -> std::result::Result<(), String> {
+        let at_least_zero = [
+            ("lr", self.lr),
+            ("seconds", self.seconds),
+            ("partial_seconds", self.partial_seconds),
+            ("partial_loss_sum", self.partial_loss_sum),
+        ];
+        for (name, value) in at_least_zero {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(format!(
+                    "{name} {value:?} is not a finite number of 0 or more"
+                ));
+            }
+        }
+        let losses = std::iter::once(("best_valid_loss", self.best_valid_loss)).chain(
+            self.epoch_best_valid_loss
+                .map(|loss| ("epoch_best_valid_loss", loss)),
+        );
+        for (name, value) in losses {
+            if value.is_nan() || value < 0.0 {
+                return Err(format!("{name} {value:?} is not a loss (0 or more)"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What a checkpoint holds: the run's header files (written by its first checkpoint,
 /// carried over by the later ones), the weights after the last epoch, the optimizer's
 /// state and the record.
@@ -330,8 +361,12 @@ impl ModelDir {
         let path = self.state();
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_str(&text)
-            .with_context(|| format!("{}: not a training state", path.display()))
+        let state: TrainState = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a training state", path.display()))?;
+        state
+            .check()
+            .map_err(|e| anyhow::anyhow!("{}: not a training state: {e}", path.display()))?;
+        Ok(state)
     }
 
     /// Loads a trained model onto `device`. If training swapped in a new checkpoint

@@ -80,6 +80,56 @@ fn truncated_or_foreign_weights_are_one_line_errors() {
 }
 
 #[test]
+fn a_changed_training_state_is_refused_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data(dir.path(), 4);
+    let model = dir.path().join("model");
+    let (data, out) = (data.to_str().unwrap(), model.to_str().unwrap());
+    let mut args = train_args(data, out, "2");
+    args.extend(["--batch-size", "2", "--max-steps", "3"]);
+    let o = rnnlm(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let path = model.join("state.json");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(saved["batches_done"], 3, "{saved}");
+    let resume = ["train", "--data", data, "--out", out, "--resume"];
+    // Each change alone; the first three would train at a negative rate, against an
+    // overspent budget, or past the end of the epoch.
+    for (field, value, needle) in [
+        (
+            "lr",
+            serde_json::json!(-0.5),
+            "lr -0.5 is not a finite number of 0 or more",
+        ),
+        (
+            "seconds",
+            serde_json::json!(-1e300),
+            "seconds -1e300 is not a finite",
+        ),
+        (
+            "batches_done",
+            serde_json::json!(1000),
+            "1000 batches of epoch 1 are done, but the epoch has",
+        ),
+        (
+            "best_valid_loss",
+            serde_json::json!(-2.0),
+            "best_valid_loss -2.0 is not a loss",
+        ),
+    ] {
+        let mut changed = saved.clone();
+        changed[field] = value;
+        std::fs::write(&path, changed.to_string()).unwrap();
+        let o = rnnlm(&resume);
+        assert_error_line(&o, needle);
+    }
+    std::fs::write(&path, saved.to_string()).unwrap();
+    let o = rnnlm(&resume);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
 fn a_carried_stream_state_of_another_shape_is_refused_on_resume() {
     let dir = tempfile::tempdir().unwrap();
     let data = data(dir.path(), 4);

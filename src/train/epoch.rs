@@ -8,7 +8,7 @@ use crate::model::{RnnLm, State};
 use crate::optim::Optimizer;
 use crate::progress::Progress;
 use crate::regularize::{activation_penalty, consecutive_positions};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::time::Instant;
@@ -140,6 +140,25 @@ pub(super) struct Update<'a> {
     pub(super) average: Option<&'a mut WeightAverage>,
 }
 
+/// Refuses a resumed epoch that claims more batches done than the epoch has: its
+/// state was changed, or the data is not the data the run was cut on.
+fn check_begun(
+    begun: &EpochStart,
+    batches: usize,
+    config: &TrainConfig,
+    epoch: usize,
+) -> Result<()> {
+    if begun.batches_done > batches {
+        bail!(
+            "{}: {} batches of epoch {} are done, but the epoch has {batches}: the state was changed, or the training text is not the run's",
+            config.out.join("state.json").display(),
+            begun.batches_done,
+            epoch + 1,
+        );
+    }
+    Ok(())
+}
+
 /// One pass over the training data from `begun`, stopping early at the schedule's
 /// deadline or when `steps_left` reaches 0.
 pub(super) fn run_epoch(
@@ -213,6 +232,7 @@ pub(super) fn run_epoch(
             .with_context(|| config.data.join("train.txt").display().to_string())?;
         let chunks: Vec<(Tensor, Tensor)> = stream.chunks(config.bptt).collect();
         stats.batches = chunks.len();
+        check_begun(&begun, stats.batches, config, schedule.epoch)?;
         let mut state = begun
             .carried
             .unwrap_or_else(|| model.zero_state(config.batch_size as i64));
@@ -249,6 +269,7 @@ pub(super) fn run_epoch(
         let lengths: Vec<usize> = corpus.sentences.iter().map(Vec::len).collect();
         let batches = length_batches(&lengths, config.batch_size, Some(rng));
         stats.batches = batches.len();
+        check_begun(&begun, stats.batches, config, schedule.epoch)?;
         for (i, rows) in batches.iter().enumerate().skip(begun.batches_done) {
             if stop(steps_left) {
                 break;
