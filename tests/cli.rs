@@ -201,10 +201,22 @@ fn score_per_token_rows_sum_to_the_sentence() {
 #[test]
 fn bad_rows_stop_with_a_one_line_error_and_no_output() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&[u8], &str); 4] = [
+    let cases: [(&[u8], &str); 7] = [
         (
             b"id,sentence\n1,the pear\n2,the,apple\n",
             "line 3 (row 2): 3 fields where the header has 2",
+        ),
+        (
+            b"id,sentence\n1,the pear\n2,\"the apple\n3,a pear\n",
+            "line 3 (row 2): the sentence spans lines (a quote left open?)",
+        ),
+        (
+            b"sentence,sentence\nthe pear,the apple\n",
+            "line 1: the header names column 'sentence' twice",
+        ),
+        (
+            b"sentence,logprob\nthe pear,-3.5\n",
+            "line 1: the input already has a 'logprob' column, which score writes",
         ),
         (
             b"id,sentence\n1,the pear\n2,\n",

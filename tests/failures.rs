@@ -284,3 +284,19 @@ fn threads_out_of_range_are_refused() {
         );
     }
 }
+
+#[test]
+fn eval_of_a_file_without_sentences_is_an_error_not_a_perplexity_of_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = trained(dir.path());
+    for (name, text) in [("empty.txt", ""), ("blank.txt", "\n  \n\n")] {
+        let input = write(dir.path(), name, text);
+        let o = rnnlm(&["eval", "--model", model.to_str().unwrap(), "--data", &input]);
+        assert_one_line_error(&o, &format!("{name}: no sentences to evaluate"));
+        assert!(
+            o.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+}

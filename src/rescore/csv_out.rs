@@ -46,7 +46,7 @@ pub(super) fn score_rows(
     let mut per_token = open_per_token(options)?;
     if options.columns.headerless.is_none() {
         sink.writer
-            .write_record(&output_header(reader.headers(), &layout))?;
+            .write_record(&output_header(reader.headers(), &layout, &name)?)?;
     }
 
     let mut summary = ScoreSummary::default();
@@ -100,7 +100,14 @@ pub(super) fn score_rows(
     Ok(summary)
 }
 
-fn output_header(headers: &csv::StringRecord, layout: &Layout) -> csv::StringRecord {
+/// The input's columns and then the ones `score` adds; an input that already has one
+/// of those (a file `score` wrote, scored again) is refused, since its output would
+/// name two columns alike.
+fn output_header(
+    headers: &csv::StringRecord,
+    layout: &Layout,
+    name: &str,
+) -> Result<csv::StringRecord> {
     let mut header = headers.clone();
     header.extend(["tokens", "oov_count", "logprob", "log10prob", "perplexity"]);
     if layout.backward {
@@ -115,7 +122,16 @@ fn output_header(headers: &csv::StringRecord, layout: &Layout) -> csv::StringRec
     if layout.columns.group.is_some() {
         header.extend(["rank", "best"]);
     }
-    header
+    if let Some(added) = header
+        .iter()
+        .skip(headers.len())
+        .find(|c| headers.iter().any(|h| h == *c))
+    {
+        anyhow::bail!(
+            "{name}: line 1: the input already has a '{added}' column, which score writes (a file score wrote?); score the original file, or rename that column"
+        );
+    }
+    Ok(header)
 }
 
 /// The groups of a chunk, as index ranges; without a group column each row is its own.

@@ -99,6 +99,19 @@ impl RowReader {
             }
             Format::Text => bail!("text input has no rows of fields"),
         }
+        .and_then(|reader| {
+            // Which of two columns of one name a flag means would be a guess.
+            let headers = &reader.headers;
+            for (i, column) in headers.iter().enumerate() {
+                if headers.iter().take(i).any(|earlier| earlier == column) {
+                    match headerless {
+                        Some(_) => bail!("--columns names column '{column}' twice"),
+                        None => bail!("{name}: line 1: the header names column '{column}' twice"),
+                    }
+                }
+            }
+            Ok(reader)
+        })
     }
 
     /// The column names.
@@ -277,6 +290,11 @@ impl Columns {
         let text = fields.get(self.text).unwrap_or("");
         if text.trim().is_empty() && !self.allow_empty {
             return Err("empty sentence".to_string());
+        }
+        // A recognizer's hypothesis never breaks a line; a quote left open does, taking
+        // the rows after it into this field.
+        if text.contains(['\n', '\r']) {
+            return Err("the sentence spans lines (a quote left open?)".to_string());
         }
         let am = self
             .am
