@@ -124,13 +124,17 @@ impl Evaluation {
 }
 
 /// Scores every sentence of a corpus on its own from zero state, out-of-vocabulary
-/// tokens as `oov` says.
+/// tokens as `oov` says. A corpus with no sentences is an error: its perplexity would
+/// come out as 1, the best possible.
 pub fn evaluate(
     model: &RnnLm,
     corpus: &Corpus,
     batch_size: usize,
     oov: &OovScorer,
 ) -> Result<Evaluation> {
+    if corpus.sentences.is_empty() {
+        anyhow::bail!("no sentences to evaluate");
+    }
     let model_total: f64 = token_log_probs(model, &corpus.sentences, batch_size)?
         .iter()
         .map(|lps| sentence_log_prob(lps))

@@ -439,7 +439,11 @@ impl Model {
                 _ => anyhow::bail!("evaluate takes a path or lines"),
             };
             let scorer = OovScorer::new(options, loaded.oov.as_ref(), &loaded.dir)?;
-            let result = evaluate(&loaded.model, &corpus, self.batch_size, &scorer)?;
+            let result = evaluate(&loaded.model, &corpus, self.batch_size, &scorer);
+            let result = match &path {
+                Some(p) => anyhow::Context::with_context(result, || p.display().to_string())?,
+                None => result?,
+            };
             Ok(serde_json::to_string(&result)?)
         })
     }

@@ -161,6 +161,15 @@ def test_evaluate_gives_the_keys_and_numbers_of_eval_json(lm, models, tmp_path):
         assert abs(from_lines[key] - cli[key]) < 1e-9, key
 
 
+def test_evaluate_of_no_sentences_is_an_error_not_a_perplexity_of_one(lm, tmp_path):
+    with pytest.raises(ValueError, match="^no sentences to evaluate$"):
+        lm.evaluate(["", "  "])
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n\n")
+    with pytest.raises(OSError, match="blank.txt: no sentences to evaluate"):
+        lm.evaluate(blank)
+
+
 def test_pickle_reloads_by_path(lm):
     blob = pickle.dumps(lm)
     assert len(blob) < 1000, "the weights must not travel"

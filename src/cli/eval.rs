@@ -1,7 +1,7 @@
 //! `rnnlm eval`.
 
 use super::args::{DeviceArgs, OovArgs};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use rnnlm::checkpoint::ModelDir;
 use rnnlm::data::Corpus;
@@ -31,13 +31,10 @@ pub(crate) fn run(args: EvalArgs) -> Result<()> {
     let device = args.device.resolve()?;
     let loaded = ModelDir::new(&args.model).load(device)?;
     let corpus = Corpus::load(&args.data, &loaded.config.tokenizer, &loaded.vocab)?;
-    // A perplexity of nothing would print as 1.00, the best possible.
-    if corpus.sentences.is_empty() {
-        anyhow::bail!("{}: no sentences to evaluate", args.data.display());
-    }
     let oov_options = args.oov.options(OovPolicy::Unk);
     let oov = rnnlm::oov::OovScorer::new(oov_options, loaded.oov.as_ref(), &loaded.dir)?;
-    let e = evaluate(&loaded.model, &corpus, SCORE_BATCH, &oov)?;
+    let e = evaluate(&loaded.model, &corpus, SCORE_BATCH, &oov)
+        .with_context(|| args.data.display().to_string())?;
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", serde_json::to_string(&e)?)?;
