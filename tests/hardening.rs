@@ -79,16 +79,25 @@ fn truncated_or_foreign_weights_are_one_line_errors() {
     assert_one_line_error(&o, "the configuration needs");
 }
 
+/// A tiny run in `dir/model`, trained with `flags` and cut inside its first epoch by
+/// them (`--max-steps`): (its data directory, the model directory).
+fn cut_run(dir: &std::path::Path, flags: &[&str]) -> (String, String) {
+    let data = data(dir, 4);
+    let model = dir.join("model");
+    let (data, out) = (data.to_str().unwrap(), model.to_str().unwrap());
+    let mut args = train_args(data, out, "2");
+    args.extend(flags);
+    let o = rnnlm(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    (data.to_string(), out.to_string())
+}
+
 #[test]
 fn a_changed_training_state_is_refused_on_resume() {
     let dir = tempfile::tempdir().unwrap();
-    let data = data(dir.path(), 4);
+    let (data, out) = cut_run(dir.path(), &["--batch-size", "2", "--max-steps", "3"]);
+    let (data, out) = (data.as_str(), out.as_str());
     let model = dir.path().join("model");
-    let (data, out) = (data.to_str().unwrap(), model.to_str().unwrap());
-    let mut args = train_args(data, out, "2");
-    args.extend(["--batch-size", "2", "--max-steps", "3"]);
-    let o = rnnlm(&args);
-    assert!(o.status.success(), "{}", stderr(&o));
     let path = model.join("state.json");
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -132,14 +141,18 @@ fn a_changed_training_state_is_refused_on_resume() {
 #[test]
 fn a_carried_stream_state_of_another_shape_is_refused_on_resume() {
     let dir = tempfile::tempdir().unwrap();
-    let data = data(dir.path(), 4);
+    let stream = [
+        "--stream",
+        "--batch-size",
+        "2",
+        "--bptt",
+        "3",
+        "--max-steps",
+        "2",
+    ];
+    let (data, out) = cut_run(dir.path(), &stream);
+    let (data, out) = (data.as_str(), out.as_str());
     let model = dir.path().join("model");
-    let (data, out) = (data.to_str().unwrap(), model.to_str().unwrap());
-    let mut args = train_args(data, out, "2");
-    args.extend(["--stream", "--batch-size", "2", "--bptt", "3"]);
-    args.extend(["--max-steps", "2"]);
-    let o = rnnlm(&args);
-    assert!(o.status.success(), "{}", stderr(&o));
 
     // The cut epoch's GRU state is [layers 1, batch 2, hidden 8]; give it a batch of 3.
     let path = model.join("optimizer.safetensors");
