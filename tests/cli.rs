@@ -253,6 +253,10 @@ fn bad_rows_stop_with_a_one_line_error_and_no_output() {
             names.iter().all(|n| !n.to_string_lossy().starts_with('.')),
             "temporary file left: {names:?}"
         );
+        // To standard output (`> out.csv`), the failed run prints nothing either.
+        let o = rnnlm(&["score", "--model", model_path(), "--input", &input]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert_eq!(stdout(&o), "", "nothing on standard output after an error");
     }
 }
 

@@ -78,6 +78,7 @@ pub(super) fn score_rows(
             )?;
             let rows: Vec<usize> = pending.iter().map(|c| c.row).collect();
             write_per_token(&mut per_token, &rows, &scored)?;
+            sink.release()?;
             progress.inc(pending.len() as u64);
             (options.between_chunks)()?;
             pending.clear();

@@ -103,6 +103,7 @@ pub(super) fn score_text(
             summary.add(s);
         }
         write_per_token(&mut per_token, &rows, &scored)?;
+        sink.release()?;
         progress.inc(sentences.len() as u64);
         (options.between_chunks)()?;
     }
