@@ -38,12 +38,16 @@ pub struct Tokenizer {
     pub level: Level,
     /// Lowercase the text first.
     pub lowercase: bool,
-    /// Word level: split leading and trailing punctuation off words ("end." → "end", ".").
+    /// Split leading and trailing punctuation off words ("end." → "end", ".").
     pub split_punct: bool,
-    /// Word level: drop tokens made only of punctuation.
+    /// Drop tokens made only of punctuation.
     pub drop_punct: bool,
-    /// Word level: split words at their hyphens ("well-known" → "well", "known"), as a
-    /// speech recognizer whose dictionary lacks most compounds prints them.
+    /// Split words at their hyphens ("well-known" → "well", "known"), as a speech
+    /// recognizer whose dictionary lacks most compounds prints them.
+    ///
+    /// At character level these three options act on the words first, which are then
+    /// rejoined one space apart: `--level char --recognizer-form` reads "Well-known, he
+    /// said." as the characters of "well known he said".
     #[serde(default)]
     pub split_hyphens: bool,
     /// Reverse the tokens of every sentence: a backward model, whose `<EOS>` ends the
@@ -102,25 +106,40 @@ impl Tokenizer {
             line.to_string()
         };
         match self.level {
+            Level::Word => self.words(&text),
+            // A character model of the recognizer's form reads what a recognizer
+            // prints: the words the word options leave, one space apart.
+            Level::Char if self.has_word_options() => self
+                .words(&text)
+                .join(" ")
+                .chars()
+                .map(String::from)
+                .collect(),
             Level::Char => text.chars().map(String::from).collect(),
-            Level::Word => {
-                let mut tokens = Vec::new();
-                for word in text.split_whitespace() {
-                    if self.split_punct {
-                        split_punctuation(word, &mut tokens);
-                    } else {
-                        tokens.push(word.to_string());
-                    }
-                }
-                if self.split_hyphens {
-                    tokens = tokens.iter().flat_map(|t| split_at_hyphens(t)).collect();
-                }
-                if self.drop_punct {
-                    tokens.retain(|t| !t.chars().all(is_punct));
-                }
-                tokens
+        }
+    }
+
+    fn has_word_options(&self) -> bool {
+        self.split_punct || self.drop_punct || self.split_hyphens
+    }
+
+    /// The whitespace-separated words of `text` with the word options applied.
+    fn words(&self, text: &str) -> Vec<String> {
+        let mut tokens = Vec::new();
+        for word in text.split_whitespace() {
+            if self.split_punct {
+                split_punctuation(word, &mut tokens);
+            } else {
+                tokens.push(word.to_string());
             }
         }
+        if self.split_hyphens {
+            tokens = tokens.iter().flat_map(|t| split_at_hyphens(t)).collect();
+        }
+        if self.drop_punct {
+            tokens.retain(|t| !t.chars().all(is_punct));
+        }
+        tokens
     }
 
     /// Joins tokens (in the model's order) back into readable text: characters are

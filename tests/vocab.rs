@@ -33,6 +33,29 @@ fn char_tokenizer_uses_unicode_scalars() {
 }
 
 #[test]
+fn a_character_model_of_the_recognizer_form_reads_the_recognizers_words() {
+    let t = Tokenizer {
+        level: Level::Char,
+        ..Tokenizer::recognizer_form()
+    };
+    let text = "Well-known ,  he   said .";
+    let chars: Vec<String> = "well known he said".chars().map(String::from).collect();
+    assert_eq!(t.tokenize(text), chars);
+    assert_eq!(t.detokenize(&t.tokenize(text)), "well known he said");
+    // Without the word options, every character stays, spaces and marks included.
+    let plain = Tokenizer {
+        lowercase: true,
+        ..Tokenizer::new(Level::Char)
+    };
+    assert_eq!(plain.tokenize(text).len(), text.chars().count());
+    // Reversed, the characters of the whole sentence come backwards.
+    let reversed = Tokenizer { reverse: true, ..t };
+    let mut backwards = chars.clone();
+    backwards.reverse();
+    assert_eq!(reversed.tokenize(text), backwards);
+}
+
+#[test]
 fn detokenize_is_readable() {
     let t = Tokenizer::new(Level::Word);
     let tokens = words("`` He said , `` it 's fine ( really ) . ''");
