@@ -1,8 +1,9 @@
 //! Tokenization and the vocabulary: text to token indices and back.
 //!
 //! Word level splits on whitespace (the shipped corpora are already tokenized), with
-//! options for raw text: split punctuation off words, lowercase, drop punctuation.
-//! Character level makes every Unicode scalar value a token. Both reserve `<EOS>`,
+//! options for raw text: split punctuation off words, lowercase, drop punctuation,
+//! split hyphens. Character level makes every Unicode scalar value a token, of the
+//! text or of the words those options leave. Both reserve `<EOS>`,
 //! appended to every sentence, and `<UNK>`, which stands for anything not in the
 //! vocabulary.
 
