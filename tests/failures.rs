@@ -300,3 +300,34 @@ fn eval_of_a_file_without_sentences_is_an_error_not_a_perplexity_of_one() {
         );
     }
 }
+
+#[test]
+fn class_layer_flags_without_a_class_layer_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data(dir.path(), 1);
+    let out = dir.path().join("m");
+    let (data, out) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let cases: [(&[&str], &str); 3] = [
+        (&["--cutoffs", "4"], "--cutoffs shapes a class output layer"),
+        (
+            &["--clusters", "2"],
+            "--clusters shapes a class output layer",
+        ),
+        (
+            &["--softmax", "class", "--clusters", "2", "--cutoffs", "4"],
+            "--clusters and --cutoffs both set the clusters",
+        ),
+    ];
+    for (flags, reason) in cases {
+        let mut args = train_args(data, out, "1");
+        args.extend_from_slice(flags);
+        let o = rnnlm(&args);
+        assert_one_line_error(&o, reason);
+        assert!(!Path::new(out).exists(), "{flags:?}: no model directory");
+    }
+    // The class layer takes either flag alone.
+    let mut args = train_args(data, out, "1");
+    args.extend_from_slice(&["--softmax", "class", "--clusters", "2"]);
+    let o = rnnlm(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}

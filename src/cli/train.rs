@@ -2,7 +2,7 @@
 
 use super::args::{DeviceArgs, TokenizerArgs};
 use super::values::{decay, dropout_rate, non_negative, positive, positive_number, size};
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 use rnnlm::model::{Cell, ModelConfig};
 use rnnlm::output::OutputConfig;
@@ -190,10 +190,32 @@ pub(crate) fn given_flags(matches: Option<&clap::ArgMatches>) -> Vec<String> {
         .collect()
 }
 
+/// `--cutoffs` and `--clusters` shape a class layer only: given where they would be
+/// ignored, they are refused rather than silently dropped.
+fn check_output_flags(args: &TrainArgs, matches: Option<&clap::ArgMatches>) -> Result<()> {
+    let clusters_given = matches.is_some_and(|m| {
+        m.value_source("clusters") == Some(clap::parser::ValueSource::CommandLine)
+    });
+    if args.softmax == SoftmaxKind::Full {
+        if !args.cutoffs.is_empty() {
+            bail!("--cutoffs shapes a class output layer: add --softmax class, or drop --cutoffs");
+        }
+        if clusters_given {
+            bail!(
+                "--clusters shapes a class output layer: add --softmax class, or drop --clusters"
+            );
+        }
+    } else if clusters_given && !args.cutoffs.is_empty() {
+        bail!("--clusters and --cutoffs both set the clusters: give one of them");
+    }
+    Ok(())
+}
+
 pub(crate) fn run(args: TrainArgs, matches: Option<&clap::ArgMatches>) -> Result<()> {
     // Training only: scoring streams, and there a heap that never shrinks would grow
     // with the fragments of batches of every length.
     super::malloc::keep_freed_memory();
+    check_output_flags(&args, matches)?;
     let device = args.device.resolve()?;
     let t = &args.tokenizer;
     let config = TrainConfig {
