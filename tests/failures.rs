@@ -331,3 +331,64 @@ fn class_layer_flags_without_a_class_layer_are_refused() {
     let o = rnnlm(&args);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
+
+#[test]
+fn a_weight_for_a_score_that_is_not_there_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = trained(dir.path());
+    let model = model.to_str().unwrap();
+    let input = csv_input(dir.path(), 2);
+    let refs = write(
+        dir.path(),
+        "refs.csv",
+        "utterance_id,reference\nu0,the pear\n",
+    );
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &[
+                "score",
+                "--model",
+                model,
+                "--input",
+                &input,
+                "--ngram-weight",
+                "0.3",
+            ],
+            "--ngram-column",
+        ),
+        (
+            &[
+                "tune",
+                "--model",
+                model,
+                "--input",
+                &input,
+                "--references",
+                &refs,
+                "--ngram-weights",
+                "0:1:0.5",
+            ],
+            "--ngram-column",
+        ),
+        (
+            &[
+                "tune",
+                "--model",
+                model,
+                "--input",
+                &input,
+                "--references",
+                &refs,
+                "--backward-weights",
+                "0:1:0.5",
+            ],
+            "--backward-model",
+        ),
+    ];
+    for (args, missing) in cases {
+        let o = rnnlm(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(missing), "{args:?}: {}", stderr(&o));
+        assert!(o.stdout.is_empty(), "{args:?}");
+    }
+}

@@ -35,7 +35,7 @@ pub(crate) struct ScoreArgs {
     pub(crate) length_penalty: f64,
     /// lm = (1 - b - w) * logprob + b * backward + w * ngram, with the n-gram score in
     /// natural log.
-    #[arg(long, default_value = "0", value_parser = unit_interval)]
+    #[arg(long, default_value = "0", value_parser = unit_interval, requires = "ngram_column")]
     pub(crate) ngram_weight: f64,
     /// A backward model (trained with --reverse) whose log-probability is mixed in.
     #[arg(long)]

@@ -43,13 +43,13 @@ pub(crate) struct TuneArgs {
     #[arg(long, default_value = "-5:5:0.5", value_parser = values, allow_hyphen_values = true)]
     pub(crate) length_penalties: Values,
     /// ngram_weight values to search, in [0, 1] (with --ngram-column).
-    #[arg(long, default_value = "0:1:0.1", value_parser = values)]
+    #[arg(long, default_value = "0:1:0.1", value_parser = values, requires = "ngram_column")]
     pub(crate) ngram_weights: Values,
     /// A backward model (trained with --reverse) to mix in; its weight is searched too.
     #[arg(long, requires = "model")]
     pub(crate) backward_model: Option<PathBuf>,
     /// backward_weight values to search, in [0, 1] (with --backward-model).
-    #[arg(long, default_value = "0:1:0.1", value_parser = values)]
+    #[arg(long, default_value = "0:1:0.1", value_parser = values, requires = "backward_model")]
     pub(crate) backward_weights: Values,
     /// Search the given grid alone: no widening where the best value sits at a range's
     /// end, no refinement around the best.
