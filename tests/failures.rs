@@ -343,50 +343,32 @@ fn a_weight_for_a_score_that_is_not_there_is_refused() {
         "refs.csv",
         "utterance_id,reference\nu0,the pear\n",
     );
-    let cases: [(&[&str], &str); 3] = [
+    let score = ["score", "--model", model, "--input", &input];
+    let tune = [
+        "tune",
+        "--model",
+        model,
+        "--input",
+        &input,
+        "--references",
+        &refs,
+    ];
+    let cases = [
         (
-            &[
-                "score",
-                "--model",
-                model,
-                "--input",
-                &input,
-                "--ngram-weight",
-                "0.3",
-            ],
+            [&score[..], &["--ngram-weight", "0.3"]].concat(),
             "--ngram-column",
         ),
         (
-            &[
-                "tune",
-                "--model",
-                model,
-                "--input",
-                &input,
-                "--references",
-                &refs,
-                "--ngram-weights",
-                "0:1:0.5",
-            ],
+            [&tune[..], &["--ngram-weights", "0:1:0.5"]].concat(),
             "--ngram-column",
         ),
         (
-            &[
-                "tune",
-                "--model",
-                model,
-                "--input",
-                &input,
-                "--references",
-                &refs,
-                "--backward-weights",
-                "0:1:0.5",
-            ],
+            [&tune[..], &["--backward-weights", "0:1:0.5"]].concat(),
             "--backward-model",
         ),
     ];
     for (args, missing) in cases {
-        let o = rnnlm(args);
+        let o = rnnlm(&args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
         assert!(stderr(&o).contains(missing), "{args:?}: {}", stderr(&o));
         assert!(o.stdout.is_empty(), "{args:?}");
