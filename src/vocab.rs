@@ -47,8 +47,8 @@ pub struct Tokenizer {
     /// recognizer whose dictionary lacks most compounds prints them.
     ///
     /// At character level these three options act on the words first, which are then
-    /// rejoined one space apart: `--level char --recognizer-form` reads "Well-known, he
-    /// said." as the characters of "well known he said".
+    /// rejoined one space apart: `--level char --recognizer-form` reads Brown's
+    /// "Well-known , he said ." as the characters of "well known he said".
     #[serde(default)]
     pub split_hyphens: bool,
     /// Reverse the tokens of every sentence: a backward model, whose `<EOS>` ends the
