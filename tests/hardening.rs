@@ -81,23 +81,21 @@ fn truncated_or_foreign_weights_are_one_line_errors() {
 
 /// A tiny run in `dir/model`, trained with `flags` and cut inside its first epoch by
 /// them (`--max-steps`): (its data directory, the model directory).
-fn cut_run(dir: &std::path::Path, flags: &[&str]) -> (String, String) {
+fn cut_run(dir: &std::path::Path, flags: &[&str]) -> (String, std::path::PathBuf) {
     let data = data(dir, 4);
     let model = dir.join("model");
-    let (data, out) = (data.to_str().unwrap(), model.to_str().unwrap());
-    let mut args = train_args(data, out, "2");
+    let mut args = train_args(data.to_str().unwrap(), model.to_str().unwrap(), "2");
     args.extend(flags);
     let o = rnnlm(&args);
     assert!(o.status.success(), "{}", stderr(&o));
-    (data.to_string(), out.to_string())
+    (data.to_str().unwrap().to_string(), model)
 }
 
 #[test]
 fn a_changed_training_state_is_refused_on_resume() {
     let dir = tempfile::tempdir().unwrap();
-    let (data, out) = cut_run(dir.path(), &["--batch-size", "2", "--max-steps", "3"]);
-    let (data, out) = (data.as_str(), out.as_str());
-    let model = dir.path().join("model");
+    let (data, model) = cut_run(dir.path(), &["--batch-size", "2", "--max-steps", "3"]);
+    let (data, out) = (data.as_str(), model.to_str().unwrap());
     let path = model.join("state.json");
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -150,9 +148,8 @@ fn a_carried_stream_state_of_another_shape_is_refused_on_resume() {
         "--max-steps",
         "2",
     ];
-    let (data, out) = cut_run(dir.path(), &stream);
-    let (data, out) = (data.as_str(), out.as_str());
-    let model = dir.path().join("model");
+    let (data, model) = cut_run(dir.path(), &stream);
+    let (data, out) = (data.as_str(), model.to_str().unwrap());
 
     // The cut epoch's GRU state is [layers 1, batch 2, hidden 8]; give it a batch of 3.
     let path = model.join("optimizer.safetensors");

@@ -11,6 +11,7 @@
 //! Ctrl-C between them. A libtorch error (which tch raises as a panic) becomes a
 //! `RuntimeError` (`MemoryError` when memory ran out) with libtorch's first line.
 
+use anyhow::Context as _;
 use pyo3::exceptions::{PyImportError, PyMemoryError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyByteArray;
@@ -441,7 +442,7 @@ impl Model {
             let scorer = OovScorer::new(options, loaded.oov.as_ref(), &loaded.dir)?;
             let result = evaluate(&loaded.model, &corpus, self.batch_size, &scorer);
             let result = match &path {
-                Some(p) => anyhow::Context::with_context(result, || p.display().to_string())?,
+                Some(p) => result.with_context(|| p.display().to_string())?,
                 None => result?,
             };
             Ok(serde_json::to_string(&result)?)
