@@ -30,9 +30,16 @@ Measures, each run at least 3 times and reported as the median:
     the networks of `make train-word` and `make train-asr` (briefly trained: speed does
     not depend on the weights).
 
+  - deep N-best lists: `rnnlm score` wall time of the real test lists with the forward
+    + backward pair at 100 candidates per utterance against 10 (`--max-candidates`),
+    with the recurrent steps and output rows per token at each depth; and `rnnlm tune`
+    on the real dev lists with both models, its exact line search (`--search line`)
+    against the grid search (`--search grid`), at 10 and 100 candidates.
+
 BENCH_ONLY=python runs the Python and Dask rows alone (a few minutes) and writes
 bench/results-python.md; BENCH_ONLY=prefix the shared-prefix rows, into
-bench/results-prefix.md.
+bench/results-prefix.md; BENCH_ONLY=depth the deep-list rows, into
+bench/results-depth.md.
 Writes bench/results.md and prints it. Ratios are rnnlm/PyTorch for throughputs (higher
 means rnnlm is faster) and PyTorch/rnnlm for times, so above 1.00x always favours rnnlm.
 """
@@ -56,6 +63,7 @@ BROWN = os.path.join(ROOT, "datasets", "brown")
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 ONLY_PYTHON = os.environ.get("BENCH_ONLY") == "python"
 ONLY_PREFIX = os.environ.get("BENCH_ONLY") == "prefix"
+ONLY_DEPTH = os.environ.get("BENCH_ONLY") == "depth"
 ASR = os.path.join(ROOT, "datasets", "asr")
 # The networks of make train-word and make train-asr (Makefile's WORD_FLAGS, ASR_FLAGS).
 WORD_NET = ["--cell", "lstm", "--embed", "384", "--hidden", "384", "--layers", "2", "--tie", "--softmax", "class"]
@@ -323,6 +331,8 @@ def main():
         return main_python_only()
     if ONLY_PREFIX:
         return main_prefix_only()
+    if ONLY_DEPTH:
+        return main_depth_only()
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         data = train_data(workdir)
@@ -419,6 +429,7 @@ def main():
         dask_result = dask_rows(workdir, model)
         api_rows = python_rows(workdir, model, test)
         shared_rows = prefix_rows(workdir)
+        depth_result = depth_rows(workdir)
 
     commit, cpu, torch_version = machine()
     lines = [
@@ -456,6 +467,7 @@ def main():
         lines.append(f"| Dask, {workers} worker(s) x {threads} thread(s) | {rate:,.1f} | {rate / plain:.2f}x | {overhead * 100:.1f}% |")
     lines += python_section(api_rows, dask_result)
     lines += prefix_section(shared_rows)
+    lines += depth_section(*depth_result)
     text = "\n".join(lines) + "\n"
     with open(os.path.join(ROOT, "bench", "results.md"), "w") as f:
         f.write(text)
@@ -497,6 +509,88 @@ def prefix_rows(workdir):
         worst = max_difference(outputs["on"], outputs["off"])
         rows.append((name, shared, plain, work["tokens"] / work["steps"], work["tokens"] / work["outputs"], worst))
     return rows
+
+
+def prefix_models(workdir):
+    """The networks of make train-asr, forward and backward, briefly trained (speed does
+    not depend on the weights)."""
+    models = {}
+    for name, reverse in [("asr", False), ("asr-back", True)]:
+        out = os.path.join(workdir, f"depth-{name}")
+        if not os.path.exists(out):
+            run([BIN, "train", "--data", BROWN, "--out", out, "--force", "--epochs", "1", "--time-limit",
+                 "5" if QUICK else "20", "--device", "cpu", *ASR_NET, *(["--reverse"] if reverse else [])])
+        models[name] = out
+    return models
+
+
+def depth_rows(workdir):
+    """Scoring and tuning the real lists at 10 and at 100 candidates per utterance."""
+    models = prefix_models(workdir)
+    pair = ["--model", models["asr"], "--backward-model", models["asr-back"], "--am-column", "am_score",
+            "--ngram-column", "ngram_log10", "--device", "cpu"]
+    scoring, work = {}, {}
+    for depth in (10, 100):
+        def timed(depth=depth):
+            output = os.path.join(workdir, f"depth-{depth}.csv")
+            started = time.perf_counter()
+            stderr = run([BIN, "score", *pair, "--ngram-weight", "0.3", "--backward-weight", "0.3",
+                          "--input", os.path.join(ASR, "real-test.nbest.csv"), "--max-candidates", str(depth),
+                          "--output", output]).stderr
+            match = re.search(r"prefix sharing: (\d+) recurrent steps and (\d+) output rows for (\d+) tokens", stderr)
+            if match:
+                work[depth] = tuple(map(int, match.groups()))
+            return time.perf_counter() - started
+        scoring[depth] = timed
+    deep, shallow = median_pair(scoring[100], scoring[10])
+    tuning = []
+    for depth in (10, 100):
+        times = {}
+        for method in ("line", "grid"):
+            def timed(method=method, depth=depth):
+                started = time.perf_counter()
+                out = run([BIN, "tune", *pair, "--input", os.path.join(ASR, "real-dev.nbest.csv"),
+                           "--references", os.path.join(ASR, "real-dev.refs.csv"), "--max-candidates", str(depth),
+                           "--search", method, "--json"]).stdout
+                times[method + "_wer"] = json.loads(out)["rescored_wer"]
+                return time.perf_counter() - started
+            times[method] = timed
+        line, grid = median_pair(times["line"], times["grid"])
+        tuning.append((depth, line, grid, times["line_wer"], times["grid_wer"]))
+    return (deep, shallow, work), tuning
+
+
+def depth_section(scoring, tuning):
+    deep, shallow, work = scoring
+    lines = ["", "## Deep N-best lists", "",
+             "`rnnlm score` of the real test lists with `make train-asr`'s networks (briefly trained), forward + "
+             f"backward, am and n-gram columns, at `--max-candidates 100` against `--max-candidates 10`, median of {REPEATS} "
+             "runs, interleaved; wall time of the whole command, model loading included.",
+             "", "| candidates per utterance | wall (s) | against 10 | tokens | recurrent steps per token | output rows per token |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for depth, wall in ((10, shallow), (100, deep)):
+        steps, outputs, tokens = work.get(depth, (0, 0, 1))
+        lines.append(f"| {depth} | {wall:.2f} | {wall / shallow:.2f}x | {tokens:,} | {steps / tokens:.3f} | {outputs / tokens:.3f} |")
+    lines += ["", "`rnnlm tune` on the real dev lists with both models (scoring included, the same in both), "
+              "the exact line search against the grid search, median wall time; WER of the `rescored` row on dev.",
+              "", "| candidates per utterance | line (s) | grid (s) | grid/line | line WER | grid WER |",
+              "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for depth, line, grid, line_wer, grid_wer in tuning:
+        lines.append(f"| {depth} | {line:.2f} | {grid:.2f} | {grid / line:.2f}x | {100 * line_wer:.2f}% | {100 * grid_wer:.2f}% |")
+    return lines
+
+
+def main_depth_only():
+    with tempfile.TemporaryDirectory() as workdir:
+        result = depth_rows(workdir)
+    commit, cpu, torch_version = machine()
+    lines = ["# Deep N-best lists", "", f"commit `{commit}`, {platform.machine()} {cpu}, torch {torch_version}, "
+             f"CPU{', quick mode' if QUICK else ''}."]
+    lines += depth_section(*result)
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(ROOT, "bench", "results-depth.md"), "w") as f:
+        f.write(text)
+    print(text)
 
 
 def csv_rows(handle):

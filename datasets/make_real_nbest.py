@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Real N-best lists: Brown sentences spoken by flite and decoded by PocketSphinx.
 
-    python datasets/make_real_nbest.py [--jobs 2] [--limit N] [--out DIR]
+    python datasets/make_real_nbest.py [--nbest 100] [--jobs 2] [--limit N] [--out DIR]
     python datasets/make_real_nbest.py --check
 
 Each utterance: flite reads the sentence with one of its built-in voices, sox changes the
@@ -11,6 +11,9 @@ dictionary and trigram; the N-best lists come from the decoder's word lattice (s
 `nbest`), each hypothesis with its acoustic and its LM score kept apart. Every random
 choice is drawn from a generator seeded by the utterance alone, and the results are
 written in utterance order, so the output is the same for any number of `--jobs`.
+The search is best first, so the first 10 hypotheses of a 100-best list are the 10-best
+list, and a list of any depth is the head of a deeper one. `real.meta.json` records the
+oracle WER (the best candidate's errors) of each split at depths 10, 20, 50 and 100.
 
 `--check` verifies the shipped files against the checksums recorded in
 `real.meta.json` at generation, without decoding again.
@@ -45,7 +48,9 @@ SPLITS = [("dev", "valid"), ("test", "test")]
 VOICES = ["slt", "rms", "awb", "kal16"]
 SEED = 20261201
 UTTERANCES = 500
-NBEST = 10
+NBEST = 100
+# The depths whose oracle WER real.meta.json records.
+ORACLE_DEPTHS = (1, 10, 20, 50, 100)
 # Lattice pruning beam in nats (see `prune`).
 BEAM = 80.0
 MIN_WORDS, MAX_WORDS = 5, 20
@@ -322,12 +327,33 @@ def speak(text, rng, tmp):
                      "snr_db": None if snr is None else round(snr, 2)}
 
 
+def edit_distance(ref, hyp):
+    """Word-level Levenshtein distance: substitutions, insertions and deletions."""
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        diagonal, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (r != h))
+    return row[-1]
+
+
+def oracle_wer(results, depths):
+    """{depth: WER in percent of the best candidate among each list's first `depth`}."""
+    words = sum(len(r["reference"]) for r in results)
+    out = {}
+    for depth in depths:
+        errors = sum(min(edit_distance(r["reference"], h[0]) for h in r["hyps"][:depth])
+                     for r in results)
+        out[str(depth)] = round(100.0 * errors / max(words, 1), 2)
+    return out
+
+
 def decode_one(job):
     """One utterance, start to end; runs in a worker process. Each utterance gets a
     decoder of its own: live CMN carries its estimate from one utterance to the next
     (and setting it back does not undo that), so a shared decoder would decode an
     utterance differently after different predecessors, that is, for another --jobs."""
-    uttid, line = job
+    uttid, line, depth = job
     decoder = Decoder()
     words = speakable_words(line)
     rng = random.Random(f"{SEED}:{uttid}")
@@ -338,7 +364,7 @@ def decode_one(job):
     synth = time.perf_counter() - started
     lattice, hyp = decoder.lattice(samples)
     decoded = time.perf_counter()
-    hyps = nbest(lattice, decoder, NBEST) if lattice else []
+    hyps = nbest(lattice, decoder, depth) if lattice else []
     exact_first = True
     if hyps:
         # The decoder's own best-path search approximates the trigram context across
@@ -348,7 +374,7 @@ def decode_one(job):
         if hyps[0][0] != best:
             exact_first = False
             own = [h for h in hyps if h[0] == best] or nbest(lattice, decoder, 1, target=best)
-            hyps = (own + [h for h in hyps if h[0] != best])[:NBEST]
+            hyps = (own + [h for h in hyps if h[0] != best])[:depth]
     return {
         "uttid": uttid,
         "reference": normalize(words, decoder.in_vocabulary),
@@ -384,10 +410,10 @@ def csv_text(header, rows):
     return buf.getvalue()
 
 
-def generate(out, jobs, limit):
+def generate(out, jobs, limit, depth):
     os.makedirs(out, exist_ok=True)
     started = time.time()
-    meta = {"seed": SEED, "utterances_per_split": limit, "nbest": NBEST,
+    meta = {"seed": SEED, "utterances_per_split": limit, "nbest": depth,
             "sentence_words": [MIN_WORDS, MAX_WORDS], "voices": VOICES, "tempo": TEMPO,
             "noise": {"share": 0.5, "snr_db": SNR_DB},
             "versions": versions(), "splits": {}, "sha256": {}}
@@ -395,7 +421,8 @@ def generate(out, jobs, limit):
         for name, split in SPLITS:
             split_started = time.time()
             # A few spares: an utterance the decoder finds no speech in is replaced.
-            jobs_of_split = candidates(split, limit + limit // 20 + 2)
+            jobs_of_split = [(uttid, line, depth)
+                             for uttid, line in candidates(split, limit + limit // 20 + 2)]
             results = []
             for done, r in enumerate(pool.imap(decode_one, jobs_of_split), 1):
                 if r["hyps"] and r["reference"]:
@@ -424,6 +451,7 @@ def generate(out, jobs, limit):
                 "utterances": len(results),
                 "hypotheses": len(nbest_rows),
                 "exact_search_first_is_decoder_best": agree,
+                "oracle_wer_by_depth": oracle_wer(results, [d for d in ORACLE_DEPTHS if d <= depth]),
                 "seconds_audio": round(sum(r["seconds_audio"] for r in results), 1),
                 "seconds_synth_cpu": round(sum(r["seconds_synth"] for r in results), 1),
                 "seconds_decode_cpu": round(sum(r["seconds_decode"] for r in results), 1),
@@ -479,14 +507,16 @@ def main():
     parser.add_argument("--out", default=ASR, help="output directory (default datasets/asr)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="decoders in parallel")
     parser.add_argument("--limit", type=int, default=UTTERANCES, help="utterances per split")
+    parser.add_argument("--nbest", type=int, default=NBEST,
+                        help=f"hypotheses per utterance (default {NBEST})")
     parser.add_argument("--check", action="store_true", help="verify the shipped files' checksums")
     args = parser.parse_args()
     if args.check:
         check(args.out)
     else:
-        if args.jobs < 1 or args.limit < 1:
-            parser.error("--jobs and --limit must be at least 1")
-        generate(args.out, args.jobs, args.limit)
+        if args.jobs < 1 or args.limit < 1 or args.nbest < 1:
+            parser.error("--jobs, --limit and --nbest must be at least 1")
+        generate(args.out, args.jobs, args.limit, args.nbest)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ against brute force, and the same output for any number of parallel decoders.
     python -m unittest datasets/test_make_real_nbest.py
 """
 
+import csv
 import filecmp
 import itertools
 import math
@@ -124,6 +125,23 @@ class LatticeSearch(unittest.TestCase):
         self.assertAlmostEqual(got[1], am, places=6)
 
 
+class Oracle(unittest.TestCase):
+    def test_edit_distance_counts_substitutions_insertions_and_deletions(self):
+        self.assertEqual(gen.edit_distance("a b c".split(), "a b c".split()), 0)
+        self.assertEqual(gen.edit_distance("a b c".split(), "a x c".split()), 1)
+        self.assertEqual(gen.edit_distance("a b c".split(), "a c".split()), 1)
+        self.assertEqual(gen.edit_distance("a b c".split(), "x a b c y".split()), 2)
+        self.assertEqual(gen.edit_distance([], "a b".split()), 2)
+
+    def test_the_oracle_takes_each_lists_best_candidate_within_the_depth(self):
+        results = [
+            {"reference": "a b c d".split(), "hyps": [("a x c d".split(),), ("a b c d".split(),)]},
+            {"reference": "e f".split(), "hyps": [("e".split(),), ("x y z".split(),)]},
+        ]
+        # Depth 1: 1 + 1 errors in 6 words; depth 2: 0 + 1.
+        self.assertEqual(gen.oracle_wer(results, [1, 2]), {"1": 33.33, "2": 16.67})
+
+
 def decoder_missing():
     if shutil.which("flite") is None or shutil.which("sox") is None:
         return "flite or sox is not installed (make asr-tools)"
@@ -135,20 +153,27 @@ def decoder_missing():
 
 
 class Generation(unittest.TestCase):
-    def test_one_and_two_decoders_write_the_same_bytes(self):
+    def test_one_and_two_decoders_write_the_same_bytes_and_shallow_lists_are_heads(self):
         missing = decoder_missing()
         if missing:
             print(f"skipped: {missing}", file=sys.stderr)
             self.skipTest(missing)
         with tempfile.TemporaryDirectory() as tmp:
-            one, two = os.path.join(tmp, "one"), os.path.join(tmp, "two")
-            gen.generate(one, jobs=1, limit=5)
-            gen.generate(two, jobs=2, limit=5)
+            one, two, shallow = (os.path.join(tmp, name) for name in ("one", "two", "shallow"))
+            gen.generate(one, jobs=1, limit=5, depth=20)
+            gen.generate(two, jobs=2, limit=5, depth=20)
+            gen.generate(shallow, jobs=2, limit=5, depth=3)
             for name in gen.FILES:
                 self.assertTrue(filecmp.cmp(os.path.join(one, name), os.path.join(two, name),
                                             shallow=False), name)
             with open(os.path.join(one, "real-dev.refs.csv")) as f:
                 self.assertEqual(len(f.read().splitlines()), 6)
+            for name in ("real-dev.nbest.csv", "real-test.nbest.csv"):
+                with open(os.path.join(one, name)) as deep, open(os.path.join(shallow, name)) as head:
+                    deep_rows = [row for row in csv.reader(deep)][1:]
+                    head_rows = [row for row in csv.reader(head)][1:]
+                self.assertGreater(len(deep_rows), len(head_rows), name)
+                self.assertEqual([row for row in deep_rows if int(row[1]) <= 3], head_rows, name)
             gen.check(one)
 
 

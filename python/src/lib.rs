@@ -569,6 +569,7 @@ impl Model {
                 ngram: ngram_column,
                 ngram_base: parse_base(ngram_base)?,
                 headerless: columns,
+                max_candidates: None,
             },
             weights,
             oov: self.oov,

@@ -1,7 +1,7 @@
 //! The argument groups that several commands share: OOV scoring, input columns,
 //! the device, the tokenizer.
 
-use super::values::{finite, thread_count};
+use super::values::{finite, positive, thread_count};
 use clap::Args;
 use rnnlm::device::{DeviceChoice, DeviceUnavailable};
 use rnnlm::oov::{OovOptions, OovPolicy};
@@ -58,6 +58,10 @@ pub(crate) struct ColumnArgs {
     /// utterance_id,candidate_id,sentence,am_score.
     #[arg(long, value_delimiter = ',', requires = "no_header")]
     pub(crate) columns: Vec<String>,
+    /// Read only the first N candidates of each utterance, in file order: a deep
+    /// N-best list at a shallower depth.
+    #[arg(long, value_parser = positive)]
+    pub(crate) max_candidates: Option<usize>,
 }
 
 impl ColumnArgs {
@@ -69,6 +73,7 @@ impl ColumnArgs {
             ngram: self.ngram_column.clone(),
             ngram_base: self.ngram_log_base,
             headerless: self.no_header.then(|| self.columns.clone()),
+            max_candidates: self.max_candidates,
         }
     }
 }

@@ -8,7 +8,7 @@ use rnnlm::checkpoint::ModelDir;
 use rnnlm::oov::OovPolicy;
 use rnnlm::rescore::Format;
 use rnnlm::score::SCORE_BATCH;
-use rnnlm::tune::{Grid, TuneOptions};
+use rnnlm::tune::{Grid, SearchMethod, TuneOptions};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -51,8 +51,13 @@ pub(crate) struct TuneArgs {
     /// backward_weight values to search, in [0, 1] (with --backward-model).
     #[arg(long, default_value = "0:1:0.1", value_parser = values, requires = "backward_model")]
     pub(crate) backward_weights: Values,
+    /// How the weights are searched: line (exact line searches from the best points of
+    /// a coarse cut of the grids, each to the middle of the best plateau) or grid (the
+    /// grids at growing scales, refined around the best).
+    #[arg(long, value_enum, default_value = "line")]
+    pub(crate) search: SearchMethod,
     /// Search the given grid alone: no widening where the best value sits at a range's
-    /// end, no refinement around the best.
+    /// end, no refinement around the best, no line search.
     #[arg(long)]
     pub(crate) grid_only: bool,
     /// Apply each row's weights from an earlier `tune --json` report (or --save file)
@@ -131,6 +136,7 @@ pub(crate) fn run(args: TuneArgs) -> Result<()> {
             ngram_weights: args.ngram_weights.0,
             backward_weights: args.backward_weights.0,
             refine: !args.grid_only,
+            method: args.search,
         },
         apply,
         backward_model: args.backward_model,

@@ -51,7 +51,8 @@ pub(super) fn score_rows(
 
     let mut summary = ScoreSummary::default();
     let mut pending: Vec<Candidate> = Vec::new();
-    let mut rows = CandidateRows::new(reader, &layout.columns, &name);
+    let mut rows = CandidateRows::new(reader, &layout.columns, &name)
+        .with_max_candidates(options.columns.max_candidates)?;
     loop {
         let next = rows.next_row()?;
         let more = next.is_some();

@@ -240,6 +240,8 @@ pub struct ColumnNames {
     /// `--no-header --columns`: the names of the columns of a CSV input without a
     /// header row (the output then has none either).
     pub headerless: Option<Vec<String>>,
+    /// `--max-candidates`: read only each utterance's first N candidates.
+    pub max_candidates: Option<usize>,
 }
 
 /// The index of `column` in `headers`, or an error naming the flag and the columns there are.
@@ -406,6 +408,9 @@ pub struct CandidateRows<'a> {
     name: &'a str,
     groups: GroupOrder,
     row: usize,
+    /// Candidates kept per group, and how many the current group has had.
+    max_candidates: Option<usize>,
+    in_group: usize,
 }
 
 impl<'a> CandidateRows<'a> {
@@ -418,12 +423,39 @@ impl<'a> CandidateRows<'a> {
             name,
             groups: GroupOrder::default(),
             row: 0,
+            max_candidates: None,
+            in_group: 0,
         }
+    }
+
+    /// Keeps the first `max` candidates of each group, in file order, and skips the
+    /// rest: a deep N-best list read at a shallower depth. Needs a group column.
+    pub fn with_max_candidates(mut self, max: Option<usize>) -> Result<Self> {
+        if max.is_some() && self.columns.group.is_none() {
+            bail!(
+                "{}: --max-candidates cuts each utterance's list, and the input has no group column (--group-column)",
+                self.name
+            );
+        }
+        self.max_candidates = max;
+        Ok(self)
     }
 
     /// The next row, or `None` at the end of the input. A group that comes back after
     /// another is an error, not a bad row: the output could not keep it together.
     pub fn next_row(&mut self) -> Result<Option<CheckedRow>> {
+        loop {
+            let row = self.next_checked()?;
+            if let (Some(max), Some(CheckedRow::Candidate(_))) = (self.max_candidates, &row) {
+                if self.in_group > max {
+                    continue;
+                }
+            }
+            return Ok(row);
+        }
+    }
+
+    fn next_checked(&mut self) -> Result<Option<CheckedRow>> {
         let (line, fields) = match self.reader.next_row()? {
             RowEvent::End => return Ok(None),
             RowEvent::Bad { line, reason } => {
@@ -438,8 +470,12 @@ impl<'a> CandidateRows<'a> {
         Ok(Some(match self.columns.check(fields, line, row) {
             Ok(candidate) => {
                 if let Some(group) = candidate.group(self.columns) {
+                    if self.groups.current.as_deref() != Some(group) {
+                        self.in_group = 0;
+                    }
                     self.groups.see(group, self.name, line, row)?;
                 }
+                self.in_group += 1;
                 CheckedRow::Candidate(candidate)
             }
             Err(reason) => CheckedRow::Bad { line, row, reason },

@@ -9,6 +9,8 @@
 //! (the earlier candidate) that `score` ranks with. [`report`] tunes one row per
 //! system: the first pass re-weighted, the forward RNN, forward + backward, and all.
 
+pub mod line;
+pub mod mert;
 pub mod plot;
 pub mod report;
 pub mod search;
@@ -40,6 +42,20 @@ pub struct Grid {
     pub backward_weights: Vec<f64>,
     /// Widen and refine around the grid's best (false: the grid alone).
     pub refine: bool,
+    /// How the weights are searched beyond the grid.
+    pub method: SearchMethod,
+}
+
+/// How `tune` searches the weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum SearchMethod {
+    /// Exact line searches from the best points of a coarse grid, each to the middle
+    /// of the best plateau ([`mert`]).
+    #[default]
+    Line,
+    /// The grid at growing scales, refined coordinate by coordinate ([`search`]).
+    Grid,
 }
 
 /// Parses `START:END:STEP` (both ends included), `A,B,C` or a single value.
@@ -173,7 +189,8 @@ pub fn tune(
     let mut utterances: Vec<Utterance> = Vec::new();
     let mut waiting: Vec<Waiting> = Vec::new();
     let mut current_reference = String::new();
-    let mut rows = CandidateRows::new(reader, &columns, &name);
+    let mut rows = CandidateRows::new(reader, &columns, &name)
+        .with_max_candidates(options.columns.max_candidates)?;
     while let Some(checked) = rows.next_row()? {
         let candidate = match checked {
             CheckedRow::Candidate(candidate) => candidate,

@@ -11,7 +11,7 @@
 //! | `lm_only` | the forward RNN's log-probability alone |
 
 use super::search::{edits_at, search, Axis, Cached, Space};
-use super::TuneOptions;
+use super::{SearchMethod, TuneOptions};
 use crate::oov::OovPolicy;
 use crate::rescore::combine::{best_index, Weights};
 use crate::rescore::nbest::LogBase;
@@ -197,7 +197,11 @@ pub(super) fn report(
                 (w, edits_at(cache, lists, &w), 1, Vec::new(), None)
             }
             None => {
-                let Some(found) = search(cache, lists, &space) else {
+                let found = match grid.method {
+                    SearchMethod::Line if grid.refine => super::mert::search(cache, lists, &space),
+                    _ => search(cache, lists, &space),
+                };
+                let Some(found) = found else {
                     bail!("no setting of --ngram-weights and --backward-weights sums to at most 1");
                 };
                 let mut at_end = found.at_range_end;
