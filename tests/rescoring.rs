@@ -328,12 +328,9 @@ fn tune_json(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&stdout(&o)).unwrap()
 }
 
-/// `rnnlm tune --scored` on SCORED with its am column and the given grid.
-fn tune_scored(input: &str, refs: &str, lm_weights: &str) -> serde_json::Value {
-    let (lm_weights, grid_only) = match lm_weights.split_once(' ') {
-        Some((values, flag)) => (values, Some(flag)),
-        None => (lm_weights, None),
-    };
+/// `rnnlm tune --scored` on SCORED with its am column, the given `lm_weight` grid and
+/// further flags.
+fn tune_scored(input: &str, refs: &str, lm_weights: &str, flags: &[&str]) -> serde_json::Value {
     let mut args = vec![
         "tune",
         "--scored",
@@ -349,19 +346,25 @@ fn tune_scored(input: &str, refs: &str, lm_weights: &str) -> serde_json::Value {
         "0,1",
         "--json",
     ];
-    args.extend(grid_only);
+    args.extend(flags);
     tune_json(&args)
 }
 
+/// On SCORED, every list picks its right candidate exactly when 0.5 < lm_weight < 2/3
+/// and length_penalty > lm_weight (A: "a b" wins above 0.5; B: "x y" below 2/3; C:
+/// "p q r" when the penalty outweighs the LM's cost of its third word).
 #[test]
 fn tune_finds_the_known_best_weights() {
     let dir = tempfile::tempdir().unwrap();
     let input = write(dir.path(), "dev.csv", SCORED);
     let refs = write(dir.path(), "refs.csv", REFERENCES);
-    let report = tune_scored(&input, &refs, "0,0.25,0.5,0.6,0.75,1");
+    // The line search: the middle of (0.5, 2/3) is 0.583, and 0.6 the shortest decimal
+    // within a quarter of its width.
+    let report = tune_scored(&input, &refs, "0,0.25,0.5,0.6,0.75,1", &[]);
+    assert_eq!(report["rescored_wer"], 0.0, "{report}");
     assert_eq!(report["lm_weight"], 0.6, "{report}");
-    assert_eq!(report["length_penalty"], 1.0, "{report}");
-    assert_eq!(report["rescored_wer"], 0.0);
+    let length_penalty = report["length_penalty"].as_f64().unwrap();
+    assert!(length_penalty > 0.6, "{report}");
     assert_eq!(report["oracle_wer"], 0.0);
     assert_eq!(report["reference_words"], 7);
     assert_eq!(report["utterances"], 3);
@@ -371,19 +374,77 @@ fn tune_finds_the_known_best_weights() {
     assert!((report["lm_only_wer"].as_f64().unwrap() - 2.0 / 7.0).abs() < 1e-12);
     assert_eq!(
         report["score_flags"],
-        "--am-column am --lm-weight 0.6 --length-penalty 1"
+        format!("--am-column am --lm-weight 0.6 --length-penalty {length_penalty}")
     );
+    // The grid search keeps the grid's first perfect setting.
+    let report = tune_scored(
+        &input,
+        &refs,
+        "0,0.25,0.5,0.6,0.75,1",
+        &["--search", "grid"],
+    );
+    assert_eq!(report["lm_weight"], 0.6, "{report}");
+    assert_eq!(report["length_penalty"], 1.0, "{report}");
     // On the grid alone, without the 0.6 setting nothing is perfect, and the first
     // best setting is kept.
-    let report = tune_scored(&input, &refs, "0:1:0.5 --grid-only");
+    let report = tune_scored(&input, &refs, "0:1:0.5", &["--grid-only"]);
     assert!((report["rescored_wer"].as_f64().unwrap() - 1.0 / 7.0).abs() < 1e-12);
     assert_eq!(report["lm_weight"], 0.0, "{report}");
     assert_eq!(report["settings"], 6);
-    // The refinement around the grid's best finds a perfect setting between its values.
-    let report = tune_scored(&input, &refs, "0:1:0.5");
-    assert_eq!(report["rescored_wer"], 0.0, "{report}");
-    let lm_weight = report["lm_weight"].as_f64().unwrap();
-    assert!(lm_weight > 0.5 && lm_weight < 1.0, "{report}");
+    // Both searches find a perfect setting between the grid's values.
+    for search in ["grid", "line"] {
+        let report = tune_scored(&input, &refs, "0:1:0.5", &["--search", search]);
+        assert_eq!(report["rescored_wer"], 0.0, "{report}");
+        let lm_weight = report["lm_weight"].as_f64().unwrap();
+        assert!(lm_weight > 0.5 && lm_weight < 2.0 / 3.0, "{report}");
+    }
+}
+
+/// `--max-candidates N` reads each list's first N candidates: here the first
+/// candidate alone, so every row is the first pass.
+#[test]
+fn max_candidates_cuts_each_list_in_file_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(dir.path(), "dev.csv", SCORED);
+    let refs = write(dir.path(), "refs.csv", REFERENCES);
+    let report = tune_scored(&input, &refs, "0:1:0.5", &["--max-candidates", "1"]);
+    assert_eq!(report["candidates"], 3, "{report}");
+    assert_eq!(report["rescored_wer"], report["first_pass_wer"]);
+    assert_eq!(report["oracle_wer"], report["first_pass_wer"]);
+    assert!(report["score_flags"]
+        .as_str()
+        .unwrap()
+        .contains("--max-candidates 1"));
+    let whole = tune_scored(&input, &refs, "0:1:0.5", &["--max-candidates", "2"]);
+    assert_eq!(whole["candidates"], 6, "{whole}");
+    assert_eq!(whole["oracle_wer"], 0.0);
+    // score keeps the same rows of an unscored list.
+    let nbest = write(dir.path(), "nbest.csv", NBEST);
+    let score = |flags: &[&str]| {
+        let mut args = vec!["score", "--model", model_path(), "--input", &nbest];
+        args.extend(flags);
+        rnnlm(&args)
+    };
+    let o = score(&["--max-candidates", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let sentences: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .map(|r| r.split(',').nth(1).unwrap())
+        .collect();
+    let expected: Vec<&str> = NBEST
+        .lines()
+        .skip(1)
+        .enumerate()
+        .filter(|(i, _)| i % 3 < 2)
+        .map(|(_, r)| r.split(',').nth(1).unwrap())
+        .collect();
+    assert_eq!(sentences, expected);
+    // Plain text has no lists to cut.
+    let o = score(&["--format", "text", "--max-candidates", "1"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--max-candidates"), "{}", stderr(&o));
 }
 
 #[test]

@@ -295,6 +295,9 @@ pub fn score_file(
     if backward.is_some() && options.format == Format::Text {
         bail!("--backward-model needs N-best input (--format csv or kaldi)");
     }
+    if options.columns.max_candidates.is_some() && options.format == Format::Text {
+        bail!("--max-candidates needs N-best input (--format csv or kaldi)");
+    }
     let mut report = match &options.report {
         Some(report) => Some(RescoreReport::new(
             report.clone(),

@@ -170,13 +170,15 @@ pub struct Choice {
 }
 
 /// The middle of the best plateau: the fewest errors, then the widest (an unbounded
-/// one counts as infinitely wide), then the nearest to `t = 0`.
+/// one counts as infinitely wide), then the nearest to `t = 0`, the current point.
 ///
-/// A plateau that runs to infinity has no middle: `t = 0` is kept when it lies in it at
-/// least `unit` from its edge, else the point as far beyond the edge as the edge lies
-/// from 0 (at least `unit`). The chosen `t` is rounded to the shortest decimal within a
-/// quarter of the plateau's width of the middle, so that weights print as 8.5, not
-/// 8.4999731.
+/// `origin` is the value at `t = 0` of what the line moves (a weight; 0 for a mix of
+/// weights), so that the rules below read in that value's own units. A plateau that
+/// runs to infinity has no middle: the current point is kept when it lies at least
+/// `unit` inside, else the value as far beyond the edge as the edge lies from 0 (at
+/// least `unit`): `lm_weight` above 8 takes 16. The chosen value is rounded to the
+/// shortest decimal within a quarter of the plateau's width of the middle, so that
+/// weights print as 8.5, not 8.4999731.
 pub fn choose(plateaus: &[Plateau], unit: f64, origin: f64) -> Option<Choice> {
     let fewest = plateaus.iter().map(|p| p.errors).min()?;
     let half_width = |p: &Plateau| (p.high - p.low) / 2.0;
@@ -195,25 +197,27 @@ pub fn choose(plateaus: &[Plateau], unit: f64, origin: f64) -> Option<Choice> {
                 .total_cmp(&half_width(a))
                 .then(distance(a).total_cmp(&distance(b)))
         })?;
-    let (t, slack) = match (best.low.is_finite(), best.high.is_finite()) {
-        (true, true) => ((best.low + best.high) / 2.0, (best.high - best.low) / 4.0),
-        (true, false) => beyond(best.low, unit, 1.0),
-        (false, true) => beyond(best.high, unit, -1.0),
-        (false, false) => (0.0, 0.0),
+    let (value, slack) = match (best.low.is_finite(), best.high.is_finite()) {
+        (true, true) => (
+            origin + (best.low + best.high) / 2.0,
+            (best.high - best.low) / 4.0,
+        ),
+        (true, false) => beyond(origin + best.low, origin, unit, 1.0),
+        (false, true) => beyond(origin + best.high, origin, unit, -1.0),
+        (false, false) => (origin, 0.0),
     };
     Some(Choice {
-        t: round_within(origin + t, slack) - origin,
+        t: round_within(value, slack) - origin,
         plateau: *best,
     })
 }
 
-/// On a plateau from `edge` to infinity in direction `sign`: `t = 0` when it is at
+/// On a plateau from `edge` to infinity in direction `sign`: `current` when it is at
 /// least `unit` inside, else as far beyond the edge as the edge is from 0 (at least
 /// `unit`); with the slack for rounding.
-fn beyond(edge: f64, unit: f64, sign: f64) -> (f64, f64) {
-    let inside = sign * (0.0 - edge);
-    if inside >= unit {
-        return (0.0, 0.0);
+fn beyond(edge: f64, current: f64, unit: f64, sign: f64) -> (f64, f64) {
+    if sign * (current - edge) >= unit {
+        return (current, 0.0);
     }
     let margin = edge.abs().max(unit);
     (edge + sign * margin, margin / 2.0)
@@ -402,6 +406,10 @@ mod tests {
         let plateaus = [p(f64::NEG_INFINITY, 0.25, 1), p(0.25, f64::INFINITY, 4)];
         // The edge is 0.25 away, less than the unit: 1 beyond it, rounded to -1.
         assert_eq!(choose(&plateaus, 1.0, 0.0).unwrap().t, -1.0);
+        // In a weight's own units: lm_weight 3 with errors falling for good above 8
+        // takes 16, whatever the current value.
+        let plateaus = [p(f64::NEG_INFINITY, 5.0, 3), p(5.0, f64::INFINITY, 1)];
+        assert_eq!(3.0 + choose(&plateaus, 1.0, 3.0).unwrap().t, 16.0);
     }
 
     #[test]

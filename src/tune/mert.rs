@@ -28,7 +28,7 @@ const COARSE_VALUES: usize = 5;
 /// score.
 const COARSE_SCALE: f64 = 4.0;
 /// How many of the best grid settings start a descent.
-const STARTS: usize = 4;
+const STARTS: usize = 8;
 /// Sweeps at most per start.
 const MAX_SWEEPS: usize = 30;
 /// The random directions' seed.
@@ -150,7 +150,7 @@ impl Descent<'_> {
     fn random_directions(&self, rng: &mut rand::rngs::StdRng) -> Vec<Point> {
         let free = self.free();
         let mut directions = Vec::new();
-        for _ in 0..free.len().saturating_sub(1) {
+        for _ in 0..2 * free.len().saturating_sub(1) {
             let with_lm = rng.gen_bool(0.5);
             let mut d = [0.0; 4];
             for &i in &free {

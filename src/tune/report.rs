@@ -344,6 +344,9 @@ fn score_flags(weights: &Weights, has: Terms, options: &TuneOptions) -> String {
     if let Some(group) = &c.group {
         flags.push(format!("--group-column {group}"));
     }
+    if let Some(max) = c.max_candidates {
+        flags.push(format!("--max-candidates {max}"));
+    }
     if let Some(am) = &c.am {
         flags.push(format!("--am-column {am}"));
     }
