@@ -484,13 +484,14 @@ def prefix_rows(workdir):
         models[name] = out
     cases = [
         ("synthetic dev lists, `make train-word`'s network", os.path.join(ASR, "dev.nbest.csv"), ["word"]),
-        ("real dev lists, `make train-asr`'s network", os.path.join(ASR, "real-dev.nbest.csv"), ["asr"]),
-        ("real dev lists, forward + backward", os.path.join(ASR, "real-dev.nbest.csv"), ["asr", "asr-back"]),
+        ("real dev lists (10 best), `make train-asr`'s network", os.path.join(ASR, "real-dev.nbest.csv"), ["asr"]),
+        ("real dev lists (10 best), forward + backward", os.path.join(ASR, "real-dev.nbest.csv"), ["asr", "asr-back"]),
     ]
     rows = []
     for name, path, which in cases:
         flags = ["--model", models[which[0]], "--input", path, "--am-column", "am_score",
-                 "--ngram-column", "ngram_log10", "--ngram-weight", "0.3", "--device", "cpu", "--digits", "8"]
+                 "--ngram-column", "ngram_log10", "--ngram-weight", "0.3", "--device", "cpu", "--digits", "8",
+                 "--max-candidates", "10"]
         if len(which) == 2:
             flags += ["--backward-model", models[which[1]], "--backward-weight", "0.3"]
         outputs, work = {}, {}

@@ -92,6 +92,27 @@ impl Corpus {
         self.empty_lines += other.empty_lines;
     }
 
+    /// The corpus as trained on `weight` times per epoch: each sentence `⌊weight⌋`
+    /// times, and a share `weight − ⌊weight⌋` of them once more, drawn with `seed`.
+    /// The OOV counts stay those of the text.
+    pub fn weighted(self, weight: f64, seed: u64) -> Corpus {
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        if weight == 1.0 {
+            return self;
+        }
+        let whole = weight.floor() as usize;
+        let part = ((weight - weight.floor()) * self.sentences.len() as f64).round() as usize;
+        let mut order: Vec<usize> = (0..self.sentences.len()).collect();
+        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+        let mut sentences = Vec::with_capacity(whole * self.sentences.len() + part);
+        for _ in 0..whole {
+            sentences.extend(self.sentences.iter().cloned());
+        }
+        sentences.extend(order[..part].iter().map(|&i| self.sentences[i].clone()));
+        Corpus { sentences, ..self }
+    }
+
     /// Tokens, `<EOS>` included.
     pub fn tokens(&self) -> usize {
         self.sentences.iter().map(Vec::len).sum()
@@ -237,5 +258,46 @@ impl TokenStream {
     /// Tokens laid out.
     pub fn tokens(&self) -> i64 {
         self.targets.numel() as i64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corpus(n: i64) -> Corpus {
+        Corpus {
+            sentences: (0..n).map(|i| vec![i + 10, 0]).collect(),
+            oov_count: 3,
+            ..Corpus::default()
+        }
+    }
+
+    fn counts(c: &Corpus) -> HashMap<i64, usize> {
+        let mut counts = HashMap::new();
+        for s in &c.sentences {
+            *counts.entry(s[0]).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn a_weight_repeats_whole_copies_and_draws_the_fraction() {
+        let weighted = corpus(8).weighted(2.25, 5);
+        assert_eq!(weighted.sentences.len(), 18);
+        let counts = counts(&weighted);
+        assert_eq!(counts.len(), 8);
+        assert_eq!(counts.values().filter(|&&c| c == 3).count(), 2);
+        assert_eq!(counts.values().filter(|&&c| c == 2).count(), 6);
+        assert_eq!(weighted.oov_count, 3, "the text's own counts");
+        // The draw is the seed's.
+        assert_eq!(corpus(8).weighted(2.25, 5).sentences, weighted.sentences);
+        assert_ne!(
+            corpus(8).weighted(0.5, 5).sentences,
+            corpus(8).weighted(0.5, 6).sentences
+        );
+        let half = corpus(8).weighted(0.5, 5);
+        assert_eq!(counts(&half).len(), 4);
+        assert_eq!(corpus(8).weighted(1.0, 5).sentences, corpus(8).sentences);
     }
 }

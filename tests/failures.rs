@@ -374,3 +374,44 @@ fn a_weight_for_a_score_that_is_not_there_is_refused() {
         assert!(o.stdout.is_empty(), "{args:?}");
     }
 }
+
+/// `--extra-train FILE:WEIGHT` trains on the file WEIGHT times per epoch, keeps the
+/// weight for `--resume`, and refuses a weight that is not above 0.
+#[test]
+fn extra_text_weights_repeat_the_file_and_bad_weights_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data(dir.path(), 1);
+    let extra = write(
+        dir.path(),
+        "extra.txt",
+        "the pear is ripe\nwe ate the salad\n",
+    );
+    let out = dir.path().join("m");
+    let (data, out) = (data.to_str().unwrap(), out.to_str().unwrap());
+    for weight in ["0", "-1", "nan"] {
+        let flag = format!("{extra}:{weight}");
+        let mut args = train_args(data, out, "1");
+        args.extend_from_slice(&["--extra-train", &flag]);
+        let o = rnnlm(&args);
+        assert_eq!(o.status.code(), Some(2), "{weight}: {}", stderr(&o));
+        assert!(stderr(&o).contains("--extra-train"), "{}", stderr(&o));
+    }
+    let flag = format!("{extra}:2.5");
+    let mut args = train_args(data, out, "1");
+    args.extend_from_slice(&["--extra-train", &flag]);
+    let o = rnnlm(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // 2 sentences 2.5 times: 5 per epoch.
+    assert!(
+        stderr(&o).contains("extra.txt: weight 2.5: 5 sentences per epoch"),
+        "{}",
+        stderr(&o)
+    );
+    let config = std::fs::read_to_string(Path::new(out).join("config.json")).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(
+        config["training"]["extra_train_weights"],
+        serde_json::json!([2.5]),
+        "{config}"
+    );
+}

@@ -1,7 +1,9 @@
 //! `rnnlm train`.
 
 use super::args::{DeviceArgs, TokenizerArgs};
-use super::values::{decay, dropout_rate, non_negative, positive, positive_number, size};
+use super::values::{
+    decay, dropout_rate, non_negative, positive, positive_number, size, weighted_path,
+};
 use anyhow::{bail, Result};
 use clap::Args;
 use rnnlm::model::{Cell, ModelConfig};
@@ -27,9 +29,10 @@ pub(crate) struct TrainArgs {
     pub(crate) data: PathBuf,
     /// More training text beside DIR/train.txt, one sequence per line (repeatable):
     /// trained on and counted for the vocabulary, while validation stays DIR/valid.txt
-    /// (or --valid).
-    #[arg(long, value_name = "FILE")]
-    pub(crate) extra_train: Vec<PathBuf>,
+    /// (or --valid). FILE:WEIGHT trains on it WEIGHT times per epoch (2: twice; 0.5: a
+    /// seeded half of its sentences).
+    #[arg(long, value_name = "FILE[:WEIGHT]", value_parser = weighted_path)]
+    pub(crate) extra_train: Vec<(PathBuf, f64)>,
     /// Validate on this file instead of DIR/valid.txt, one sequence per line.
     #[arg(long, value_name = "FILE")]
     pub(crate) valid: Option<PathBuf>,
@@ -220,7 +223,12 @@ pub(crate) fn run(args: TrainArgs, matches: Option<&clap::ArgMatches>) -> Result
     let t = &args.tokenizer;
     let config = TrainConfig {
         data: args.data,
-        extra_train: args.extra_train,
+        extra_train: args.extra_train.iter().map(|(p, _)| p.clone()).collect(),
+        extra_train_weights: if args.extra_train.iter().all(|(_, w)| *w == 1.0) {
+            Vec::new()
+        } else {
+            args.extra_train.iter().map(|(_, w)| *w).collect()
+        },
         valid: args.valid,
         out: args.out,
         tokenizer: Tokenizer {

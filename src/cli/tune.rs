@@ -46,7 +46,9 @@ pub(crate) struct TuneArgs {
     #[arg(long, default_value = "0:1:0.1", value_parser = values, requires = "ngram_column")]
     pub(crate) ngram_weights: Values,
     /// A backward model (trained with --reverse) to mix in; its weight is searched too.
-    #[arg(long, requires = "model")]
+    /// With --scored, the model whose `backward_logprob` column `score` wrote: the
+    /// column is read, and the model only named in the printed flags.
+    #[arg(long)]
     pub(crate) backward_model: Option<PathBuf>,
     /// backward_weight values to search, in [0, 1] (with --backward-model).
     #[arg(long, default_value = "0:1:0.1", value_parser = values, requires = "backward_model")]

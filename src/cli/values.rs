@@ -97,6 +97,21 @@ pub(crate) fn thread_count(text: &str) -> Result<i32, String> {
 }
 
 /// `on` or `off`.
+/// `FILE` or `FILE:WEIGHT`, a weight above 0 (1 when none is given); the text after
+/// the last colon is a weight only when it reads as a number, so paths with colons
+/// stay whole.
+pub(crate) fn weighted_path(text: &str) -> Result<(std::path::PathBuf, f64), String> {
+    if let Some((path, weight)) = text.rsplit_once(':') {
+        if let Ok(weight) = weight.trim().parse::<f64>() {
+            if !(weight.is_finite() && weight > 0.0) {
+                return Err(format!("'{text}': the weight {weight} is not above 0"));
+            }
+            return Ok((path.into(), weight));
+        }
+    }
+    Ok((text.into(), 1.0))
+}
+
 pub(crate) fn on_off(s: &str) -> Result<bool, String> {
     match s {
         "on" => Ok(true),

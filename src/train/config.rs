@@ -31,6 +31,12 @@ pub struct TrainConfig {
     /// `data/valid.txt` or `valid` (in-domain text there, a larger general corpus here).
     #[serde(default)]
     pub extra_train: Vec<PathBuf>,
+    /// How many times each `extra_train` file is trained on per epoch, in the same
+    /// order (`--extra-train FILE:WEIGHT`); a missing weight is 1. A whole weight
+    /// repeats the file; a fraction takes that share of its sentences, a seeded draw
+    /// made once per run.
+    #[serde(default)]
+    pub extra_train_weights: Vec<f64>,
     /// The validation text instead of `data/valid.txt` (for instance the held-out part of
     /// an in-domain corpus whose rest is trained on).
     #[serde(default)]
@@ -102,6 +108,7 @@ impl Default for TrainConfig {
         TrainConfig {
             data: PathBuf::new(),
             extra_train: Vec::new(),
+            extra_train_weights: Vec::new(),
             valid: None,
             out: PathBuf::new(),
             tokenizer: Tokenizer::new(Level::Word),
@@ -148,6 +155,15 @@ impl TrainConfig {
         std::iter::once(self.data.join("train.txt"))
             .chain(self.extra_train.iter().cloned())
             .collect()
+    }
+
+    /// How many times the `index`-th of [`TrainConfig::train_files`] is trained on per
+    /// epoch: 1 for `data/train.txt`, the file's weight for an extra one.
+    pub fn train_weight(&self, index: usize) -> f64 {
+        match index {
+            0 => 1.0,
+            i => self.extra_train_weights.get(i - 1).copied().unwrap_or(1.0),
+        }
     }
 
     /// The file validated on: `valid`, or else `data/valid.txt`.

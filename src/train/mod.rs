@@ -439,9 +439,18 @@ fn resume_start(dir: &ModelDir) -> Result<Start> {
 
 fn load_data(config: &TrainConfig, tokenizer: &Tokenizer, vocab: &Vocab) -> Result<Data> {
     let mut train = Corpus::default();
-    for path in config.train_files() {
-        let corpus = Corpus::load(&path, tokenizer, vocab)?;
-        check_and_log(&path, &corpus)?;
+    for (index, path) in config.train_files().iter().enumerate() {
+        let corpus = Corpus::load(path, tokenizer, vocab)?;
+        check_and_log(path, &corpus)?;
+        let weight = config.train_weight(index);
+        let corpus = corpus.weighted(weight, config.seed.wrapping_add(index as u64));
+        if weight != 1.0 {
+            tracing::info!(
+                "{}: weight {weight}: {} sentences per epoch",
+                path.display(),
+                corpus.sentences.len()
+            );
+        }
         train.extend(corpus);
     }
     let valid_path = config.valid_file();

@@ -39,6 +39,7 @@ pub(super) fn settings(
             shown_paths(&run.extra_train)
         );
         effective.extra_train = run.extra_train.clone();
+        effective.extra_train_weights = run.extra_train_weights.clone();
     }
     if given.valid.is_none() {
         if let Some(valid) = &run.valid {

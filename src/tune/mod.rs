@@ -174,16 +174,7 @@ pub fn tune(
         .as_deref()
         .map(|c| require_column(reader.headers(), &name, c, "--reference-column"))
         .transpose()?;
-    let logprob_column = if options.scored {
-        Some(require_column(
-            reader.headers(),
-            &name,
-            "logprob",
-            "--scored",
-        )?)
-    } else {
-        None
-    };
+    let scored = ScoredColumns::find(reader.headers(), &name, options)?;
 
     let mut cache: Vec<Cached> = Vec::new();
     let mut utterances: Vec<Utterance> = Vec::new();
@@ -231,21 +222,12 @@ pub fn tune(
         if let Some(u) = utterances.last_mut() {
             u.candidates.end += 1;
         }
-        let log_prob = match logprob_column {
-            Some(i) => {
-                let value = candidate.fields.get(i).unwrap_or("");
-                match value.trim().parse::<f64>() {
-                    Ok(v) if v.is_finite() => v,
-                    _ => bail!("{}: logprob '{value}' is not a finite number", at()),
-                }
-            }
-            None => f64::NAN,
-        };
+        let (forward, backward) = scored.read(&candidate.fields, &at)?;
         let cached = Cached {
             am: candidate.am,
             lm: LmScores {
-                forward: log_prob,
-                backward: None,
+                forward,
+                backward,
                 ngram: candidate.ngram,
             },
             words: word_count(&text),
@@ -288,7 +270,8 @@ pub fn tune(
     let has = report::Terms {
         am: columns.am.is_some(),
         ngram: columns.ngram.is_some(),
-        backward: models.as_ref().is_some_and(|m| m.backward.is_some()),
+        backward: models.as_ref().is_some_and(|m| m.backward.is_some())
+            || scored.backward.is_some(),
     };
     let (report, searched) = report::report(&cache, &lists, reference_words, has, options)?;
     if let Some(path) = &options.plot {
@@ -302,6 +285,62 @@ pub fn tune(
         .write(path)?;
     }
     Ok(report)
+}
+
+/// With `--scored`, the columns that `score` wrote: `logprob`, and `backward_logprob`
+/// when `--backward-model` names the model that wrote it.
+struct ScoredColumns {
+    forward: Option<usize>,
+    backward: Option<usize>,
+}
+
+impl ScoredColumns {
+    fn find(headers: &csv::StringRecord, name: &str, options: &TuneOptions) -> Result<Self> {
+        if !options.scored {
+            return Ok(ScoredColumns {
+                forward: None,
+                backward: None,
+            });
+        }
+        let backward = match options.backward_model {
+            Some(_) => Some(require_column(
+                headers,
+                name,
+                "backward_logprob",
+                "--scored --backward-model",
+            )?),
+            None => None,
+        };
+        Ok(ScoredColumns {
+            forward: Some(require_column(headers, name, "logprob", "--scored")?),
+            backward,
+        })
+    }
+
+    /// The forward and backward log-probabilities of a row (NaN and `None` until the
+    /// models run, without `--scored`).
+    fn read(
+        &self,
+        fields: &csv::StringRecord,
+        at: &dyn Fn() -> String,
+    ) -> Result<(f64, Option<f64>)> {
+        let number = |column: usize, what: &str| -> Result<f64> {
+            let value = fields.get(column).unwrap_or("");
+            match value.trim().parse::<f64>() {
+                Ok(v) if v.is_finite() => Ok(v),
+                _ => bail!("{}: {what} '{value}' is not a finite number", at()),
+            }
+        };
+        let forward = match self.forward {
+            Some(i) => number(i, "logprob")?,
+            None => f64::NAN,
+        };
+        let backward = self
+            .backward
+            .map(|i| number(i, "backward_logprob"))
+            .transpose()?;
+        Ok((forward, backward))
+    }
 }
 
 /// The models that score the candidates.

@@ -16,6 +16,7 @@ pub fn config(dir: &Path, cell: Cell, epochs: usize) -> TrainConfig {
     TrainConfig {
         data: dir.to_path_buf(),
         extra_train: Vec::new(),
+        extra_train_weights: Vec::new(),
         valid: None,
         out: dir.join("model"),
         tokenizer: Tokenizer::new(Level::Word),
