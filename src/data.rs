@@ -285,10 +285,10 @@ mod tests {
     fn a_weight_repeats_whole_copies_and_draws_the_fraction() {
         let weighted = corpus(8).weighted(2.25, 5);
         assert_eq!(weighted.sentences.len(), 18);
-        let counts = counts(&weighted);
-        assert_eq!(counts.len(), 8);
-        assert_eq!(counts.values().filter(|&&c| c == 3).count(), 2);
-        assert_eq!(counts.values().filter(|&&c| c == 2).count(), 6);
+        let repeats = counts(&weighted);
+        assert_eq!(repeats.len(), 8);
+        assert_eq!(repeats.values().filter(|&&c| c == 3).count(), 2);
+        assert_eq!(repeats.values().filter(|&&c| c == 2).count(), 6);
         assert_eq!(weighted.oov_count, 3, "the text's own counts");
         // The draw is the seed's.
         assert_eq!(corpus(8).weighted(2.25, 5).sentences, weighted.sentences);

@@ -296,6 +296,58 @@ fn tune_with_a_backward_model_reports_every_row_and_scores_them_again() {
     let again: serde_json::Value = serde_json::from_str(&stdout(&applied)).unwrap();
     assert_eq!(again["rows"], report["rows"]);
     assert_eq!(again["settings"], 1);
+
+    // What `score --backward-model` wrote, at full precision, tunes the same without
+    // running a model: `--scored` reads `backward_logprob` with `--backward-model`.
+    let o = rnnlm(&[
+        "score",
+        "--model",
+        forward.to_str().unwrap(),
+        "--backward-model",
+        backward.to_str().unwrap(),
+        "--input",
+        &input,
+        "--am-column",
+        "am",
+        "--ngram-column",
+        "ng",
+        "--digits",
+        "17",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let scored = write(dir.path(), "scored.csv", stdout(&o));
+    let from_file = |extra: &[&str]| {
+        let mut args = vec![
+            "tune",
+            "--scored",
+            "--input",
+            &scored,
+            "--references",
+            &refs,
+            "--am-column",
+            "am",
+            "--ngram-column",
+            "ng",
+            "--json",
+        ];
+        args.extend(extra);
+        rnnlm(&args)
+    };
+    let o = from_file(&["--backward-model", backward.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let again: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let wers = |r: &serde_json::Value| -> Vec<serde_json::Value> {
+        r["rows"].as_array().unwrap().iter().map(|row| row["wer"].clone()).collect()
+    };
+    assert_eq!(wers(&again), wers(&report));
+    assert!(again["score_flags"]
+        .as_str()
+        .unwrap()
+        .contains("--backward-model"));
+    // Without --backward-model the backward column is not read: no such row.
+    let o = from_file(&[]);
+    let forward_only: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(forward_only["forward_backward_wer"].is_null(), "{forward_only}");
 }
 
 #[test]

@@ -68,6 +68,8 @@ fn run(f: &Fixture, selector: u8, bytes: &[u8]) {
             ngram: (selector & 16 != 0).then(|| "utterance_id".to_string()),
             ngram_base: LogBase::Ten,
             headerless,
+            // A cut of each list (with the OOV policy and skip-bad bits both set).
+            max_candidates: (selector & 96 == 96).then_some(2),
         },
         weights: Weights {
             lm_weight: 1.0,

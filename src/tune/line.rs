@@ -220,7 +220,7 @@ fn beyond(edge: f64, current: f64, unit: f64, sign: f64) -> (f64, f64) {
         return (current, 0.0);
     }
     let margin = edge.abs().max(unit);
-    (edge + sign * margin, margin / 2.0)
+    (edge + sign * margin, margin / 4.0)
 }
 
 /// The decimal with the fewest significant digits within `slack` of `value`, the
