@@ -337,7 +337,12 @@ fn tune_with_a_backward_model_reports_every_row_and_scores_them_again() {
     assert!(o.status.success(), "{}", stderr(&o));
     let again: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let wers = |r: &serde_json::Value| -> Vec<serde_json::Value> {
-        r["rows"].as_array().unwrap().iter().map(|row| row["wer"].clone()).collect()
+        r["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["wer"].clone())
+            .collect()
     };
     assert_eq!(wers(&again), wers(&report));
     assert!(again["score_flags"]
@@ -347,7 +352,10 @@ fn tune_with_a_backward_model_reports_every_row_and_scores_them_again() {
     // Without --backward-model the backward column is not read: no such row.
     let o = from_file(&[]);
     let forward_only: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert!(forward_only["forward_backward_wer"].is_null(), "{forward_only}");
+    assert!(
+        forward_only["forward_backward_wer"].is_null(),
+        "{forward_only}"
+    );
 }
 
 #[test]

@@ -28,7 +28,7 @@ const COARSE_VALUES: usize = 5;
 /// score.
 const COARSE_SCALE: f64 = 4.0;
 /// How many of the best grid settings start a descent.
-const STARTS: usize = 8;
+const STARTS: usize = 16;
 /// Sweeps at most per start.
 const MAX_SWEEPS: usize = 30;
 /// The random directions' seed.
