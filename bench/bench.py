@@ -584,14 +584,7 @@ def depth_section(scoring, tuning):
 def main_depth_only():
     with tempfile.TemporaryDirectory() as workdir:
         result = depth_rows(workdir)
-    commit, cpu, torch_version = machine()
-    lines = ["# Deep N-best lists", "", f"commit `{commit}`, {platform.machine()} {cpu}, torch {torch_version}, "
-             f"CPU{', quick mode' if QUICK else ''}."]
-    lines += depth_section(*result)
-    text = "\n".join(lines) + "\n"
-    with open(os.path.join(ROOT, "bench", "results-depth.md"), "w") as f:
-        f.write(text)
-    print(text)
+    write_section_page("Deep N-best lists", "results-depth.md", depth_section(*result))
 
 
 def csv_rows(handle):
@@ -635,12 +628,17 @@ def prefix_section(rows):
 def main_prefix_only():
     with tempfile.TemporaryDirectory() as workdir:
         rows = prefix_rows(workdir)
+    write_section_page("Shared-prefix scoring", "results-prefix.md", prefix_section(rows))
+
+
+def write_section_page(title, name, section):
+    """bench/NAME: one section's rows under the commit, the CPU and the torch version."""
     commit, cpu, torch_version = machine()
-    lines = ["# Shared-prefix scoring", "", f"commit `{commit}`, {platform.machine()} {cpu}, torch {torch_version}, "
+    lines = [f"# {title}", "", f"commit `{commit}`, {platform.machine()} {cpu}, torch {torch_version}, "
              f"CPU{', quick mode' if QUICK else ''}."]
-    lines += prefix_section(rows)
+    lines += section
     text = "\n".join(lines) + "\n"
-    with open(os.path.join(ROOT, "bench", "results-prefix.md"), "w") as f:
+    with open(os.path.join(ROOT, "bench", name), "w") as f:
         f.write(text)
     print(text)
 

@@ -41,6 +41,9 @@ import wave
 from array import array
 from importlib import metadata
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_nbest import edit_distance  # noqa: E402  (word-level Levenshtein distance)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 BROWN = os.path.join(HERE, "brown")
 ASR = os.path.join(HERE, "asr")
@@ -325,16 +328,6 @@ def speak(text, rng, tmp):
                               for s in samples))
     return samples, {"voice": voice, "tempo": round(tempo, 4),
                      "snr_db": None if snr is None else round(snr, 2)}
-
-
-def edit_distance(ref, hyp):
-    """Word-level Levenshtein distance: substitutions, insertions and deletions."""
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        diagonal, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (r != h))
-    return row[-1]
 
 
 def oracle_wer(results, depths):
