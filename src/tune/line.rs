@@ -243,9 +243,10 @@ pub fn round_within(value: f64, slack: f64) -> f64 {
     tidy(value)
 }
 
-/// The errors of a list's candidate at `t`, as [`envelope`] picks it: used by the
-/// tests to check a profile against picking point by point.
-pub fn errors_at(lists: &[ListLine], t: f64) -> usize {
+/// The errors of each list's pick at `t`, point by point: what the tests check a
+/// profile against.
+#[cfg(test)]
+fn errors_at(lists: &[ListLine], t: f64) -> usize {
     lists
         .iter()
         .map(|list| {
