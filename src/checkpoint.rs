@@ -396,6 +396,19 @@ impl ModelDir {
         Ok(model)
     }
 
+    /// Loads the forward model of a forward + backward pair: refuses a backward model
+    /// here, which would make the pair backward + backward without a word.
+    pub fn load_forward(&self, device: Device) -> Result<LoadedModel> {
+        let model = self.load(device)?;
+        if model.config.tokenizer.reverse {
+            bail!(
+                "{}: --model is a backward model (trained with --reverse); give the forward model as --model and this one as --backward-model",
+                self.root.display()
+            );
+        }
+        Ok(model)
+    }
+
     fn load_once(&self, device: Device) -> Result<LoadedModel> {
         let (config, vocab) = self.load_header()?;
         self.check_weights_size(&config)?;

@@ -243,7 +243,21 @@ impl Optimizer {
     /// Backpropagates `loss` and updates every parameter, the gradient's global norm
     /// clipped to `clip` first (0: no clipping).
     pub fn step(&mut self, loss: &Tensor, clip: f64) -> Result<()> {
-        let mut grads = Tensor::run_backward(&[loss], &self.leaves(), false, false).into_iter();
+        let grads = self.backward(loss);
+        self.apply(grads, clip)
+    }
+
+    /// The gradients of `loss` for the leaves autograd differentiates, in the order
+    /// [`Optimizer::apply`] takes them: what a data-parallel run sums across its
+    /// processes before the step.
+    pub fn backward(&self, loss: &Tensor) -> Vec<Tensor> {
+        Tensor::run_backward(&[loss], &self.leaves(), false, false)
+    }
+
+    /// Clips `grads` (from [`Optimizer::backward`]) to the norm `clip` (0: no
+    /// clipping) and updates the parameters with them.
+    pub fn apply(&mut self, grads: Vec<Tensor>, clip: f64) -> Result<()> {
+        let mut grads = grads.into_iter();
         let _guard = tch::no_grad_guard();
         let pieces = self.pieces(&mut grads, true)?;
         // clip_grad_norm_: multiply by clip / (norm + 1e-6) when that is below 1, here

@@ -6,7 +6,8 @@
 //! exchange (EINVAL); there the old directory is renamed aside to `.NAME.old` and the
 //! new one into place. A kill between those two renames leaves no `NAME`, only the
 //! complete `.NAME.next` and the old directory aside; [`finish_interrupted_swap`],
-//! which every load runs first, completes that swap.
+//! which every load runs first, completes that swap, and so does a training, under
+//! its own lock, before it reads the directory ([`TrainingLock::tidy`]).
 //!
 //! A training holds `.NAME.lock` ([`TrainingLock`]) while it runs, and removes it when
 //! it ends, so that a second training into the same directory is refused, and a
@@ -130,7 +131,7 @@ fn replace_by_renames(
 /// `target` (`.NAME.next` with no `.NAME.old`: not part of an interrupted swap, which
 /// [`finish_interrupted_swap`] completes). The caller holds `target`'s training lock,
 /// so no live training is writing it.
-pub fn remove_abandoned_staging(target: &Path) -> Result<()> {
+fn remove_abandoned_staging(target: &Path) -> Result<()> {
     let next = sibling(target, "next");
     if next.exists() && !sibling(target, "old").exists() {
         std::fs::remove_dir_all(&next)
@@ -155,22 +156,8 @@ pub fn finish_interrupted_swap(target: &Path) -> Result<()> {
             }
             return Ok(());
         }
-        if let Some(_lock) = TrainingLock::try_acquire(target, false)? {
-            if !target.exists() {
-                let next = sibling(target, "next");
-                // The staging directory is complete once the old one has gone aside.
-                let from = if next.exists() { &next } else { &aside };
-                std::fs::rename(from, target).with_context(|| {
-                    format!(
-                        "{} is missing and cannot be restored from {}",
-                        target.display(),
-                        from.display()
-                    )
-                })?;
-                sync_parent(target)?;
-            }
-            let _ = std::fs::remove_dir_all(&aside);
-            return Ok(());
+        if let Some(lock) = TrainingLock::try_acquire(target, false)? {
+            return lock.complete_swap();
         }
         if started.elapsed() > SWAP_WAIT {
             bail!(
@@ -185,10 +172,12 @@ pub fn finish_interrupted_swap(target: &Path) -> Result<()> {
 
 /// The advisory lock a training holds on its model directory (`.NAME.lock`, which
 /// names the holder's pid). Released, and the file removed, when dropped; released
-/// when the process ends in any way.
+/// when the process ends in any way. On a file system without locks (NFS without a
+/// lock manager: ENOLCK) it is held in name only, with a warning.
 pub struct TrainingLock {
     file: File,
     path: PathBuf,
+    target: PathBuf,
 }
 
 impl Drop for TrainingLock {
@@ -202,6 +191,38 @@ impl Drop for TrainingLock {
 }
 
 impl TrainingLock {
+    /// Puts the model directory in order under this lock: completes a swap that a
+    /// kill cut between the fallback's two renames, and removes a staging directory
+    /// that a killed training left half written. A training runs it first, before it
+    /// reads the directory, so no load has to wait for a lock this process holds.
+    pub fn tidy(&self) -> Result<()> {
+        if sibling(&self.target, "old").exists() {
+            self.complete_swap()?;
+        }
+        remove_abandoned_staging(&self.target)
+    }
+
+    /// Completes a swap cut between its two renames, the lock held: the staging
+    /// directory is complete once the old one has gone aside, so it takes the model's
+    /// place, or else the old one goes back.
+    fn complete_swap(&self) -> Result<()> {
+        let (target, aside) = (&self.target, sibling(&self.target, "old"));
+        if !target.exists() {
+            let next = sibling(target, "next");
+            let from = if next.exists() { &next } else { &aside };
+            std::fs::rename(from, target).with_context(|| {
+                format!(
+                    "{} is missing and cannot be restored from {}",
+                    target.display(),
+                    from.display()
+                )
+            })?;
+            sync_parent(target)?;
+        }
+        let _ = std::fs::remove_dir_all(&aside);
+        Ok(())
+    }
+
     /// Takes the lock, or refuses with a line that names the training holding it.
     pub fn acquire(target: &Path) -> Result<Self> {
         match Self::try_acquire(target, true)? {
@@ -235,6 +256,16 @@ impl TrainingLock {
             match file.try_lock() {
                 Ok(()) => {}
                 Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(std::fs::TryLockError::Error(e)) if locks_unsupported(&e) => {
+                    if record {
+                        tracing::warn!(
+                            "cannot lock {} ({e}): this file system has no locks, so nothing stops a second training into {} while this one runs",
+                            path.display(),
+                            target.display()
+                        );
+                    }
+                    break file;
+                }
                 Err(std::fs::TryLockError::Error(e)) => {
                     return Err(e).with_context(|| format!("cannot lock {}", path.display()))
                 }
@@ -251,7 +282,11 @@ impl TrainingLock {
                 .and_then(|()| writeln!(file, "{}", std::process::id()))
                 .with_context(|| format!("cannot write the lock {}", path.display()))?;
         }
-        Ok(Some(TrainingLock { file, path }))
+        Ok(Some(TrainingLock {
+            file,
+            path,
+            target: target.to_path_buf(),
+        }))
     }
 
     /// Whether no training holds the lock now.
@@ -278,6 +313,13 @@ fn same_file(file: &File, path: &Path) -> bool {
         (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
         _ => false,
     }
+}
+
+/// `flock` refused by the file system itself (NFS without a lock manager, some FUSE
+/// file systems), not by another holder.
+fn locks_unsupported(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::Unsupported
+        || [libc::ENOLCK, libc::EOPNOTSUPP, libc::ENOSYS].contains(&e.raw_os_error().unwrap_or(0))
 }
 
 fn exchange_unsupported(e: &std::io::Error) -> bool {

@@ -225,6 +225,26 @@ fn score_combines_forward_backward_and_ngram_as_documented() {
         "{}",
         stderr(&o)
     );
+    // A backward model is refused as --model beside a --backward-model, in score and
+    // in tune: the pair would be backward + backward.
+    let mut both_backward = args.to_vec();
+    both_backward[2] = backward.to_str().unwrap();
+    let refs = write(
+        dir.path(),
+        "both-refs.csv",
+        "utterance_id,reference\nu1,the cat sat on the mat\nu2,one fish swam in a pond\n",
+    );
+    let mut tune_args = both_backward.clone();
+    tune_args[0] = "tune";
+    tune_args.truncate(7);
+    tune_args.extend(["--references", refs.as_str()]);
+    for wrong in [both_backward, tune_args] {
+        let o = rnnlm(&wrong);
+        assert!(!o.status.success(), "{wrong:?} accepted a backward --model");
+        let err = stderr(&o);
+        assert!(err.contains("--model is a backward model"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
     let mut over = args.to_vec();
     over[14] = "0.9";
     let o = rnnlm(&over);

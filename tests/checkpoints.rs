@@ -61,6 +61,92 @@ fn a_swap_cut_between_its_two_renames_is_completed_by_the_next_load() {
     assert_eq!(state_epoch(&model), 4);
 }
 
+/// What a kill between the fallback's two renames leaves (no `model`, the old one
+/// aside, the newer one staged), made from two real checkpoints: epoch 2 aside, epoch 3
+/// staged.
+fn cut_swap(dir: &Path, data: &Path) -> std::path::PathBuf {
+    let model = dir.join("model");
+    let newer = dir.join("newer");
+    train(data, &model, "2", false, false);
+    std::fs::create_dir(&newer).unwrap();
+    for entry in std::fs::read_dir(&model).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), newer.join(entry.file_name())).unwrap();
+    }
+    train(data, &newer, "3", true, false);
+    std::fs::rename(&model, dir.join(".model.old")).unwrap();
+    std::fs::rename(&newer, dir.join(".model.next")).unwrap();
+    model
+}
+
+/// A training repairs a cut swap itself, under the lock it holds, with no load
+/// before it: `--resume` goes on from the staged checkpoint, and `--force` replaces it.
+#[test]
+fn a_training_completes_a_cut_swap_under_its_own_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data(dir.path(), 2);
+    let model = cut_swap(dir.path(), &data);
+    train(&data, &model, "4", true, true);
+    assert_eq!(state_epoch(&model), 4, "resumed from the staged epoch 3");
+    assert!(!dir.path().join(".model.old").exists());
+    assert!(!dir.path().join(".model.next").exists());
+
+    let again = tempfile::tempdir().unwrap();
+    let data = tiny::data(again.path(), 2);
+    let model = cut_swap(again.path(), &data);
+    let mut args = train_args(data.to_str().unwrap(), model.to_str().unwrap(), "1");
+    args.push("--force");
+    let o = Command::new(env!("CARGO_BIN_EXE_rnnlm"))
+        .args(&args)
+        .env(rnnlm::swap::FORCE_RENAME_FALLBACK, "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(state_epoch(&model), 1, "the new run replaced the model");
+    assert!(!again.path().join(".model.old").exists());
+}
+
+/// Where `flock` fails with ENOLCK (NFS without a lock manager), made so here by a
+/// preloaded `flock`: training warns once and goes on.
+#[test]
+fn a_file_system_without_locks_gives_a_warning_not_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let shim = dir.path().join("no_flock.c");
+    std::fs::write(
+        &shim,
+        "#include <errno.h>\nint flock(int fd, int operation) { (void)fd; (void)operation; errno = ENOLCK; return -1; }\n",
+    )
+    .unwrap();
+    let library = dir.path().join("libno_flock.so");
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&library)
+        .arg(&shim)
+        .status()
+        .expect("a C compiler (cc) builds the flock shim");
+    assert!(built.success());
+    let data = data(dir.path(), 2);
+    let model = dir.path().join("model");
+    let o = Command::new(env!("CARGO_BIN_EXE_rnnlm"))
+        .args(train_args(
+            data.to_str().unwrap(),
+            model.to_str().unwrap(),
+            "1",
+        ))
+        .env("LD_PRELOAD", &library)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(
+        err.matches("this file system has no locks").count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(state_epoch(&model), 1);
+    assert!(!dir.path().join(".model.lock").exists());
+}
+
 #[test]
 fn a_second_training_into_the_same_directory_is_refused_with_the_first_ones_pid() {
     let dir = tempfile::tempdir().unwrap();
@@ -162,4 +248,80 @@ fn resume_refuses_a_flag_that_disagrees_with_the_run_and_keeps_the_rest() {
     let o = resume(&["--batch-size", "32"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(state_epoch(&model), 2);
+}
+
+/// A resumed run keeps its own epochs and patience when the command line gives none,
+/// rather than the flags' defaults (10 and 3); the seed, the tokenizer, the vocabulary
+/// cut and the output layer are the run's too, and a flag that disagrees is refused.
+#[test]
+fn resume_takes_the_runs_length_seed_tokenizer_vocabulary_and_output_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    // 100 sentences: 4 batches an epoch.
+    let data = data(dir.path(), 20);
+    let model = dir.path().join("model");
+    let (data_arg, model_arg) = (data.to_str().unwrap(), model.to_str().unwrap());
+    let mut first = train_args(data_arg, model_arg, "3");
+    first.extend(["--max-steps", "1"]);
+    let o = rnnlm(&first);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(state_epoch(&model), 0, "cut inside the first epoch");
+    // The flags of the run without its length: no --epochs, no --patience.
+    let without_length = |extra: &[&'static str]| {
+        let mut args = train_args(data_arg, model_arg, "3");
+        for flag in ["--epochs", "--patience"] {
+            let at = args.iter().position(|a| *a == flag).unwrap();
+            args.drain(at..at + 2);
+        }
+        args.push("--resume");
+        match extra {
+            [flag, value] if args.contains(flag) => {
+                let at = args.iter().position(|a| a == flag).unwrap();
+                args[at + 1] = value;
+            }
+            _ => args.extend(extra),
+        }
+        rnnlm(&args)
+    };
+    for (extra, refused) in [
+        (&["--seed", "7"][..], "--seed 7 (the run has 1)"),
+        (
+            &["--lowercase"][..],
+            "--lowercase true (the model has false)",
+        ),
+        (
+            &["--recognizer-form"][..],
+            "--recognizer-form true (the model has false)",
+        ),
+        (&["--min-count", "2"][..], "--min-count 2 (the model has 1)"),
+        (
+            &["--level", "char"][..],
+            "--level char (the model has word)",
+        ),
+        (
+            &["--softmax", "class"][..],
+            "--softmax class (the model has full)",
+        ),
+    ] {
+        let o = without_length(extra);
+        assert_one_line_error(&o, refused);
+    }
+    assert_eq!(state_epoch(&model), 0, "nothing was trained");
+    let o = without_length(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        state_epoch(&model),
+        3,
+        "the run's 3 epochs, not the default 10"
+    );
+    let o = without_length(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("its 3 epochs are done"),
+        "{}",
+        stderr(&o)
+    );
+    // Given anew, --epochs lengthens a plateau run.
+    let o = without_length(&["--epochs", "4"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(state_epoch(&model), 4);
 }

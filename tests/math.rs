@@ -637,7 +637,7 @@ fn dropout_keeps_elements_at_the_asked_rate_and_preserves_the_mean() {
     let n = 400_000i64;
     let ones = Tensor::ones([n / 100, 100], (Kind::Float, Device::Cpu));
     for p in [0.1, 0.35, 0.5, 0.9] {
-        let out = rnnlm::model::dropout(&ones, p, true);
+        let out = rnnlm::regularize::dropout(&ones, p, true);
         let kept = out.ne(0.0).to_kind(Kind::Double);
         let rate = f64::try_from(kept.mean(Kind::Double)).unwrap();
         // Four standard deviations of a binomial proportion.
@@ -666,7 +666,7 @@ fn dropout_keeps_elements_at_the_asked_rate_and_preserves_the_mean() {
             "p {p}: neighbours {joint}"
         );
     }
-    let untouched = rnnlm::model::dropout(&ones, 0.5, false);
+    let untouched = rnnlm::regularize::dropout(&ones, 0.5, false);
     assert!(untouched.equal(&ones));
 }
 

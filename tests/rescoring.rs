@@ -593,6 +593,110 @@ fn scoring_with_the_flags_tune_prints_reproduces_the_tuned_wer() {
     assert_eq!(again["lm_only_wer"], report["lm_only_wer"]);
 }
 
+/// A list read with `--no-header --columns` is tuned, and the flags `tune` prints
+/// score the same rows to the same choice.
+#[test]
+fn tunes_printed_flags_reproduce_a_headerless_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let headed = write(dir.path(), "dev.csv", NBEST);
+    let body: String = NBEST.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    let headerless = write(dir.path(), "dev-bare.csv", &body);
+    let refs = write(dir.path(), "refs.csv", NBEST_REFS);
+    let tune = |input: &str, extra: &[&str]| {
+        let mut args = vec![
+            "tune",
+            "--model",
+            model_path(),
+            "--input",
+            input,
+            "--references",
+            &refs,
+            "--am-column",
+            "am_score",
+            "--json",
+        ];
+        args.extend(extra);
+        tune_json(&args)
+    };
+    let columns = [
+        "--no-header",
+        "--columns",
+        "utterance_id,sentence,am_score,ngram",
+    ];
+    let report = tune(&headerless, &columns);
+    let headed_report = tune(&headed, &[]);
+    for key in ["rescored_wer", "lm_weight", "length_penalty"] {
+        assert_eq!(report[key], headed_report[key], "{key}: {report}");
+    }
+    let flags = report["score_flags"].as_str().unwrap();
+    assert!(
+        flags.contains("--no-header --columns utterance_id,sentence,am_score,ngram"),
+        "{flags}"
+    );
+    let score = |input: &str, flags: &str| {
+        let mut args = vec!["score", "--model", model_path(), "--input", input];
+        args.extend(flags.split(' '));
+        let o = rnnlm(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let bare = score(&headerless, flags);
+    let with_header = score(
+        &headed,
+        &flags
+            .replace(&columns.join(" "), "")
+            .replace("  ", " ")
+            .trim()
+            .to_string(),
+    );
+    let (header, rows) = with_header.split_once('\n').unwrap();
+    assert_eq!(bare, rows);
+    let references: HashMap<&str, &str> = NBEST_REFS
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(','))
+        .collect();
+    let wer = wer_of_best(&format!("{header}\n{bare}"), &references);
+    assert!(
+        (wer - report["rescored_wer"].as_f64().unwrap()).abs() < 1e-12,
+        "{wer} {report}"
+    );
+}
+
+/// The first row of a list is its first pass, so a list whose candidate numbers go
+/// back is refused with its line, in `score` and in `tune`.
+#[test]
+fn a_list_out_of_candidate_order_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(
+        dir.path(),
+        "dev.csv",
+        "utterance_id,candidate_id,sentence,am_score\nu1,1,the cat,-1\nu1,2,the hat,-2\nu2,2,a dog,-1\nu2,1,a log,-2\n",
+    );
+    let refs = write(
+        dir.path(),
+        "refs.csv",
+        "utterance_id,reference\nu1,the cat\nu2,a dog\n",
+    );
+    for command in ["score", "tune"] {
+        let mut args = vec![command, "--model", model_path(), "--input", &input];
+        if command == "tune" {
+            args.extend(["--references", refs.as_str()]);
+        }
+        let o = rnnlm(&args);
+        assert!(
+            !o.status.success(),
+            "{command} accepted a list out of order"
+        );
+        let err = stderr(&o);
+        assert!(
+            err.contains("line 5 (row 4): candidate 1 follows candidate 2 in group 'u2'"),
+            "{command}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}
+
 #[test]
 fn ngram_and_am_scores_combine_as_documented() {
     let dir = tempfile::tempdir().unwrap();

@@ -49,6 +49,8 @@ fn resumed_as_given_equals_uncut(
     let mut resumed_cfg = cfg.clone();
     resumed_cfg.out = root.join("cut");
     resumed_cfg.resume = true;
+    // The uncut run's epochs, given anew: a cut after an epoch is resumed to the end.
+    resumed_cfg.given = vec!["--epochs".to_string()];
     given(&mut resumed_cfg);
     let resumed = train(&resumed_cfg, Device::Cpu).unwrap();
     assert_eq!(whole_epochs(&resumed), whole_epochs(&uncut));

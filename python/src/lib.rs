@@ -294,7 +294,10 @@ impl Model {
             .resolve()
             .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
         let networks = detached(py, Otherwise::Os, || {
-            let forward = ModelDir::new(&path).load(device)?;
+            let forward = match backward {
+                Some(_) => ModelDir::new(&path).load_forward(device)?,
+                None => ModelDir::new(&path).load(device)?,
+            };
             // The policy needs the model's OOV counts: refuse now, not on the first call.
             OovScorer::new(oov, forward.oov.as_ref(), &forward.dir)?;
             let backward = match &backward {

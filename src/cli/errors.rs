@@ -4,22 +4,26 @@
 use anyhow::Result;
 use rnnlm::torch_error::{is_out_of_memory, panic_text, torch_message};
 
-/// The first panic's message and place, kept by the panic hook for [`guarded`].
-pub(crate) static PANIC: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+std::thread_local! {
+    /// Where this thread last panicked, kept by the panic hook for [`guarded`]: per
+    /// thread, so that a worker's panic never stands in for the main thread's.
+    static PANIC_PLACE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
 
 /// Runs a command with a boundary around it: tch's non-`f_` methods panic on
-/// libtorch's errors (out of memory, a failed check), and such a panic, in any
-/// thread, becomes one error line instead of a backtrace and exit 101.
+/// libtorch's errors (out of memory, a failed check), and such a panic of the
+/// command's thread becomes one error line instead of a backtrace and exit 101. The
+/// line is the command's own panic, whatever panicked on other threads before it.
 pub(crate) fn guarded(command: impl FnOnce() -> Result<()>) -> Result<()> {
     std::panic::set_hook(Box::new(|info| {
-        let message = panic_text(info.payload());
         let place = info.location().map(|l| l.to_string()).unwrap_or_default();
-        let _ = PANIC.set((message, place));
+        PANIC_PLACE.with(|p| *p.borrow_mut() = place);
     }));
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(command)) {
         Ok(result) => result,
-        Err(_) => {
-            let (message, place) = PANIC.get().cloned().unwrap_or_default();
+        Err(payload) => {
+            let message = panic_text(payload.as_ref());
+            let place = PANIC_PLACE.with(|p| p.borrow().clone());
             Err(anyhow::anyhow!(panic_line(&message, &place)))
         }
     }
@@ -57,4 +61,24 @@ pub(crate) fn is_broken_pipe(e: &anyhow::Error) -> bool {
         });
         io.is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::guarded;
+
+    /// A worker thread's panic first, then the main thread's: the line is the main
+    /// thread's, with its place.
+    #[test]
+    fn the_boundary_reports_the_main_threads_panic() {
+        let previous = std::panic::take_hook();
+        let result = guarded(|| {
+            let _ = std::thread::spawn(|| panic!("a worker's panic")).join();
+            panic!("the main thread's panic")
+        });
+        std::panic::set_hook(previous);
+        let line = result.unwrap_err().to_string();
+        assert!(line.contains("the main thread's panic"), "{line}");
+        assert!(line.contains("errors.rs"), "{line}");
+    }
 }

@@ -6,8 +6,8 @@ use anyhow::Result;
 use clap::Args;
 use rnnlm::checkpoint::ModelDir;
 use rnnlm::oov::OovPolicy;
-use rnnlm::report::rescore::{ReportOptions, ReportOrder};
 use rnnlm::rescore::combine::Weights;
+use rnnlm::rescore::report::{ReportOptions, ReportOrder};
 use rnnlm::rescore::ScoreOptions;
 use rnnlm::score::SCORE_BATCH;
 use std::path::PathBuf;
@@ -95,10 +95,13 @@ pub(crate) fn run(args: ScoreArgs) -> Result<()> {
         );
     }
     let device = args.device.resolve()?;
-    let loaded = ModelDir::new(&args.model).load(device)?;
-    let backward = match &args.backward_model {
-        Some(dir) => Some(ModelDir::new(dir).load_backward(device)?),
-        None => None,
+    let model = ModelDir::new(&args.model);
+    let (loaded, backward) = match &args.backward_model {
+        Some(dir) => (
+            model.load_forward(device)?,
+            Some(ModelDir::new(dir).load_backward(device)?),
+        ),
+        None => (model.load(device)?, None),
     };
     let options = ScoreOptions {
         input: path_or_std(&args.input),

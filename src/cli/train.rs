@@ -154,7 +154,21 @@ pub(crate) struct TrainArgs {
 
 /// The training flags that define a run, by argument id: given on the command line
 /// with `--resume`, each must agree with the run.
-pub(crate) const RUN_FLAGS: [(&str, &str); 24] = [
+pub(crate) const RUN_FLAGS: [(&str, &str); 38] = [
+    ("patience", "--patience"),
+    ("seed", "--seed"),
+    ("clusters", "--clusters"),
+    ("softmax", "--softmax"),
+    ("cutoffs", "--cutoffs"),
+    ("level", "--level"),
+    ("lowercase", "--lowercase"),
+    ("split_punct", "--split-punct"),
+    ("drop_punct", "--drop-punct"),
+    ("split_hyphens", "--split-hyphens"),
+    ("recognizer_form", "--recognizer-form"),
+    ("reverse", "--reverse"),
+    ("min_count", "--min-count"),
+    ("max_size", "--max-size"),
     ("optimizer", "--optimizer"),
     ("batch_size", "--batch-size"),
     ("clip", "--clip"),

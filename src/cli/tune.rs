@@ -104,6 +104,9 @@ pub(crate) fn run(args: TuneArgs) -> Result<()> {
         None => None,
     };
     let loaded = match (&args.model, device) {
+        (Some(dir), Some(device)) if args.backward_model.is_some() => {
+            Some(ModelDir::new(dir).load_forward(device)?)
+        }
         (Some(dir), Some(device)) => Some(ModelDir::new(dir).load(device)?),
         _ => None,
     };

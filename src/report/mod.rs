@@ -1,5 +1,6 @@
-//! Self-contained HTML pages: the rescoring report (`score --report`) and the sampling
-//! view (`sample --steps`).
+//! Self-contained HTML pages, and the sampling view (`sample --steps`) built on them;
+//! the rescoring report (`score --report`, [`crate::rescore::report`]) is built on
+//! them too.
 //!
 //! A page is one file that opens by double-click with no network: its style and script
 //! are inlined, and its data is one JSON object in a `<script type="application/json">`
@@ -7,7 +8,6 @@
 //! colours, hover texts and bars are derived from it in the browser, so the file stays
 //! small and the numbers can be read back from it exactly.
 
-pub mod rescore;
 pub mod steps;
 
 use crate::files::write_atomic;
@@ -43,7 +43,12 @@ fn escape(text: &str) -> String {
 
 /// Writes a page: `title`, the data that `script` renders into `<main>`. The file
 /// appears whole or not at all.
-fn write_page(path: &Path, title: &str, data: &impl Serialize, script: &str) -> Result<()> {
+pub(crate) fn write_page(
+    path: &Path,
+    title: &str,
+    data: &impl Serialize,
+    script: &str,
+) -> Result<()> {
     let json = embedded_json(data)?;
     write_atomic(path, |w| {
         write!(
@@ -60,7 +65,7 @@ fn write_page(path: &Path, title: &str, data: &impl Serialize, script: &str) -> 
 
 /// A number rounded to `digits` decimals, as the CSV output prints it, so that the
 /// page and the CSV hold the same value.
-fn rounded(value: f64, digits: usize) -> f64 {
+pub(crate) fn rounded(value: f64, digits: usize) -> f64 {
     format!("{value:.digits$}").parse().unwrap_or(value)
 }
 

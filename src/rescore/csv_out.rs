@@ -1,10 +1,11 @@
 //! CSV and Kaldi N-best input: score, combine, rank and write CSV.
 
 use super::combine::{ranks, LmScores};
-use super::nbest::{word_count, Candidate, CandidateRows, CheckedRow, Columns, RowReader};
-use super::{input_name, open_input, open_per_token, write_per_token};
+use super::groups::{score_groups, Models, ScoredChunk};
+use super::nbest::{word_count, CandidateRows, Columns, RowReader};
+use super::report::{ReportCandidate, RescoreReport};
+use super::{finish_outputs, input_name, open_input, open_per_token, write_per_token};
 use super::{ScoreOptions, ScoreSummary, Scorer, Sink};
-use crate::report::rescore::{ReportCandidate, RescoreReport};
 use anyhow::{bail, Result};
 use std::io::Write;
 
@@ -48,56 +49,39 @@ pub(super) fn score_rows(
         sink.writer
             .write_record(&output_header(reader.headers(), &layout, &name)?)?;
     }
-
     let mut summary = ScoreSummary::default();
-    let mut pending: Vec<Candidate> = Vec::new();
+    let mut bad_rows = 0;
     let mut rows = CandidateRows::new(reader, &layout.columns, &name)
         .with_max_candidates(options.columns.max_candidates)?;
-    loop {
-        let next = rows.next_row()?;
-        let more = next.is_some();
-        match next {
-            Some(CheckedRow::Candidate(candidate)) => pending.push(candidate),
-            Some(CheckedRow::Bad { line, row, reason }) => {
-                bad_row(options, &mut summary, &name, line, row, &reason)?
+    let models = Models {
+        forward: Some(forward),
+        backward,
+    };
+    let bad = |line, row, reason: &str| bad_row(options, &mut bad_rows, &name, line, row, reason);
+    score_groups(
+        &mut rows,
+        options.chunk_rows,
+        models,
+        options.batch_size,
+        bad,
+        |chunk| {
+            let combined = Combined::of(&chunk, options, &layout);
+            if let Some(report) = report.as_mut() {
+                add_to_report(report, &chunk, &combined, &layout)?;
             }
-            None => {}
-        }
-        // Score when the chunk is full, but never split a group across chunks.
-        let full = pending.len() >= options.chunk_rows
-            && !last_two_in_one_group(&pending, &layout.columns);
-        if full || (!more && !pending.is_empty()) {
-            let keep = if more { pending.pop() } else { None };
-            let scored = flush(
-                Models { forward, backward },
-                options,
-                &layout,
-                &pending,
-                &mut sink.writer,
-                &mut summary,
-                report.as_mut(),
-            )?;
-            let rows: Vec<usize> = pending.iter().map(|c| c.row).collect();
-            write_per_token(&mut per_token, &rows, &scored)?;
+            write_rows(&mut sink.writer, &chunk, &combined, options, &layout)?;
+            chunk.scored.iter().for_each(|s| summary.add(s));
+            let rows: Vec<usize> = chunk.candidates.iter().map(|c| c.row).collect();
+            write_per_token(&mut per_token, &rows, &chunk.scored)?;
             sink.release()?;
-            progress.inc(pending.len() as u64);
-            (options.between_chunks)()?;
-            pending.clear();
-            pending.extend(keep);
-        }
-        if !more {
-            break;
-        }
-    }
-    if let Some(report) = report.take() {
-        report.finish()?;
-    }
-    sink.commit()?;
-    if let Some(sink) = per_token {
-        sink.commit()?;
-    }
-    if summary.bad_rows > 0 {
-        eprintln!("{name}: {} bad rows skipped", summary.bad_rows);
+            progress.inc(chunk.candidates.len() as u64);
+            (options.between_chunks)()
+        },
+    )?;
+    summary.bad_rows = bad_rows;
+    finish_outputs(report, sink, per_token)?;
+    if bad_rows > 0 {
+        eprintln!("{name}: {bad_rows} bad rows skipped");
     }
     Ok(summary)
 }
@@ -136,33 +120,10 @@ fn output_header(
     Ok(header)
 }
 
-/// The groups of a chunk, as index ranges; without a group column each row is its own.
-fn group_ranges(candidates: &[Candidate], columns: &Columns) -> Vec<std::ops::Range<usize>> {
-    let mut groups = Vec::new();
-    let mut start = 0;
-    while start < candidates.len() {
-        let end = match candidates[start].group(columns) {
-            None => start + 1,
-            group => (start..candidates.len())
-                .find(|&i| candidates[i].group(columns) != group)
-                .unwrap_or(candidates.len()),
-        };
-        groups.push(start..end);
-        start = end;
-    }
-    groups
-}
-
-fn last_two_in_one_group(pending: &[Candidate], columns: &Columns) -> bool {
-    match pending {
-        [.., a, b] => a.group(columns).is_some() && a.group(columns) == b.group(columns),
-        _ => false,
-    }
-}
-
+/// Stops at a bad row, or with `--skip-bad` reports it and counts it.
 fn bad_row(
     options: &ScoreOptions,
-    summary: &mut ScoreSummary,
+    bad_rows: &mut usize,
     name: &str,
     line: u64,
     row: usize,
@@ -173,110 +134,131 @@ fn bad_row(
         bail!("{message}; use --skip-bad to score the good rows only");
     }
     eprintln!("skipped: {message}");
-    summary.bad_rows += 1;
+    *bad_rows += 1;
     Ok(())
 }
 
-/// The forward model and, for fwd+bwd rescoring, the backward one.
-struct Models<'a, 'm> {
-    forward: &'a Scorer<'m>,
-    backward: Option<&'a Scorer<'m>>,
+/// A chunk's scores combined with the first pass, and ranked within each group.
+struct Combined {
+    lm: Vec<LmScores>,
+    words: Vec<usize>,
+    scores: Vec<f64>,
+    ranks: Vec<usize>,
 }
 
-/// Scores and writes whole groups; returns the scores for the per-token file.
-fn flush(
-    Models { forward, backward }: Models,
-    options: &ScoreOptions,
-    layout: &Layout,
-    candidates: &[Candidate],
-    writer: &mut csv::Writer<impl Write>,
-    summary: &mut ScoreSummary,
-    report: Option<&mut RescoreReport>,
-) -> Result<Vec<super::Scored>> {
-    let columns = &layout.columns;
-    let texts: Vec<&str> = candidates.iter().map(|c| c.text(columns)).collect();
-    let scored = forward.score(&texts, options.batch_size)?;
-    let backward_log_probs = match backward {
-        Some(b) => Some(b.log_probs(&texts, options.batch_size)?),
-        None => None,
-    };
-    let weights = &options.weights;
-    let lm_scores: Vec<LmScores> = candidates
-        .iter()
-        .zip(&scored)
-        .enumerate()
-        .map(|(i, (c, s))| LmScores {
-            forward: s.log_prob(),
-            backward: backward_log_probs.as_ref().map(|b| b[i]),
-            ngram: c.ngram,
-        })
-        .collect();
-    let words: Vec<usize> = texts.iter().map(|t| word_count(t)).collect();
-    let scores: Vec<f64> = candidates
-        .iter()
-        .zip(&lm_scores)
-        .zip(&words)
-        .map(|((c, lm), &n)| weights.score(c.am, lm, n))
-        .collect();
-    let rank_by: Vec<f64> = if layout.score {
-        scores.clone()
-    } else {
-        scored.iter().map(|s| s.log_prob()).collect()
-    };
-    let groups = group_ranges(candidates, columns);
-    let mut group_ranks = vec![0; candidates.len()];
-    for range in &groups {
-        group_ranks[range.clone()].copy_from_slice(&ranks(&rank_by[range.clone()]));
-    }
-    if let Some(report) = report {
-        for range in &groups {
-            let rows: Vec<ReportCandidate> = range
-                .clone()
-                .map(|i| ReportCandidate {
-                    row: candidates[i].row,
-                    text: texts[i],
-                    scored: &scored[i],
-                    lm: lm_scores[i],
-                    am: candidates[i].am,
-                    words: words[i],
-                    score: layout.score.then_some(scores[i]),
-                    rank: group_ranks[i],
-                })
-                .collect();
-            let first = &candidates[range.start];
-            let id = match first.group(columns) {
-                Some(group) => group.to_string(),
-                None => format!("row {}", first.row),
-            };
-            report.add(&id, &rows)?;
+impl Combined {
+    fn of(chunk: &ScoredChunk, options: &ScoreOptions, layout: &Layout) -> Self {
+        let columns = &layout.columns;
+        let weights = &options.weights;
+        let lm: Vec<LmScores> = chunk
+            .candidates
+            .iter()
+            .zip(&chunk.scored)
+            .enumerate()
+            .map(|(i, (c, s))| LmScores {
+                forward: s.log_prob(),
+                backward: chunk.backward.as_ref().map(|b| b[i]),
+                ngram: c.ngram,
+            })
+            .collect();
+        let words: Vec<usize> = chunk
+            .candidates
+            .iter()
+            .map(|c| word_count(c.text(columns)))
+            .collect();
+        let scores: Vec<f64> = chunk
+            .candidates
+            .iter()
+            .zip(&lm)
+            .zip(&words)
+            .map(|((c, lm), &n)| weights.score(c.am, lm, n))
+            .collect();
+        let rank_by: Vec<f64> = match layout.score {
+            true => scores.clone(),
+            false => lm.iter().map(|l| l.forward).collect(),
+        };
+        let mut group_ranks = vec![0; chunk.candidates.len()];
+        for range in &chunk.groups {
+            group_ranks[range.clone()].copy_from_slice(&ranks(&rank_by[range.clone()]));
+        }
+        Combined {
+            lm,
+            words,
+            scores,
+            ranks: group_ranks,
         }
     }
-    for (i, (c, s)) in candidates.iter().zip(&scored).enumerate() {
+}
+
+/// Hands each group of the chunk to the HTML report.
+fn add_to_report(
+    report: &mut RescoreReport,
+    chunk: &ScoredChunk,
+    combined: &Combined,
+    layout: &Layout,
+) -> Result<()> {
+    let columns = &layout.columns;
+    for range in &chunk.groups {
+        let rows: Vec<ReportCandidate> = range
+            .clone()
+            .map(|i| ReportCandidate {
+                row: chunk.candidates[i].row,
+                text: chunk.candidates[i].text(columns),
+                scored: &chunk.scored[i],
+                lm: combined.lm[i],
+                am: chunk.candidates[i].am,
+                words: combined.words[i],
+                score: layout.score.then_some(combined.scores[i]),
+                rank: combined.ranks[i],
+            })
+            .collect();
+        let first = &chunk.candidates[range.start];
+        let id = match first.group(columns) {
+            Some(group) => group.to_string(),
+            None => format!("row {}", first.row),
+        };
+        report.add(&id, &rows)?;
+    }
+    Ok(())
+}
+
+/// Writes the chunk's rows: the input's fields, then the scores.
+fn write_rows(
+    writer: &mut csv::Writer<impl Write>,
+    chunk: &ScoredChunk,
+    combined: &Combined,
+    options: &ScoreOptions,
+    layout: &Layout,
+) -> Result<()> {
+    let digits = options.digits;
+    for (i, (c, s)) in chunk.candidates.iter().zip(&chunk.scored).enumerate() {
         let lp = s.log_prob();
         let n = s.tokens.len();
         let mut out = c.fields.clone();
         out.push_field(&n.to_string());
         out.push_field(&s.oov_count.to_string());
-        let digits = options.digits;
         out.push_field(&format!("{lp:.digits$}"));
         out.push_field(&format!("{:.digits$}", lp / std::f64::consts::LN_10));
         out.push_field(&format!("{:.3}", (-lp / n as f64).exp()));
-        if let Some(b) = lm_scores[i].backward {
+        if let Some(b) = combined.lm[i].backward {
             out.push_field(&format!("{b:.digits$}"));
         }
-        if columns.ngram.is_some() || layout.backward {
-            out.push_field(&format!("{:.digits$}", weights.lm(&lm_scores[i])));
+        if layout.columns.ngram.is_some() || layout.backward {
+            out.push_field(&format!("{:.digits$}", options.weights.lm(&combined.lm[i])));
         }
         if layout.score {
-            out.push_field(&format!("{:.digits$}", scores[i]));
+            out.push_field(&format!("{:.digits$}", combined.scores[i]));
         }
-        if columns.group.is_some() {
-            out.push_field(&group_ranks[i].to_string());
-            out.push_field(if group_ranks[i] == 1 { "true" } else { "false" });
+        if layout.columns.group.is_some() {
+            out.push_field(&combined.ranks[i].to_string());
+            out.push_field(if combined.ranks[i] == 1 {
+                "true"
+            } else {
+                "false"
+            });
         }
         writer.write_record(&out)?;
-        summary.add(s);
     }
     writer.flush()?;
-    Ok(scored)
+    Ok(())
 }

@@ -9,8 +9,10 @@
 
 pub mod combine;
 mod csv_out;
+pub mod groups;
 pub mod nbest;
 pub mod references;
+pub mod report;
 pub mod sink;
 mod text;
 
@@ -18,11 +20,11 @@ use crate::checkpoint::LoadedModel;
 use crate::model::RnnLm;
 use crate::oov::{OovOptions, OovScorer};
 use crate::prefix::{shared_token_log_probs, Work};
-use crate::report::rescore::{ReportOptions, RescoreReport};
 use crate::score::token_log_probs;
 use crate::vocab::{Tokenizer, Vocab, UNK_ID};
 use anyhow::{bail, Context, Result};
 use combine::Weights;
+use report::{ReportOptions, RescoreReport};
 use sink::Sink;
 use std::fs::File;
 use std::io::{self, Read};
@@ -77,7 +79,7 @@ pub struct ScoreOptions {
     /// Run the candidates' shared prefixes once ([`crate::prefix`]); the numbers are
     /// the same either way.
     pub prefix_sharing: bool,
-    /// Also write an HTML report of the scored rows ([`crate::report::rescore`]).
+    /// Also write an HTML report of the scored rows ([`crate::rescore::report`]).
     pub report: Option<ReportOptions>,
 }
 
@@ -376,4 +378,21 @@ fn open_per_token(options: &ScoreOptions) -> Result<Option<Sink>> {
     sink.writer
         .write_record(["row", "position", "token", "logprob", "oov_log_share"])?;
     Ok(Some(sink))
+}
+
+/// Writes the report's page and commits the output and per-token files, in that order:
+/// a failure leaves no output half written.
+fn finish_outputs(
+    report: &mut Option<RescoreReport>,
+    sink: Sink,
+    per_token: Option<Sink>,
+) -> Result<()> {
+    if let Some(report) = report.take() {
+        report.finish()?;
+    }
+    sink.commit()?;
+    if let Some(sink) = per_token {
+        sink.commit()?;
+    }
+    Ok(())
 }

@@ -61,7 +61,16 @@ pub struct RowReader {
 
 enum Source {
     Csv(csv::Reader<Box<dyn Read>>, csv::ByteRecord),
-    Kaldi(BufReader<Box<dyn Read>>, Vec<u8>, u64),
+    /// Kaldi N-best text or plain text: the reader, its line buffer, the line number
+    /// and the empty lines skipped.
+    Lines(LineFormat, BufReader<Box<dyn Read>>, Vec<u8>, u64, usize),
+}
+
+/// What a line of a line-based input holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LineFormat {
+    Kaldi,
+    Text,
 }
 
 impl RowReader {
@@ -75,8 +84,12 @@ impl RowReader {
     ) -> Result<Self> {
         match format {
             Format::Kaldi => Ok(RowReader {
-                source: Source::Kaldi(BufReader::new(input), Vec::new(), 0),
+                source: Source::Lines(LineFormat::Kaldi, BufReader::new(input), Vec::new(), 0, 0),
                 headers: csv::StringRecord::from(vec!["utterance_id", "candidate", "sentence"]),
+            }),
+            Format::Text => Ok(RowReader {
+                source: Source::Lines(LineFormat::Text, BufReader::new(input), Vec::new(), 0, 0),
+                headers: csv::StringRecord::from(vec!["sentence"]),
             }),
             Format::Csv => {
                 // Row lengths are checked against the header here, not by the reader,
@@ -97,7 +110,6 @@ impl RowReader {
                     headers,
                 })
             }
-            Format::Text => bail!("text input has no rows of fields"),
         }
         .and_then(|reader| {
             // Which of two columns of one name a flag means would be a guess.
@@ -122,7 +134,15 @@ impl RowReader {
     /// Whether an empty sentence is a real hypothesis (Kaldi writes empty ones) rather
     /// than a bad row.
     pub fn allows_empty_sentences(&self) -> bool {
-        matches!(self.source, Source::Kaldi(..))
+        matches!(self.source, Source::Lines(LineFormat::Kaldi, ..))
+    }
+
+    /// Empty lines skipped so far (line-based input).
+    pub fn empty_lines(&self) -> usize {
+        match self.source {
+            Source::Lines(.., empty) => empty,
+            Source::Csv(..) => 0,
+        }
     }
 
     /// The next row; `Err` only for an I/O error.
@@ -161,7 +181,7 @@ impl RowReader {
                     Ok(RowEvent::Bad { line, reason })
                 }
             },
-            Source::Kaldi(reader, buffer, line) => loop {
+            Source::Lines(format, reader, buffer, line, empty) => loop {
                 buffer.clear();
                 if reader
                     .read_until(b'\n', buffer)
@@ -180,9 +200,14 @@ impl RowReader {
                     });
                 };
                 if text.trim().is_empty() {
+                    *empty += 1;
                     continue;
                 }
-                return Ok(match kaldi_fields(text) {
+                let fields = match format {
+                    LineFormat::Kaldi => kaldi_fields(text),
+                    LineFormat::Text => Ok(csv::StringRecord::from(vec![text])),
+                };
+                return Ok(match fields {
                     Ok(fields) => RowEvent::Row {
                         line: *line,
                         fields,
@@ -220,6 +245,9 @@ pub struct Columns {
     pub am: Option<usize>,
     /// A first-pass n-gram log score, and its base.
     pub ngram: Option<(usize, LogBase)>,
+    /// The candidate's number in its list (`candidate_id`, or Kaldi's N), whose order
+    /// the rows must follow.
+    pub candidate: Option<usize>,
     /// Empty sentences are hypotheses, not bad rows.
     pub allow_empty: bool,
 }
@@ -278,6 +306,9 @@ impl Columns {
             },
             am: optional(&names.am, "--am-column")?,
             ngram: optional(&names.ngram, "--ngram-column")?.map(|i| (i, names.ngram_base)),
+            candidate: headers
+                .iter()
+                .position(|h| h == "candidate_id" || h == "candidate"),
             allow_empty: reader.allows_empty_sentences(),
         })
     }
@@ -353,6 +384,14 @@ impl Candidate {
     pub fn group<'a>(&'a self, columns: &Columns) -> Option<&'a str> {
         columns.group.and_then(|g| self.fields.get(g))
     }
+
+    /// Its number in its list, where the input numbers candidates with integers.
+    pub fn number(&self, columns: &Columns) -> Option<i64> {
+        columns
+            .candidate
+            .and_then(|c| self.fields.get(c))
+            .and_then(|n| n.trim().parse().ok())
+    }
 }
 
 /// Words of a hypothesis as word error rate and the length penalty count them.
@@ -360,19 +399,39 @@ pub fn word_count(text: &str) -> usize {
     text.split_whitespace().count()
 }
 
-/// Checks that the rows of each group are adjacent, as N-best lists are.
+/// Checks that the rows of each group are adjacent, as N-best lists are, and that
+/// numbered candidates come in their order: a list's first row is its first pass, and
+/// `--max-candidates` keeps the first rows.
 #[derive(Default)]
 pub struct GroupOrder {
     finished: HashSet<String>,
     current: Option<String>,
+    last_number: Option<i64>,
 }
 
 impl GroupOrder {
-    /// Notes the group of the next row; an error when that group ended earlier.
-    pub fn see(&mut self, group: &str, name: &str, line: u64, row: usize) -> Result<()> {
+    /// Notes the group of the next row and its candidate number; an error when that
+    /// group ended earlier, or when the number does not follow the group's last one.
+    pub fn see(
+        &mut self,
+        group: &str,
+        number: Option<i64>,
+        name: &str,
+        line: u64,
+        row: usize,
+    ) -> Result<()> {
         if self.current.as_deref() == Some(group) {
+            if let (Some(last), Some(number)) = (self.last_number, number) {
+                if number <= last {
+                    bail!(
+                        "{name}: line {line} (row {row}): candidate {number} follows candidate {last} in group '{group}'; a list's first row is its first pass, so its rows must be in candidate order (sort each list by its candidate number)"
+                    );
+                }
+            }
+            self.last_number = number;
             return Ok(());
         }
+        self.last_number = number;
         if self.finished.contains(group) {
             bail!(
                 "{name}: line {line} (row {row}): group '{group}' appeared earlier with other groups in between; the candidates of one utterance must be adjacent"
@@ -428,6 +487,16 @@ impl<'a> CandidateRows<'a> {
         }
     }
 
+    /// Empty lines skipped so far (line-based input).
+    pub fn empty_lines(&self) -> usize {
+        self.reader.empty_lines()
+    }
+
+    /// The columns the rows are checked against.
+    pub fn columns(&self) -> &Columns {
+        self.columns
+    }
+
     /// Keeps the first `max` candidates of each group, in file order, and skips the
     /// rest: a deep N-best list read at a shallower depth. Needs a group column.
     pub fn with_max_candidates(mut self, max: Option<usize>) -> Result<Self> {
@@ -473,7 +542,8 @@ impl<'a> CandidateRows<'a> {
                     if self.groups.current.as_deref() != Some(group) {
                         self.in_group = 0;
                     }
-                    self.groups.see(group, self.name, line, row)?;
+                    let number = candidate.number(self.columns);
+                    self.groups.see(group, number, self.name, line, row)?;
                 }
                 self.in_group += 1;
                 CheckedRow::Candidate(candidate)

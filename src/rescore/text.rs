@@ -1,15 +1,16 @@
 //! Plain text: one sentence per line, with a corpus summary in SRILM's `-ppl` terms.
 
 use super::combine::LmScores;
-use super::nbest::word_count;
-use super::{input_name, open_input, open_per_token, write_per_token};
-use super::{ScoreOptions, ScoreSummary, Scorer};
-use crate::report::rescore::{ReportCandidate, RescoreReport};
-use anyhow::{bail, Context, Result};
-use std::io::{BufRead, BufReader};
+use super::groups::{score_groups, Models};
+use super::nbest::{word_count, CandidateRows, ColumnNames, Columns, LogBase, RowReader};
+use super::report::{ReportCandidate, RescoreReport};
+use super::{finish_outputs, input_name, open_input, open_per_token, write_per_token};
+use super::{Format, ScoreOptions, ScoreSummary, Scored, Scorer};
+use anyhow::{bail, Result};
 
 /// Prints logprob, log10prob, perplexity, tokens, oov_count and the sentence per line,
-/// and a corpus summary on stderr (see [`srilm_summary`]).
+/// and a corpus summary on stderr (see [`srilm_summary`]). Each line is a group of
+/// one; the per-token file and the report number sentences by their line.
 pub(super) fn score_text(
     scorer: &Scorer,
     options: &ScoreOptions,
@@ -17,7 +18,22 @@ pub(super) fn score_text(
     report: &mut Option<RescoreReport>,
 ) -> Result<ScoreSummary> {
     let name = input_name(options.input.as_deref());
-    let mut reader = BufReader::new(open_input(options.input.as_deref())?);
+    let reader = RowReader::new(
+        open_input(options.input.as_deref())?,
+        Format::Text,
+        &name,
+        None,
+    )?;
+    let names = ColumnNames {
+        text: "sentence".to_string(),
+        group: None,
+        am: None,
+        ngram: None,
+        ngram_base: LogBase::E,
+        headerless: None,
+        max_candidates: None,
+    };
+    let columns = Columns::find(&reader, &names, &name)?;
     let mut sink = super::Sink::create(options.output.as_deref(), b'\t')?;
     let mut per_token = open_per_token(options)?;
     sink.writer.write_record([
@@ -29,93 +45,85 @@ pub(super) fn score_text(
         "sentence",
     ])?;
     let mut summary = ScoreSummary::default();
-    let mut line_number = 0;
-    let mut empty = 0;
-    let mut buffer = Vec::new();
-    loop {
-        let mut rows = Vec::new();
-        let mut sentences = Vec::new();
-        while sentences.len() < options.chunk_rows {
-            buffer.clear();
-            if reader
-                .read_until(b'\n', &mut buffer)
-                .with_context(|| format!("cannot read {name}"))?
-                == 0
-            {
-                break;
-            }
-            line_number += 1;
-            let raw = buffer.strip_suffix(b"\n").unwrap_or(&buffer);
-            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-            let Ok(line) = std::str::from_utf8(raw) else {
-                let message = format!("{name}:{line_number}: invalid UTF-8");
-                if options.skip_bad {
-                    eprintln!("skipped: {message}");
-                    summary.bad_rows += 1;
-                    continue;
+    let mut bad_rows = 0;
+    let mut rows = CandidateRows::new(reader, &columns, &name);
+    let models = Models {
+        forward: Some(scorer),
+        backward: None,
+    };
+    let bad = |line, _row, reason: &str| {
+        let message = format!("{name}:{line}: {reason}");
+        if !options.skip_bad {
+            bail!(message);
+        }
+        eprintln!("skipped: {message}");
+        bad_rows += 1;
+        Ok(())
+    };
+    score_groups(
+        &mut rows,
+        options.chunk_rows,
+        models,
+        options.batch_size,
+        bad,
+        |chunk| {
+            let lines: Vec<usize> = chunk.candidates.iter().map(|c| c.line as usize).collect();
+            for ((candidate, s), &line) in chunk.candidates.iter().zip(&chunk.scored).zip(&lines) {
+                let sentence = candidate.text(&columns);
+                if let Some(report) = report.as_mut() {
+                    report.add(&format!("line {line}"), &[report_row(line, sentence, s)])?;
                 }
-                bail!(message);
-            };
-            if line.trim().is_empty() {
-                empty += 1;
-                continue;
+                write_line(&mut sink.writer, sentence, s, options.digits)?;
+                summary.add(s);
             }
-            rows.push(line_number);
-            sentences.push(line.to_string());
-        }
-        if sentences.is_empty() {
-            break;
-        }
-        let texts: Vec<&str> = sentences.iter().map(String::as_str).collect();
-        let scored = scorer.score(&texts, options.batch_size)?;
-        for ((sentence, s), &row) in sentences.iter().zip(&scored).zip(&rows) {
-            if let Some(report) = report.as_mut() {
-                let lm = LmScores {
-                    forward: s.log_prob(),
-                    ..LmScores::default()
-                };
-                report.add(
-                    &format!("line {row}"),
-                    &[ReportCandidate {
-                        row,
-                        text: sentence,
-                        scored: s,
-                        lm,
-                        am: None,
-                        words: word_count(sentence),
-                        score: None,
-                        rank: 1,
-                    }],
-                )?;
-            }
-            let lp = s.log_prob();
-            let n = s.tokens.len();
-            let ppl = (-lp / n as f64).exp();
-            let digits = options.digits;
-            sink.writer.write_record([
-                format!("{lp:.digits$}"),
-                format!("{:.digits$}", lp / std::f64::consts::LN_10),
-                format!("{ppl:.3}"),
-                n.to_string(),
-                s.oov_count.to_string(),
-                sentence.clone(),
-            ])?;
-            summary.add(s);
-        }
-        write_per_token(&mut per_token, &rows, &scored)?;
-        sink.release()?;
-        progress.inc(sentences.len() as u64);
-        (options.between_chunks)()?;
-    }
-    if let Some(report) = report.take() {
-        report.finish()?;
-    }
-    sink.commit()?;
-    if let Some(sink) = per_token {
-        sink.commit()?;
-    }
+            write_per_token(&mut per_token, &lines, &chunk.scored)?;
+            sink.release()?;
+            progress.inc(chunk.candidates.len() as u64);
+            (options.between_chunks)()
+        },
+    )?;
+    summary.bad_rows = bad_rows;
+    let empty = rows.empty_lines();
+    finish_outputs(report, sink, per_token)?;
     eprintln!("{}", srilm_summary(&name, &summary, empty));
     Ok(summary)
+}
+
+/// A line as the report shows it: one candidate, its own group.
+fn report_row<'a>(line: usize, sentence: &'a str, scored: &'a Scored) -> ReportCandidate<'a> {
+    ReportCandidate {
+        row: line,
+        text: sentence,
+        scored,
+        lm: LmScores {
+            forward: scored.log_prob(),
+            ..LmScores::default()
+        },
+        am: None,
+        words: word_count(sentence),
+        score: None,
+        rank: 1,
+    }
+}
+
+/// One output line: logprob, log10prob, perplexity, tokens, oov_count, sentence.
+fn write_line(
+    writer: &mut csv::Writer<impl std::io::Write>,
+    sentence: &str,
+    scored: &Scored,
+    digits: usize,
+) -> Result<()> {
+    let lp = scored.log_prob();
+    let n = scored.tokens.len();
+    writer.write_record([
+        format!("{lp:.digits$}"),
+        format!("{:.digits$}", lp / std::f64::consts::LN_10),
+        format!("{:.3}", (-lp / n as f64).exp()),
+        n.to_string(),
+        scored.oov_count.to_string(),
+        sentence.to_string(),
+    ])?;
+    Ok(())
 }
 
 /// The corpus summary with SRILM's fields and meanings: `logprob=` is log10, `ppl=`

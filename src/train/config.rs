@@ -93,8 +93,10 @@ pub struct TrainConfig {
     /// Replace the model in `out` (at the new run's first checkpoint).
     #[serde(default)]
     pub force: bool,
-    /// The settings given explicitly (as flags: `--batch-size`): on `--resume`, one
-    /// that disagrees with the resumed run is refused, and the others are the run's.
+    /// The settings given explicitly, as flags (`--batch-size`). On `--resume` every
+    /// other setting is the run's, and one given that disagrees with the run is refused;
+    /// under the plateau schedule `--epochs` and `--patience` given anew lengthen or
+    /// shorten the run instead.
     #[serde(skip)]
     pub given: Vec<String>,
 }

@@ -1,18 +1,12 @@
-//! One pass over the training data: batches, steps, the learning-rate schedule and
-//! the random streams of each epoch.
+//! What an epoch is made of: where it starts, what it did, the learning-rate schedule
+//! and the random streams of each epoch.
 
 use super::{LrSchedule, TrainConfig};
-use crate::average::WeightAverage;
-use crate::data::{length_batches, Corpus, SentenceBatch, TokenStream};
-use crate::model::{RnnLm, State};
-use crate::optim::Optimizer;
-use crate::progress::Progress;
-use crate::regularize::{activation_penalty, consecutive_positions};
-use anyhow::{bail, Context, Result};
+use crate::model::State;
+use anyhow::{bail, Result};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::time::Instant;
-use tch::Tensor;
 
 /// The shuffling generator of epoch `epoch` (0-based) of a run seeded with `seed`.
 /// It depends only on the two, so a run resumed inside epoch k shuffles as an uncut
@@ -23,7 +17,7 @@ pub(super) fn epoch_rng(seed: u64, epoch: usize) -> StdRng {
 
 /// Seeds libtorch's generator (dropout) for batch `batch` of epoch `epoch`: seeded
 /// per batch, a run resumed at any batch draws what an uncut run draws there.
-fn seed_batch(seed: u64, epoch: usize, batch: usize) {
+pub(super) fn seed_batch(seed: u64, epoch: usize, batch: usize) {
     let mixed = splitmix64(splitmix64(seed ^ splitmix64(epoch as u64 + 1)) ^ batch as u64);
     tch::manual_seed((mixed >> 1) as i64);
 }
@@ -71,7 +65,7 @@ impl Schedule<'_> {
         Some(cooled_rate(c.lr, c.lr_cooldown, by_epochs.max(by_time)))
     }
 
-    fn past_deadline(&self) -> bool {
+    pub(super) fn past_deadline(&self) -> bool {
         self.deadline
             .is_some_and(|d| self.start.elapsed().as_secs_f64() >= d)
     }
@@ -87,8 +81,6 @@ pub(super) struct EpochStart {
     pub(super) tokens: usize,
     /// Their training seconds.
     pub(super) seconds: f64,
-    /// In stream mode, the recurrent state carried into the next chunk.
-    pub(super) carried: Option<State>,
 }
 
 /// A batch whose loss is not finite, or beyond any model's (100 nats per token).
@@ -120,6 +112,8 @@ pub(super) struct EpochStats {
     pub(super) batches: usize,
     /// In stream mode, the recurrent state that the next chunk reads.
     pub(super) carried: Option<State>,
+    /// The learning rate at the epoch's start, as the history records it.
+    pub(super) lr: f64,
 }
 
 impl EpochStats {
@@ -134,15 +128,9 @@ impl EpochStats {
     }
 }
 
-/// What a step updates: the weights, through the optimizer, and their average.
-pub(super) struct Update<'a> {
-    pub(super) optimizer: &'a mut Optimizer,
-    pub(super) average: Option<&'a mut WeightAverage>,
-}
-
 /// Refuses a resumed epoch that claims more batches done than the epoch has: its
 /// state was changed, or the data is not the data the run was cut on.
-fn check_begun(
+pub(super) fn check_begun(
     begun: &EpochStart,
     batches: usize,
     config: &TrainConfig,
@@ -157,162 +145,6 @@ fn check_begun(
         );
     }
     Ok(())
-}
-
-/// One pass over the training data from `begun`, stopping early at the schedule's
-/// deadline or when `steps_left` reaches 0.
-pub(super) fn run_epoch(
-    model: &RnnLm,
-    update: Update,
-    corpus: &Corpus,
-    rng: &mut StdRng,
-    schedule: &Schedule,
-    begun: EpochStart,
-    steps_left: &mut Option<usize>,
-) -> Result<EpochStats> {
-    let config = schedule.config;
-    let epoch_start = Instant::now();
-    let progress = Progress::tokens(corpus.tokens() as u64);
-    progress.inc(begun.tokens as u64);
-    let mut stats = EpochStats {
-        loss_sum: begun.loss_sum,
-        tokens: begun.tokens,
-        seconds: begun.seconds,
-        batches_done: begun.batches_done,
-        batches: 0,
-        carried: None,
-    };
-    let Update {
-        optimizer,
-        mut average,
-    } = update;
-    let regularization = &config.regularization;
-    // `penalty`: the activation penalties, added to the mean loss that is minimized
-    // but not to the loss that is reported.
-    let mut step = |loss_sum: Tensor,
-                    penalty: Option<Tensor>,
-                    tokens: usize,
-                    stats: &mut EpochStats,
-                    steps_left: &mut Option<usize>|
-     -> Result<()> {
-        if let Some(lr) = schedule.rate(stats.fraction()) {
-            optimizer.set_lr(lr);
-        }
-        let loss = f64::try_from(&loss_sum)?;
-        let per_token = loss / tokens as f64;
-        // Before the step, so that a non-finite loss never reaches the weights or
-        // Adam's moments.
-        if !per_token.is_finite() || per_token > 100.0 {
-            return Err(Diverged { per_token }.into());
-        }
-        let objective = &loss_sum / tokens as f64;
-        let objective = match penalty {
-            Some(penalty) => objective + penalty,
-            None => objective,
-        };
-        optimizer.step(&objective, config.clip)?;
-        if let Some(average) = average.as_deref_mut() {
-            average.update()?;
-        }
-        stats.loss_sum += loss;
-        stats.tokens += tokens;
-        stats.batches_done += 1;
-        if let Some(left) = steps_left {
-            *left = left.saturating_sub(1);
-        }
-        progress.inc(tokens as u64);
-        progress.set_message(|| format!("{:.3}", stats.loss_sum / stats.tokens as f64));
-        Ok(())
-    };
-    let stop = |steps_left: &Option<usize>| schedule.past_deadline() || *steps_left == Some(0);
-    let seed = config.seed;
-
-    if config.stream {
-        let stream = TokenStream::new(corpus, config.batch_size, model.device())
-            .with_context(|| config.data.join("train.txt").display().to_string())?;
-        let chunks: Vec<(Tensor, Tensor)> = stream.chunks(config.bptt).collect();
-        stats.batches = chunks.len();
-        check_begun(&begun, stats.batches, config, schedule.epoch)?;
-        let mut state = begun
-            .carried
-            .unwrap_or_else(|| model.zero_state(config.batch_size as i64));
-        for (i, (inputs, targets)) in chunks.iter().enumerate().skip(begun.batches_done) {
-            if stop(steps_left) {
-                break;
-            }
-            seed_batch(seed, schedule.epoch, i);
-            let pass = model.forward_train(inputs, &state.detach(), regularization);
-            state = pass.state;
-            let width = pass.output.size()[2];
-            let hidden = pass.output.reshape([-1, width]);
-            let log_probs = model.target_log_probs(&hidden, &targets.reshape([-1]));
-            let raw = pass.raw.as_ref();
-            let steps = raw.map(|raw| {
-                let time = raw.size()[1];
-                (raw.narrow(1, 1, time - 1), raw.narrow(1, 0, time - 1))
-            });
-            let penalty = activation_penalty(
-                regularization,
-                &hidden,
-                steps.as_ref().map(|(next, previous)| (next, previous)),
-            );
-            step(
-                -log_probs.sum(None),
-                penalty,
-                targets.numel(),
-                &mut stats,
-                steps_left,
-            )?;
-        }
-        stats.carried = Some(state.detach());
-    } else {
-        let lengths: Vec<usize> = corpus.sentences.iter().map(Vec::len).collect();
-        let batches = length_batches(&lengths, config.batch_size, Some(rng));
-        stats.batches = batches.len();
-        check_begun(&begun, stats.batches, config, schedule.epoch)?;
-        for (i, rows) in batches.iter().enumerate().skip(begun.batches_done) {
-            if stop(steps_left) {
-                break;
-            }
-            seed_batch(seed, schedule.epoch, i);
-            let sentences: Vec<&[i64]> = rows
-                .iter()
-                .map(|&r| corpus.sentences[r].as_slice())
-                .collect();
-            let batch = SentenceBatch::new(&sentences, model.device());
-            let pass = model.forward_train(
-                &batch.inputs,
-                &model.zero_state(batch.size()),
-                regularization,
-            );
-            let hidden = batch.gather(&pass.output);
-            let log_probs = model.target_log_probs(&hidden, &batch.targets);
-            let steps = pass.raw.as_ref().map(|raw| {
-                let size = raw.size();
-                let (next, previous) = consecutive_positions(&batch.lengths, size[1] as usize);
-                let flat = raw.reshape([-1, size[2]]);
-                let rows = |index: Vec<i64>| {
-                    flat.index_select(0, &Tensor::from_slice(&index).to(flat.device()))
-                };
-                (rows(next), rows(previous))
-            });
-            let penalty = activation_penalty(
-                regularization,
-                &hidden,
-                steps.as_ref().map(|(next, previous)| (next, previous)),
-            );
-            step(
-                -log_probs.sum(None),
-                penalty,
-                batch.lengths.iter().sum(),
-                &mut stats,
-                steps_left,
-            )?;
-        }
-    }
-    progress.finish();
-    stats.seconds += epoch_start.elapsed().as_secs_f64();
-    Ok(stats)
 }
 
 #[cfg(test)]

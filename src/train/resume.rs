@@ -7,6 +7,7 @@ use crate::average::WeightAverage;
 use crate::checkpoint::{load_weights, ModelDir, SavedConfig};
 use crate::model::State;
 use crate::optim::Optimizer;
+use crate::output::OutputConfig;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use tch::{nn, Device, Tensor};
@@ -16,11 +17,13 @@ const CARRIED_HIDDEN: &str = "stream_state.hidden";
 const CARRIED_CELL: &str = "stream_state.cell";
 
 /// The settings of the run being resumed, as its first run saved them in
-/// `config.json`, with what this command line may change: the data, patience, the
-/// epochs and time limit (with the plateau schedule) and the step limit. A setting
-/// given explicitly that disagrees with the run is refused. The run's extra training
-/// files and validation file stay unless others are given: a resume that names only
-/// `--data` goes on with the run's text, not with `DIR/train.txt` alone.
+/// `config.json`: its schedule, epochs, patience, seed, tokenizer, vocabulary, output
+/// layer, network and regularizers. A flag given explicitly that disagrees with the
+/// run is refused. This command line may change the data, the step limit and, with the
+/// plateau schedule, the time limit, and there an explicit `--epochs` or `--patience`
+/// lengthens (or shortens) the run. The run's extra training files and validation file
+/// stay unless others are given: a resume that names only `--data` goes on with the
+/// run's text, not with `DIR/train.txt` alone.
 pub(super) fn settings(
     given: &TrainConfig,
     saved: &SavedConfig,
@@ -33,6 +36,54 @@ pub(super) fn settings(
         );
     };
     let mut effective = given.clone();
+    keep_the_runs_files(given, &run, &mut effective);
+    let mut conflicts = Conflicts {
+        given: &given.given,
+        found: Vec::new(),
+    };
+    take_the_runs_schedule(&mut conflicts, given, &run, &mut effective)?;
+    check_the_saved_model(&mut conflicts, given, saved)?;
+    effective.tokenizer = saved.tokenizer.clone();
+    effective.vocab_limits = saved.vocab_limits;
+    effective.model = saved.model.clone();
+    conflicts.refuse(dir)?;
+    take_the_runs_length(given, &run, &mut effective);
+    Ok(effective)
+}
+
+/// The flags given explicitly that disagree with the run, as the refusal lists them.
+struct Conflicts<'a> {
+    given: &'a [String],
+    found: Vec<String>,
+}
+
+impl Conflicts<'_> {
+    /// Notes `flag` when it was given and its value differs from the run's.
+    fn check(&mut self, flag: &str, ours: String, theirs: String, whose: &str) {
+        if ours != theirs && self.given.iter().any(|g| g == flag) {
+            self.found
+                .push(format!("{flag} {ours} (the {whose} has {theirs})"));
+        }
+    }
+
+    fn refuse(self, dir: &ModelDir) -> Result<()> {
+        let found = self.found;
+        if found.is_empty() {
+            return Ok(());
+        }
+        let one = found.len() == 1;
+        bail!(
+            "{}: --resume goes on with the run's own settings, and {} disagree{}; drop {}, or start a new run with --force",
+            dir.root.display(),
+            found.join(", "),
+            if one { "s" } else { "" },
+            if one { "it" } else { "them" }
+        )
+    }
+}
+
+/// Training on the run's extra text and validating on its file, unless others are given.
+fn keep_the_runs_files(given: &TrainConfig, run: &TrainConfig, effective: &mut TrainConfig) {
     if given.extra_train.is_empty() && !run.extra_train.is_empty() {
         tracing::info!(
             "--resume: training on the run's extra text too ({})",
@@ -47,78 +98,116 @@ pub(super) fn settings(
             effective.valid = Some(valid.clone());
         }
     }
-    let mut conflicts = Vec::new();
-    let mut check = |flag: &str, ours: String, theirs: String, whose: &str| {
-        if ours != theirs && given.given.iter().any(|g| g == flag) {
-            conflicts.push(format!("{flag} {ours} (the {whose} has {theirs})"));
-        }
-    };
+}
+
+/// The optimizer, the batches, the learning-rate schedule, the seed and the budget,
+/// taken from the run.
+fn take_the_runs_schedule(
+    conflicts: &mut Conflicts,
+    given: &TrainConfig,
+    run: &TrainConfig,
+    effective: &mut TrainConfig,
+) -> Result<()> {
     macro_rules! from_run {
-        ($field:ident, $flag:expr) => {
-            check($flag, shown(&given.$field)?, shown(&run.$field)?, "run");
+        ($($field:ident $flag:literal),*) => {$(
+            conflicts.check($flag, shown(&given.$field)?, shown(&run.$field)?, "run");
             effective.$field = run.$field.clone();
-        };
+        )*};
     }
-    from_run!(optimizer, "--optimizer");
-    from_run!(batch_size, "--batch-size");
-    from_run!(clip, "--clip");
-    from_run!(stream, "--stream");
-    from_run!(bptt, "--bptt");
-    from_run!(lr_schedule, "--lr-schedule");
-    from_run!(lr_cooldown, "--lr-cooldown");
-    from_run!(lr, "--lr");
-    from_run!(lr_decay, "--lr-decay");
-    // The regularizers are part of the run, each with its own flag.
+    from_run!(optimizer "--optimizer", batch_size "--batch-size", clip "--clip",
+        stream "--stream", bptt "--bptt", lr_schedule "--lr-schedule",
+        lr_cooldown "--lr-cooldown", lr "--lr", lr_decay "--lr-decay", seed "--seed",
+        clusters "--clusters");
     macro_rules! regularizer {
-        ($field:ident, $flag:expr) => {
-            check(
+        ($($field:ident $flag:literal),*) => {$(
+            conflicts.check(
                 $flag,
                 shown(&given.regularization.$field)?,
                 shown(&run.regularization.$field)?,
                 "run",
             );
-        };
+        )*};
     }
-    regularizer!(locked_dropout, "--locked-dropout");
-    regularizer!(embed_dropout, "--embed-dropout");
-    regularizer!(weight_drop, "--weight-drop");
-    regularizer!(ar, "--ar");
-    regularizer!(tar, "--tar");
-    regularizer!(weight_decay, "--weight-decay");
-    regularizer!(ema_decay, "--ema-decay");
+    regularizer!(locked_dropout "--locked-dropout", embed_dropout "--embed-dropout",
+        weight_drop "--weight-drop", ar "--ar", tar "--tar", weight_decay "--weight-decay",
+        ema_decay "--ema-decay");
     effective.regularization = run.regularization.clone();
-    // The network is the saved one; a shape flag can only agree with it.
-    macro_rules! shape {
-        ($field:ident, $flag:expr) => {
-            check(
-                $flag,
-                shown(&given.model.$field)?,
-                shown(&saved.model.$field)?,
-                "model",
-            );
-        };
-    }
-    shape!(cell, "--cell");
-    shape!(embed, "--embed");
-    shape!(hidden, "--hidden");
-    shape!(layers, "--layers");
-    shape!(dropout, "--dropout");
-    shape!(tie, "--tie");
-    // The linear schedule falls to zero over the run's budget, which must stay.
     if run.lr_schedule == LrSchedule::Linear {
-        from_run!(epochs, "--epochs");
-        from_run!(time_limit, "--time-limit");
+        // The linear schedule falls to zero over the run's budget, which must stay.
+        from_run!(epochs "--epochs", time_limit "--time-limit", patience "--patience");
     }
-    if !conflicts.is_empty() {
-        bail!(
-            "{}: --resume goes on with the run's own settings, and {} disagree{}; drop {}, or start a new run with --force",
-            dir.root.display(),
-            conflicts.join(", "),
-            if conflicts.len() == 1 { "s" } else { "" },
-            if conflicts.len() == 1 { "it" } else { "them" }
-        );
+    Ok(())
+}
+
+/// Under the plateau schedule the run's epochs and patience are the run's unless given
+/// anew, where they lengthen or shorten it.
+fn take_the_runs_length(given: &TrainConfig, run: &TrainConfig, effective: &mut TrainConfig) {
+    if run.lr_schedule == LrSchedule::Linear {
+        return;
     }
-    Ok(effective)
+    for (flag, ours, theirs, field) in [
+        ("--epochs", given.epochs, run.epochs, &mut effective.epochs),
+        (
+            "--patience",
+            given.patience,
+            run.patience,
+            &mut effective.patience,
+        ),
+    ] {
+        if !given.given.iter().any(|g| g == flag) {
+            *field = theirs;
+        } else if ours != theirs {
+            tracing::info!("--resume: {flag} {ours} (the run had {theirs})");
+        }
+    }
+}
+
+/// The tokenizer, the vocabulary cut, the output layer and the network are the saved
+/// model's; a flag for them can only agree with it.
+fn check_the_saved_model(
+    conflicts: &mut Conflicts,
+    given: &TrainConfig,
+    saved: &SavedConfig,
+) -> Result<()> {
+    macro_rules! saved {
+        ($part:ident: $($field:ident $flag:literal),*) => {$(
+            conflicts.check($flag, shown(&given.$part.$field)?, shown(&saved.$part.$field)?, "model");
+        )*};
+    }
+    saved!(model: cell "--cell", embed "--embed", hidden "--hidden", layers "--layers",
+        dropout "--dropout", tie "--tie");
+    saved!(tokenizer: level "--level", lowercase "--lowercase", split_punct "--split-punct",
+        drop_punct "--drop-punct", split_hyphens "--split-hyphens", reverse "--reverse");
+    saved!(vocab_limits: min_count "--min-count", max_size "--max-size");
+    let form =
+        |t: &crate::vocab::Tokenizer| (t.lowercase && t.drop_punct && t.split_hyphens).to_string();
+    conflicts.check(
+        "--recognizer-form",
+        form(&given.tokenizer),
+        form(&saved.tokenizer),
+        "model",
+    );
+    let kind = |output: &OutputConfig| match output {
+        OutputConfig::Full => "full",
+        OutputConfig::Class { .. } => "class",
+    };
+    conflicts.check(
+        "--softmax",
+        kind(&given.model.output).into(),
+        kind(&saved.model.output).into(),
+        "model",
+    );
+    let cutoffs = |output: &OutputConfig| match output {
+        OutputConfig::Class { cutoffs } => shown(cutoffs),
+        OutputConfig::Full => Ok("none".to_string()),
+    };
+    conflicts.check(
+        "--cutoffs",
+        cutoffs(&given.model.output)?,
+        cutoffs(&saved.model.output)?,
+        "model",
+    );
+    Ok(())
 }
 
 /// Loads the weights after the last step, the optimizer's state and the weight

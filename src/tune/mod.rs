@@ -18,8 +18,9 @@ pub mod search;
 use crate::checkpoint::LoadedModel;
 use crate::oov::OovOptions;
 use crate::rescore::combine::LmScores;
+use crate::rescore::groups::{score_groups, Models, ScoredChunk};
 use crate::rescore::nbest::{
-    require_column, word_count, CandidateRows, CheckedRow, ColumnNames, Columns, RowReader,
+    require_column, word_count, Candidate, CandidateRows, ColumnNames, Columns, RowReader,
 };
 use crate::rescore::references::References;
 use crate::rescore::{input_name, open_input, Format, Scorer, CHUNK_ROWS};
@@ -128,12 +129,6 @@ struct Utterance {
     reference_words: usize,
 }
 
-/// A candidate waiting for the model.
-struct Waiting {
-    text: String,
-    cached: Cached,
-}
-
 /// Scores the dev set and tunes every row of the report; `model` is `None` with
 /// `scored`, `backward` a backward model to mix in.
 pub fn tune(
@@ -142,21 +137,9 @@ pub fn tune(
     options: &TuneOptions,
 ) -> Result<TuneReport> {
     let name = input_name(Some(&options.input));
-    let mut references = match &options.references {
-        Some(path) => Some(References::load(path)?),
-        None => None,
-    };
-    let models = match model {
-        Some(m) => Some(Models {
-            forward: Scorer::from_model(m, options.oov)?
-                .with_prefix_sharing(options.prefix_sharing),
-            backward: backward
-                .map(|b| {
-                    Scorer::from_model(b, options.oov)
-                        .map(|s| s.with_prefix_sharing(options.prefix_sharing))
-                })
-                .transpose()?,
-        }),
+    let forward = model.map(|m| scorer(m, options)).transpose()?;
+    let backward = match model {
+        Some(_) => backward.map(|b| scorer(b, options)).transpose()?,
         None => None,
     };
     let reader = RowReader::new(
@@ -166,118 +149,39 @@ pub fn tune(
         options.columns.headerless.as_deref(),
     )?;
     let columns = Columns::find(&reader, &options.columns, &name)?;
-    let Some(group_column) = columns.group else {
-        bail!("{name}: line 1: no utterance_id column; name the column that groups the candidates with --group-column");
-    };
-    let reference_column = options
-        .reference_column
-        .as_deref()
-        .map(|c| require_column(reader.headers(), &name, c, "--reference-column"))
-        .transpose()?;
-    let scored = ScoredColumns::find(reader.headers(), &name, options)?;
-
-    let mut cache: Vec<Cached> = Vec::new();
-    let mut utterances: Vec<Utterance> = Vec::new();
-    let mut waiting: Vec<Waiting> = Vec::new();
-    let mut current_reference = String::new();
+    let mut lists = Lists::new(&reader, &columns, &name, options)?;
     let mut rows = CandidateRows::new(reader, &columns, &name)
         .with_max_candidates(options.columns.max_candidates)?;
-    while let Some(checked) = rows.next_row()? {
-        let candidate = match checked {
-            CheckedRow::Candidate(candidate) => candidate,
-            CheckedRow::Bad { line, row, reason } => {
-                bail!("{name}: line {line} (row {row}): {reason}")
-            }
-        };
-        let (line, row) = (candidate.line, candidate.row);
-        let at = || format!("{name}: line {line} (row {row})");
-        let group = candidate.fields.get(group_column).unwrap_or("").to_string();
-        let text = candidate.text(&columns).to_string();
-        let new_group = utterances.last().is_none_or(|u| u.id != group);
-        if new_group {
-            current_reference = match (&mut references, reference_column) {
-                (Some(refs), _) => refs
-                    .take(&group)
-                    .with_context(|| format!("{}: utterance '{group}' has no reference", at()))?,
-                (None, Some(i)) => candidate.fields.get(i).unwrap_or("").to_string(),
-                (None, None) => {
-                    bail!("give the references with --references or --reference-column")
-                }
-            };
-            utterances.push(Utterance {
-                id: group.clone(),
-                line,
-                candidates: cache.len() + waiting.len()..cache.len() + waiting.len(),
-                reference_words: word_count(&current_reference),
-            });
-        } else if let Some(i) = reference_column {
-            let reference = candidate.fields.get(i).unwrap_or("");
-            if reference != current_reference {
-                bail!(
-                    "{}: utterance '{group}' has a second, different reference '{reference}'",
-                    at()
-                );
-            }
-        }
-        if let Some(u) = utterances.last_mut() {
-            u.candidates.end += 1;
-        }
-        let (forward, backward) = scored.read(&candidate.fields, &at)?;
-        let cached = Cached {
-            am: candidate.am,
-            lm: LmScores {
-                forward,
-                backward,
-                ngram: candidate.ngram,
-            },
-            words: word_count(&text),
-            edits: align_text(&current_reference, &text),
-        };
-        match &models {
-            Some(models) => {
-                waiting.push(Waiting { text, cached });
-                if waiting.len() >= CHUNK_ROWS {
-                    models.score(options.batch_size, &mut waiting, &mut cache)?;
-                }
-            }
-            None => cache.push(cached),
-        }
-    }
-    if let Some(models) = &models {
-        models.score(options.batch_size, &mut waiting, &mut cache)?;
-    }
-    if utterances.is_empty() {
-        bail!("{name}: no candidates");
-    }
-    if let Some(refs) = &references {
-        if let Some((id, line)) = refs.unused() {
-            bail!(
-                "{}: line {line}: utterance '{id}' has a reference but no candidates in {name}",
-                refs.name
-            );
-        }
-    }
-    let reference_words: usize = utterances.iter().map(|u| u.reference_words).sum();
-    if reference_words == 0 {
-        let u = &utterances[0];
-        bail!(
-            "the references have no words (first utterance '{}', line {})",
-            u.id,
-            u.line
-        );
-    }
-    let lists: Vec<_> = utterances.iter().map(|u| u.candidates.clone()).collect();
+    let models = Models {
+        forward: forward.as_ref(),
+        backward: backward.as_ref(),
+    };
+    let bad = |line, row, reason: &str| bail!("{name}: line {line} (row {row}): {reason}");
+    score_groups(
+        &mut rows,
+        CHUNK_ROWS,
+        models,
+        options.batch_size,
+        bad,
+        |chunk| lists.add(&chunk),
+    )?;
+    let reference_words = lists.finish()?;
+    let ranges: Vec<_> = lists
+        .utterances
+        .iter()
+        .map(|u| u.candidates.clone())
+        .collect();
     let has = report::Terms {
         am: columns.am.is_some(),
         ngram: columns.ngram.is_some(),
-        backward: models.as_ref().is_some_and(|m| m.backward.is_some())
-            || scored.backward.is_some(),
+        backward: backward.is_some() || lists.scored.backward.is_some(),
     };
-    let (report, searched) = report::report(&cache, &lists, reference_words, has, options)?;
+    let cache = &lists.cache;
+    let (report, searched) = report::report(cache, &ranges, reference_words, has, options)?;
     if let Some(path) = &options.plot {
         plot::TunePlot {
-            cache: &cache,
-            lists: &lists,
+            cache,
+            lists: &ranges,
             reference_words,
             report: &report,
             searched,
@@ -285,6 +189,149 @@ pub fn tune(
         .write(path)?;
     }
     Ok(report)
+}
+
+fn scorer<'m>(model: &'m LoadedModel, options: &TuneOptions) -> Result<Scorer<'m>> {
+    Ok(Scorer::from_model(model, options.oov)?.with_prefix_sharing(options.prefix_sharing))
+}
+
+/// The dev set's N-best lists as the search reads them: each candidate's scores,
+/// words and errors against its utterance's reference.
+struct Lists<'a> {
+    name: &'a str,
+    columns: &'a Columns,
+    group_column: usize,
+    references: Option<References>,
+    reference_column: Option<usize>,
+    scored: ScoredColumns,
+    current_reference: String,
+    utterances: Vec<Utterance>,
+    cache: Vec<Cached>,
+}
+
+impl<'a> Lists<'a> {
+    fn new(
+        reader: &RowReader,
+        columns: &'a Columns,
+        name: &'a str,
+        options: &TuneOptions,
+    ) -> Result<Self> {
+        let Some(group_column) = columns.group else {
+            bail!("{name}: line 1: no utterance_id column; name the column that groups the candidates with --group-column");
+        };
+        let reference_column = options
+            .reference_column
+            .as_deref()
+            .map(|c| require_column(reader.headers(), name, c, "--reference-column"))
+            .transpose()?;
+        let references = match &options.references {
+            Some(path) => Some(References::load(path)?),
+            None if reference_column.is_none() => {
+                bail!("give the references with --references or --reference-column")
+            }
+            None => None,
+        };
+        Ok(Lists {
+            name,
+            columns,
+            group_column,
+            references,
+            reference_column,
+            scored: ScoredColumns::find(reader.headers(), name, options)?,
+            current_reference: String::new(),
+            utterances: Vec::new(),
+            cache: Vec::new(),
+        })
+    }
+
+    /// Takes a scored chunk's candidates into the lists.
+    fn add(&mut self, chunk: &ScoredChunk) -> Result<()> {
+        for (i, candidate) in chunk.candidates.iter().enumerate() {
+            let (line, row) = (candidate.line, candidate.row);
+            let name = self.name;
+            let at = || format!("{name}: line {line} (row {row})");
+            self.reference_of(candidate, &at)?;
+            let (mut forward, mut backward) = self.scored.read(&candidate.fields, &at)?;
+            if let Some(scored) = chunk.scored.get(i) {
+                forward = scored.log_prob();
+            }
+            if let Some(log_probs) = &chunk.backward {
+                backward = Some(log_probs[i]);
+            }
+            let text = candidate.text(self.columns);
+            self.cache.push(Cached {
+                am: candidate.am,
+                lm: LmScores {
+                    forward,
+                    backward,
+                    ngram: candidate.ngram,
+                },
+                words: word_count(text),
+                edits: align_text(&self.current_reference, text),
+            });
+            if let Some(u) = self.utterances.last_mut() {
+                u.candidates.end += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a new utterance at its first candidate, with its reference; checks a
+    /// reference column's value on the others.
+    fn reference_of(&mut self, candidate: &Candidate, at: &dyn Fn() -> String) -> Result<()> {
+        let group = candidate.fields.get(self.group_column).unwrap_or("");
+        if self.utterances.last().is_none_or(|u| u.id != group) {
+            self.current_reference = match (&mut self.references, self.reference_column) {
+                (Some(refs), _) => refs
+                    .take(group)
+                    .with_context(|| format!("{}: utterance '{group}' has no reference", at()))?,
+                (None, Some(i)) => candidate.fields.get(i).unwrap_or("").to_string(),
+                (None, None) => unreachable!("Lists::new requires references"),
+            };
+            let start = self.cache.len();
+            self.utterances.push(Utterance {
+                id: group.to_string(),
+                line: candidate.line,
+                candidates: start..start,
+                reference_words: word_count(&self.current_reference),
+            });
+        } else if let Some(i) = self.reference_column {
+            let reference = candidate.fields.get(i).unwrap_or("");
+            if reference != self.current_reference {
+                bail!(
+                    "{}: utterance '{group}' has a second, different reference '{reference}'",
+                    at()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that there were lists, that every reference was used and that the
+    /// references have words; returns how many.
+    fn finish(&self) -> Result<usize> {
+        let name = self.name;
+        let Some(first) = self.utterances.first() else {
+            bail!("{name}: no candidates");
+        };
+        if let Some(refs) = &self.references {
+            if let Some((id, line)) = refs.unused() {
+                bail!(
+                    "{}: line {line}: utterance '{id}' has a reference but no candidates in {name}",
+                    refs.name
+                );
+            }
+        }
+        let reference_words: usize = self.utterances.iter().map(|u| u.reference_words).sum();
+        if reference_words == 0 {
+            bail!(
+                "the references have no words (first utterance '{}', line {})",
+                first.id,
+                first.line
+            );
+        }
+        Ok(reference_words)
+    }
 }
 
 /// With `--scored`, the columns that `score` wrote: `logprob`, and `backward_logprob`
@@ -340,35 +387,5 @@ impl ScoredColumns {
             .map(|i| number(i, "backward_logprob"))
             .transpose()?;
         Ok((forward, backward))
-    }
-}
-
-/// The models that score the candidates.
-struct Models<'a> {
-    forward: Scorer<'a>,
-    backward: Option<Scorer<'a>>,
-}
-
-impl Models<'_> {
-    /// Scores the waiting candidates and moves them into the cache.
-    fn score(
-        &self,
-        batch_size: usize,
-        waiting: &mut Vec<Waiting>,
-        cache: &mut Vec<Cached>,
-    ) -> Result<()> {
-        let texts: Vec<&str> = waiting.iter().map(|w| w.text.as_str()).collect();
-        let forward = self.forward.log_probs(&texts, batch_size)?;
-        let backward = match &self.backward {
-            Some(b) => Some(b.log_probs(&texts, batch_size)?),
-            None => None,
-        };
-        for (i, (w, f)) in waiting.drain(..).zip(forward).enumerate() {
-            let mut cached = w.cached;
-            cached.lm.forward = f;
-            cached.lm.backward = backward.as_ref().map(|b| b[i]);
-            cache.push(cached);
-        }
-        Ok(())
     }
 }

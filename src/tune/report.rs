@@ -338,6 +338,9 @@ fn score_flags(weights: &Weights, has: Terms, options: &TuneOptions) -> String {
     if options.format == Format::Kaldi {
         flags.push("--format kaldi".to_string());
     }
+    if let Some(names) = &c.headerless {
+        flags.push(format!("--no-header --columns {}", names.join(",")));
+    }
     if c.text != "sentence" {
         flags.push(format!("--text-column {}", c.text));
     }

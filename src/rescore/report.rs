@@ -8,10 +8,10 @@
 //! in `tune`'s `first_pass` row; with references, each candidate's word errors and the
 //! totals of the two picks are shown too.
 
-use super::{rounded, write_page};
-use crate::rescore::combine::{LmScores, Weights};
-use crate::rescore::references::References;
-use crate::rescore::Scored;
+use super::combine::{LmScores, Weights};
+use super::references::References;
+use super::Scored;
+use crate::report::{rounded, write_page};
 use crate::wer::{align_text, differing_positions};
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -351,12 +351,7 @@ impl RescoreReport {
             utterances: &self.kept,
         };
         let title = format!("rnnlm score report: {}", self.input);
-        write_page(
-            &self.options.path,
-            &title,
-            &page,
-            include_str!("rescore.js"),
-        )
+        write_page(&self.options.path, &title, &page, include_str!("report.js"))
     }
 }
 

@@ -1,0 +1,385 @@
+//! A training run: the model, its optimizer and weight average, the run's state and
+//! history, and its directory; [`Run::step`], [`Run::validate`] and
+//! [`Run::checkpoint`] are everything an epoch does to them.
+
+use super::batches::{epoch_batches, BatchLoss};
+use super::epoch::{
+    check_begun, epoch_rng, seed_batch, Diverged, EpochStart, EpochStats, Schedule,
+};
+use super::start::{Data, Start};
+use super::{close_epoch, resume, EpochRecord, LrSchedule, TrainConfig, TrainSummary};
+use crate::average::WeightAverage;
+use crate::checkpoint::{ModelDir, SavedConfig, Snapshot, TrainState};
+use crate::data::Corpus;
+use crate::model::{RnnLm, State};
+use crate::oov::{OovClasses, OovScorer};
+use crate::optim::Optimizer;
+use crate::progress::Progress;
+use crate::score::{evaluate, SCORE_BATCH};
+use crate::vocab::Vocab;
+use anyhow::{bail, Result};
+use std::time::Instant;
+use tch::{nn, Device};
+
+/// Everything a training run holds between its steps.
+pub(super) struct Run<'a> {
+    config: &'a TrainConfig,
+    dir: ModelDir,
+    saved: SavedConfig,
+    vocab: Vocab,
+    oov: Option<OovClasses>,
+    state: TrainState,
+    history: Vec<EpochRecord>,
+    vs: nn::VarStore,
+    model: RnnLm,
+    optimizer: Optimizer,
+    average: Option<WeightAverage>,
+    /// A stream epoch's state where a resumed run was cut inside it.
+    carried: Option<State>,
+    /// Whether the directory holds this run's model (always, when resuming).
+    committed: bool,
+    budget: Budget,
+}
+
+/// What limits this run besides its epochs: its clock and its step count.
+struct Budget {
+    start: Instant,
+    /// Seconds the last validation took, kept free before the deadline.
+    last_validation: f64,
+    steps_left: Option<usize>,
+    /// This run's share of `--time-limit`, in seconds.
+    time_limit: Option<f64>,
+    /// Training seconds of the runs this one resumes.
+    seconds_before: f64,
+}
+
+impl<'a> Run<'a> {
+    /// Builds the network from `start` (seeded by the run's seed) and, on `--resume`,
+    /// loads its weights, optimizer state, average and carried stream state.
+    pub(super) fn new(
+        config: &'a TrainConfig,
+        dir: ModelDir,
+        start: Start,
+        device: Device,
+    ) -> Result<Self> {
+        tch::manual_seed(config.seed as i64);
+        let mut vs = nn::VarStore::new(device);
+        let model = RnnLm::new(&vs.root(), &start.saved.model);
+        let regularization = &config.regularization;
+        regularization.check()?;
+        let mut optimizer =
+            Optimizer::new(config.optimizer, vs.trainable_variables(), start.state.lr)
+                .named(&vs)?
+                .share(model.shared_parameters())?
+                .with_weight_decay(regularization.weight_decay);
+        let mut average = (regularization.ema_decay > 0.0)
+            .then(|| WeightAverage::new(&vs, regularization.ema_decay));
+        let zero = model.zero_state(config.batch_size as i64);
+        let carried = match config.resume {
+            true => resume::weights(
+                &dir,
+                &mut vs,
+                &mut optimizer,
+                average.as_mut(),
+                &zero,
+                device,
+            )?,
+            false => None,
+        };
+        // With the linear schedule, --time-limit is the budget of the whole run,
+        // resumes included; otherwise it is this run's.
+        let seconds_before = start.state.seconds;
+        let time_limit = match config.lr_schedule {
+            LrSchedule::Linear => config.time_limit.map(|t| t - seconds_before),
+            LrSchedule::Plateau => config.time_limit,
+        };
+        let budget = Budget {
+            start: Instant::now(),
+            last_validation: 0.0,
+            steps_left: config.max_steps,
+            time_limit,
+            seconds_before,
+        };
+        let Start {
+            saved,
+            vocab,
+            oov,
+            state,
+            history,
+        } = start;
+        Ok(Run {
+            config,
+            dir,
+            saved,
+            vocab,
+            oov,
+            state,
+            history,
+            vs,
+            model,
+            optimizer,
+            average,
+            carried,
+            committed: config.resume,
+            budget,
+        })
+    }
+
+    /// Logs the network's size and the data's.
+    pub(super) fn log_size(&self, data: &Data) {
+        let parameters: usize = self
+            .vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel())
+            .sum();
+        tracing::info!(
+            "{parameters} parameters, vocabulary {}, {} train / {} valid tokens, device {:?}",
+            self.vocab.len(),
+            data.train.tokens(),
+            data.valid.tokens(),
+            self.vs.device()
+        );
+    }
+
+    /// Trains epoch after epoch until the epochs, the patience, the time or the steps
+    /// run out; each epoch worth keeping is checkpointed.
+    pub(super) fn train(mut self, data: &Data) -> Result<TrainSummary> {
+        let mut no_model_because = "--epochs is 0";
+        if self.config.resume && self.state.epoch >= self.config.epochs {
+            tracing::info!(
+                "{}: its {} epochs are done; --epochs N trains on to epoch N",
+                self.dir.root.display(),
+                self.config.epochs
+            );
+        }
+        while self.state.epoch < self.config.epochs {
+            let done_before = self.state.batches_done;
+            let epoch = self.epoch(&data.train).map_err(|e| self.diverged(e))?;
+            if epoch.batches_done == done_before {
+                no_model_because = match self.budget.steps_left {
+                    Some(0) => "--max-steps is 0",
+                    _ => "--time-limit ran out before the first batch",
+                };
+                break;
+            }
+            let valid_loss = self.validate(&data.valid)?;
+            let improved = self.record(&epoch, valid_loss);
+            if self.state.best_valid_loss.is_finite() {
+                self.checkpoint(
+                    improved,
+                    epoch.carried.as_ref().filter(|_| !epoch.complete()),
+                )?;
+            } else {
+                no_model_because = "the valid loss was not finite in any epoch";
+            }
+            if self.stops_after(&epoch) {
+                break;
+            }
+        }
+        if !self.committed {
+            bail!(
+                "no model was written to {}: {no_model_because}",
+                self.dir.root.display()
+            );
+        }
+        Ok(TrainSummary {
+            history: self.history,
+            best_valid_loss: self.state.best_valid_loss,
+        })
+    }
+
+    /// One pass over the training data, from where the state says the epoch stands,
+    /// until its end, the deadline or the last step.
+    fn epoch(&mut self, corpus: &Corpus) -> Result<EpochStats> {
+        let (config, epoch) = (self.config, self.state.epoch);
+        let mut rng = epoch_rng(config.seed, epoch);
+        let mut batches =
+            epoch_batches(config, corpus, &self.model, &mut rng, self.carried.take())?;
+        let begun = self.begun();
+        check_begun(&begun, batches.len(), config, epoch)?;
+        let deadline = self
+            .budget
+            .time_limit
+            .map(|limit| limit - self.budget.last_validation);
+        let schedule = Schedule {
+            config,
+            epoch,
+            start: self.budget.start,
+            deadline,
+            seconds_before: self.budget.seconds_before,
+        };
+        let mut stats = EpochStats {
+            loss_sum: begun.loss_sum,
+            tokens: begun.tokens,
+            seconds: begun.seconds,
+            batches_done: begun.batches_done,
+            batches: batches.len(),
+            carried: None,
+            lr: schedule.rate(0.0).unwrap_or(self.state.lr),
+        };
+        let progress = Progress::tokens(corpus.tokens() as u64);
+        progress.inc(begun.tokens as u64);
+        let started = Instant::now();
+        for index in begun.batches_done..batches.len() {
+            if schedule.past_deadline() || self.budget.steps_left == Some(0) {
+                break;
+            }
+            seed_batch(config.seed, epoch, index);
+            let loss = batches.forward(index, &self.model, &config.regularization);
+            let tokens = loss.tokens;
+            stats.loss_sum += self.step(loss, schedule.rate(stats.fraction()))?;
+            stats.tokens += tokens;
+            stats.batches_done += 1;
+            progress.inc(tokens as u64);
+            progress.set_message(|| format!("{:.3}", stats.loss_sum / stats.tokens as f64));
+        }
+        progress.finish();
+        stats.carried = batches.carried();
+        stats.seconds += started.elapsed().as_secs_f64();
+        Ok(stats)
+    }
+
+    /// Where the current epoch starts: its first batch, or where a cut run stopped.
+    fn begun(&self) -> EpochStart {
+        let state = &self.state;
+        EpochStart {
+            batches_done: state.batches_done,
+            loss_sum: state.partial_loss_sum,
+            tokens: state.partial_tokens,
+            seconds: state.partial_seconds,
+        }
+    }
+
+    /// One optimizer step on a batch's loss at learning rate `lr` (`None`: the
+    /// optimizer's own); returns the batch's summed loss. The step minimizes the mean
+    /// per token plus the penalties. Between the gradients and the update is where a
+    /// data-parallel run sums every process's gradients.
+    pub(super) fn step(&mut self, loss: BatchLoss, lr: Option<f64>) -> Result<f64> {
+        if let Some(lr) = lr {
+            self.optimizer.set_lr(lr);
+        }
+        let summed = f64::try_from(&loss.sum)?;
+        let per_token = summed / loss.tokens as f64;
+        // Before the step, so that a non-finite loss never reaches the weights or
+        // Adam's moments.
+        if !per_token.is_finite() || per_token > 100.0 {
+            return Err(Diverged { per_token }.into());
+        }
+        let objective = &loss.sum / loss.tokens as f64;
+        let objective = match loss.penalty {
+            Some(penalty) => objective + penalty,
+            None => objective,
+        };
+        let gradients = self.optimizer.backward(&objective);
+        self.optimizer.apply(gradients, self.config.clip)?;
+        if let Some(average) = self.average.as_mut() {
+            average.update()?;
+        }
+        if let Some(left) = &mut self.budget.steps_left {
+            *left = left.saturating_sub(1);
+        }
+        Ok(summed)
+    }
+
+    /// Validation loss in nats per token, every sentence from the zero state as `eval`
+    /// and `score` read it, whatever layout training uses, and of the averaged weights
+    /// where there are any: the epoch kept is the one best the way the model is used.
+    pub(super) fn validate(&mut self, corpus: &Corpus) -> Result<f64> {
+        let started = Instant::now();
+        let closed = OovScorer::closed();
+        let loss = || evaluate(&self.model, corpus, SCORE_BATCH, &closed).map(|e| e.nats_per_token);
+        let valid_loss = match self.average.as_mut() {
+            Some(average) => {
+                average.swap()?;
+                let valid_loss = loss();
+                average.swap()?;
+                valid_loss?
+            }
+            None => loss()?,
+        };
+        self.budget.last_validation = started.elapsed().as_secs_f64();
+        Ok(valid_loss)
+    }
+
+    /// Records the epoch (or its part) in the history and the state, moves the
+    /// learning rate as the schedule says; returns whether the weights are the best.
+    fn record(&mut self, epoch: &EpochStats, valid_loss: f64) -> bool {
+        let record = EpochRecord {
+            epoch: self.state.epoch as f64 + epoch.fraction(),
+            train_loss: epoch.loss_sum / epoch.tokens as f64,
+            valid_loss,
+            tokens_per_s: epoch.tokens as f64 / epoch.seconds,
+            seconds: epoch.seconds,
+            lr: epoch.lr,
+        };
+        super::log_epoch(&record);
+        self.history.push(record);
+        let improved = close_epoch(&mut self.state, epoch, valid_loss, self.config);
+        self.optimizer.set_lr(self.state.lr);
+        improved
+    }
+
+    /// Writes the model directory: the best weights when `improved`, the last ones,
+    /// the optimizer's state and average, and a cut stream epoch's `carried` state.
+    pub(super) fn checkpoint(&mut self, improved: bool, carried: Option<&State>) -> Result<()> {
+        let mut optimizer_state = self.optimizer.state();
+        if let Some(average) = &self.average {
+            optimizer_state.extend(average.state());
+        }
+        if let Some(carried) = carried {
+            optimizer_state.extend(resume::carried_tensors(carried));
+        }
+        let snapshot = Snapshot {
+            config: &self.saved,
+            vocab: &self.vocab,
+            oov: self.oov.as_ref(),
+            weights: &self.vs,
+            improved,
+            averaged: self.average.as_ref().map(WeightAverage::averaged),
+            optimizer: optimizer_state,
+            state: &self.state,
+            history: &self.history,
+        };
+        self.dir.commit(&snapshot, !self.committed)?;
+        self.committed = true;
+        Ok(())
+    }
+
+    /// Whether the run ends after `epoch`: patience spent, or a limit cut the epoch.
+    fn stops_after(&self, epoch: &EpochStats) -> bool {
+        let (config, state) = (self.config, &self.state);
+        if config.patience > 0 && state.cuts_without_improvement >= config.patience {
+            tracing::info!(
+                "stopping early: {} learning-rate cuts without improvement (--patience {})",
+                state.cuts_without_improvement,
+                config.patience
+            );
+            return true;
+        }
+        if !epoch.complete() {
+            let limit = match self.budget.steps_left {
+                Some(0) => "--max-steps",
+                _ => "time limit",
+            };
+            tracing::info!(
+                "{limit} reached inside epoch {}; --resume goes on from there; the best model is kept in {}",
+                state.epoch + 1,
+                self.dir.root.display()
+            );
+        }
+        !epoch.complete()
+    }
+
+    /// A divergence as the user reads it: what stays in the directory, what to try.
+    fn diverged(&self, e: anyhow::Error) -> anyhow::Error {
+        if !e.is::<Diverged>() {
+            return e;
+        }
+        let kept = match self.committed {
+            true => format!("the last checkpoint stays in {}", self.dir.root.display()),
+            false => format!("no model was written to {}", self.dir.root.display()),
+        };
+        anyhow::anyhow!("{e}; {kept}; try a lower --lr or --clip")
+    }
+}
