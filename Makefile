@@ -55,6 +55,8 @@ CHECK_DEV_NULL := test -c /dev/null || { echo "make: /dev/null is a regular file
 test: $(SETUP_STAMP) $(DASK_STAMP) $(ASR_STAMP) $(PYTHON_TOOLS_STAMP) $(BROWSER_STAMP)
 	@$(CHECK_DEV_NULL)
 	cargo fmt --all --check
+	# No import cycle, no function over 80 lines, a README of at most 300 lines with links that resolve.
+	python3 tools/check_house.py
 	cargo clippy --all-targets --target-dir target/clippy -- -D warnings
 	cargo clippy -p rnnlm-python --target-dir target/clippy -- -D warnings
 	# The library alone, as a binding takes it: no command-line or plotting crates.

@@ -286,7 +286,9 @@ fn resume_continues_where_training_stopped() {
     corpus_dir(dir.path(), &THREE, &THREE);
     let mut cfg = config(dir.path(), Cell::Rnn, 2);
     train(&cfg, Device::Cpu).unwrap();
+    // Given anew (as `--epochs 5` is): left out, the run's own 2 would stay.
     cfg.epochs = 5;
+    cfg.given = vec!["--epochs".to_string()];
     cfg.resume = true;
     let summary = train(&cfg, Device::Cpu).unwrap();
     assert_eq!(

@@ -1,4 +1,4 @@
-"""Tiny models trained with the command line, shared by the tests of one session."""
+"""Tiny models trained with the command line, shared by all the tests of one pytest run."""
 import os
 import subprocess
 

@@ -234,8 +234,22 @@ pub(crate) fn run(args: TrainArgs, matches: Option<&clap::ArgMatches>) -> Result
     super::malloc::keep_freed_memory();
     check_output_flags(&args, matches)?;
     let device = args.device.resolve()?;
+    let config = train_config(args, matches);
+    let summary = rnnlm::train::train(&config, device)?;
+    let best = summary.best_valid_loss;
+    tracing::info!(
+        "best valid loss {best:.4} nats/token, perplexity {:.2}, {:.4} bits/token; model in {}",
+        best.exp(),
+        best / std::f64::consts::LN_2,
+        config.out.display()
+    );
+    Ok(())
+}
+
+/// The library's settings from the command line's.
+fn train_config(args: TrainArgs, matches: Option<&clap::ArgMatches>) -> TrainConfig {
     let t = &args.tokenizer;
-    let config = TrainConfig {
+    TrainConfig {
         data: args.data,
         extra_train: args.extra_train.iter().map(|(p, _)| p.clone()).collect(),
         extra_train_weights: if args.extra_train.iter().all(|(_, w)| *w == 1.0) {
@@ -303,16 +317,7 @@ pub(crate) fn run(args: TrainArgs, matches: Option<&clap::ArgMatches>) -> Result
         resume: args.resume,
         force: args.force,
         given: given_flags(matches),
-    };
-    let summary = rnnlm::train::train(&config, device)?;
-    let best = summary.best_valid_loss;
-    tracing::info!(
-        "best valid loss {best:.4} nats/token, perplexity {:.2}, {:.4} bits/token; model in {}",
-        best.exp(),
-        best / std::f64::consts::LN_2,
-        config.out.display()
-    );
-    Ok(())
+    }
 }
 
 /// The library's defaults, which the flags show and take.

@@ -153,12 +153,21 @@ mod draw {
         let root = BitMapBackend::with_buffer(pixels, SIZE).into_drawing_area();
         root.fill(&WHITE)?;
         let (left, right) = root.split_horizontally(SIZE.0 / 2);
+        draw_curve(plot, &left)?;
+        draw_heatmap(plot, &right)?;
+        root.present()?;
+        Ok(())
+    }
+
+    type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+    type Drawn = Result<(), Box<dyn std::error::Error>>;
+
+    /// WER against lm_weight, the other weights at their chosen values.
+    fn draw_curve(plot: &TunePlot, area: &Area) -> Drawn {
         let chosen = plot.chosen();
-        let [lm_range, length_range] = plot.ranges();
+        let [lm_range, _] = plot.ranges();
         let chosen_wer = plot.wer_at(&chosen);
         let red = RGBColor(214, 39, 40);
-
-        // WER against lm_weight.
         let curve: Vec<(f64, f64)> = spaced(lm_range, CURVE_POINTS)
             .into_iter()
             .map(|lm_weight| {
@@ -175,7 +184,7 @@ mod draw {
                 (lo.min(v), hi.max(v))
             });
         let margin = ((high - low) * 0.08).max(0.2);
-        let mut chart = ChartBuilder::on(&left)
+        let mut chart = ChartBuilder::on(area)
             .caption(
                 format!(
                     "WER against lm_weight (length_penalty {}, ngram {}, backward {})",
@@ -208,7 +217,14 @@ mod draw {
             ("sans-serif", 14).into_font().color(&red),
         )])?;
 
-        // WER over lm_weight × length_penalty.
+        Ok(())
+    }
+
+    /// WER over lm_weight × length_penalty, the shares at their chosen values.
+    fn draw_heatmap(plot: &TunePlot, area: &Area) -> Drawn {
+        let chosen = plot.chosen();
+        let [lm_range, length_range] = plot.ranges();
+        let red = RGBColor(214, 39, 40);
         let xs = spaced(lm_range, HEATMAP_CELLS);
         let ys = spaced(length_range, HEATMAP_CELLS);
         let mut cells = Vec::with_capacity(xs.len() * ys.len());
@@ -231,7 +247,7 @@ mod draw {
             (lm_range.1 - lm_range.0) / (HEATMAP_CELLS - 1) as f64,
             (length_range.1 - length_range.0) / (HEATMAP_CELLS - 1) as f64,
         );
-        let mut heat = ChartBuilder::on(&right)
+        let mut heat = ChartBuilder::on(area)
             .caption(
                 format!(
                     "WER (%) over lm_weight × length_penalty: {low:.2} (dark) to {high:.2} (light)"
@@ -274,7 +290,6 @@ mod draw {
             7,
             WHITE.stroke_width(1),
         )])?;
-        root.present()?;
         Ok(())
     }
 }

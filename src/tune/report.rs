@@ -10,7 +10,7 @@
 //! | `oracle` | the candidate with the fewest errors |
 //! | `lm_only` | the forward RNN's log-probability alone |
 
-use super::search::{edits_at, search, Axis, Cached, Space};
+use super::search::{edits_at, search, Axis, Cached, Searched, Space};
 use super::{SearchMethod, TuneOptions};
 use crate::oov::OovPolicy;
 use crate::rescore::combine::{best_index, Weights};
@@ -129,62 +129,150 @@ pub(super) fn report(
     reference_words: usize,
     has: Terms,
     options: &TuneOptions,
-) -> Result<(TuneReport, Option<super::search::Searched>)> {
-    let wer = |e: Edits| e.errors() as f64 / reference_words as f64;
-    let pick_total = |pick: &dyn Fn(&[Cached]) -> usize| {
+) -> Result<(TuneReport, Option<Searched>)> {
+    let tuner = Tuner {
+        cache,
+        lists,
+        reference_words,
+        has,
+        options,
+    };
+    let all = tuner.space();
+    let mut rows = vec![tuner.plain_row(
+        "first_pass",
+        "first pass (first candidate)",
+        tuner.pick_total(&|_| 0),
+    )];
+    if has.am || has.ngram {
+        let baseline = Space {
+            lm_weight: match has.ngram {
+                true => all.lm_weight.clone(),
+                false => Axis::fixed(0.0),
+            },
+            ngram_weight: Axis::fixed(if has.ngram { 1.0 } else { 0.0 }),
+            backward_weight: Axis::fixed(0.0),
+            ..all.clone()
+        };
+        let label = match has.ngram {
+            true => "am + n-gram, tuned (no RNN)",
+            false => "am + length penalty, tuned (no RNN)",
+        };
+        rows.push(tuner.tuned("baseline", label, baseline)?.row);
+    }
+    let forward = Space {
+        ngram_weight: Axis::fixed(0.0),
+        backward_weight: Axis::fixed(0.0),
+        ..all.clone()
+    };
+    rows.push(
+        tuner
+            .tuned("forward", "am + forward RNN, tuned", forward)?
+            .row,
+    );
+    if has.backward {
+        let both = Space {
+            ngram_weight: Axis::fixed(0.0),
+            ..all.clone()
+        };
+        rows.push(
+            tuner
+                .tuned(
+                    "forward_backward",
+                    "am + forward + backward RNNs, tuned",
+                    both,
+                )?
+                .row,
+        );
+    }
+    let rescored = tuner.tuned("rescored", "all of them, tuned", all)?;
+    rows.push(rescored.row.clone());
+    let oracle = tuner.pick_total(&|list| {
+        (0..list.len())
+            .min_by_key(|&i| list[i].edits.errors())
+            .unwrap_or(0)
+    });
+    rows.push(tuner.plain_row("oracle", "oracle (best candidate)", oracle));
+    let lm_only =
+        tuner.pick_total(&|list| best_index(list.iter().map(|c| c.lm.forward)).unwrap_or(0));
+    rows.push(tuner.plain_row("lm_only", "forward RNN alone", lm_only));
+    let searched = rescored.searched;
+    Ok((tuner.assemble(rows, rescored), searched))
+}
+
+/// What the rows are tuned on.
+struct Tuner<'a> {
+    cache: &'a [Cached],
+    lists: &'a [std::ops::Range<usize>],
+    reference_words: usize,
+    has: Terms,
+    options: &'a TuneOptions,
+}
+
+/// A tuned row, with how it was found.
+struct Tuned {
+    row: Row,
+    settings: usize,
+    at_range_end: Vec<String>,
+    searched: Option<Searched>,
+}
+
+impl Tuner<'_> {
+    fn wer(&self, edits: Edits) -> f64 {
+        edits.errors() as f64 / self.reference_words as f64
+    }
+
+    /// The edits of the candidates `pick` chooses, one per list.
+    fn pick_total(&self, pick: &dyn Fn(&[Cached]) -> usize) -> Edits {
         let mut total = Edits::default();
-        for range in lists {
-            let list = &cache[range.clone()];
+        for range in self.lists {
+            let list = &self.cache[range.clone()];
             total += list[pick(list)].edits;
         }
         total
-    };
-    let plain_row = |name: &str, label: &str, edits: Edits| Row {
-        name: name.into(),
-        label: label.into(),
-        wer: wer(edits),
-        substitutions: edits.substitutions,
-        deletions: edits.deletions,
-        insertions: edits.insertions,
-        lm_weight: None,
-        length_penalty: None,
-        ngram_weight: None,
-        backward_weight: None,
-        score_flags: None,
-    };
-    let grid = &options.grid;
-    let axis = |values: &[f64], bounds: (f64, f64)| {
-        let mut a = Axis::search(values.to_vec(), bounds);
-        a.free &= options.grid.refine;
-        a
-    };
-    let share = |values: &[f64]| axis(values, (0.0, 1.0));
-    let all = Space {
-        lm_weight: axis(&grid.lm_weights, (0.0, f64::INFINITY)),
-        length_penalty: axis(&grid.length_penalties, (f64::NEG_INFINITY, f64::INFINITY)),
-        ngram_weight: if has.ngram {
-            share(&grid.ngram_weights)
-        } else {
-            Axis::fixed(0.0)
-        },
-        backward_weight: if has.backward {
-            share(&grid.backward_weights)
-        } else {
-            Axis::fixed(0.0)
-        },
-    };
-    let mut rows = vec![plain_row(
-        "first_pass",
-        "first pass (first candidate)",
-        pick_total(&|_| 0),
-    )];
-    // Each tuned row: its settings tried and the weights left at a range end.
-    let tuned = |name: &str,
-                 label: &str,
-                 space: Space,
-                 rows: &mut Vec<Row>|
-     -> Result<(usize, Vec<String>, Option<super::search::Searched>)> {
-        let (weights, edits, settings, at_end, searched) = match &options.apply {
+    }
+
+    /// A row without weights.
+    fn plain_row(&self, name: &str, label: &str, edits: Edits) -> Row {
+        Row {
+            name: name.into(),
+            label: label.into(),
+            wer: self.wer(edits),
+            substitutions: edits.substitutions,
+            deletions: edits.deletions,
+            insertions: edits.insertions,
+            lm_weight: None,
+            length_penalty: None,
+            ngram_weight: None,
+            backward_weight: None,
+            score_flags: None,
+        }
+    }
+
+    /// Every weight's axis: the grid's values, free to widen unless `--grid-only`;
+    /// the shares fixed at 0 without their column or model.
+    fn space(&self) -> Space {
+        let grid = &self.options.grid;
+        let axis = |values: &[f64], bounds: (f64, f64)| {
+            let mut a = Axis::search(values.to_vec(), bounds);
+            a.free &= grid.refine;
+            a
+        };
+        let share = |on: bool, values: &[f64]| match on {
+            true => axis(values, (0.0, 1.0)),
+            false => Axis::fixed(0.0),
+        };
+        Space {
+            lm_weight: axis(&grid.lm_weights, (0.0, f64::INFINITY)),
+            length_penalty: axis(&grid.length_penalties, (f64::NEG_INFINITY, f64::INFINITY)),
+            ngram_weight: share(self.has.ngram, &grid.ngram_weights),
+            backward_weight: share(self.has.backward, &grid.backward_weights),
+        }
+    }
+
+    /// The row `name`, its weights searched over `space` or taken from `--apply`.
+    fn tuned(&self, name: &str, label: &str, space: Space) -> Result<Tuned> {
+        let (cache, lists, grid) = (self.cache, self.lists, &self.options.grid);
+        let (weights, edits, settings, at_range_end, searched) = match &self.options.apply {
             Some(earlier) => {
                 let Some(w) = earlier
                     .rows
@@ -208,93 +296,60 @@ pub(super) fn report(
                 if !grid.refine {
                     at_end.extend(grid_ends(&space, &found.weights));
                 }
-                let searched = Some(found.searched);
-                (found.weights, found.edits, found.settings, at_end, searched)
+                (
+                    found.weights,
+                    found.edits,
+                    found.settings,
+                    at_end,
+                    Some(found.searched),
+                )
             }
         };
-        let mut row = plain_row(name, label, edits);
+        let has = self.has;
+        let mut row = self.plain_row(name, label, edits);
         row.lm_weight = Some(weights.lm_weight);
         row.length_penalty = Some(weights.length_penalty);
         row.ngram_weight = has.ngram.then_some(weights.ngram_weight);
         row.backward_weight = has.backward.then_some(weights.backward_weight);
-        row.score_flags = Some(score_flags(&weights, has, options));
-        rows.push(row);
-        Ok((settings, at_end, searched))
-    };
-    if has.am || has.ngram {
-        let baseline = Space {
-            lm_weight: if has.ngram {
-                all.lm_weight.clone()
-            } else {
-                Axis::fixed(0.0)
-            },
-            ngram_weight: Axis::fixed(if has.ngram { 1.0 } else { 0.0 }),
-            backward_weight: Axis::fixed(0.0),
-            ..all.clone()
-        };
-        let label = if has.ngram {
-            "am + n-gram, tuned (no RNN)"
-        } else {
-            "am + length penalty, tuned (no RNN)"
-        };
-        tuned("baseline", label, baseline, &mut rows)?;
+        row.score_flags = Some(score_flags(&weights, has, self.options));
+        Ok(Tuned {
+            row,
+            settings,
+            at_range_end,
+            searched,
+        })
     }
-    let forward = Space {
-        ngram_weight: Axis::fixed(0.0),
-        backward_weight: Axis::fixed(0.0),
-        ..all.clone()
-    };
-    tuned("forward", "am + forward RNN, tuned", forward, &mut rows)?;
-    if has.backward {
-        let both = Space {
-            ngram_weight: Axis::fixed(0.0),
-            ..all.clone()
-        };
-        tuned(
-            "forward_backward",
-            "am + forward + backward RNNs, tuned",
-            both,
-            &mut rows,
-        )?;
-    }
-    let (settings, at_range_end, searched) =
-        tuned("rescored", "all of them, tuned", all, &mut rows)?;
-    let oracle = pick_total(&|list| {
-        (0..list.len())
-            .min_by_key(|&i| list[i].edits.errors())
-            .unwrap_or(0)
-    });
-    rows.push(plain_row("oracle", "oracle (best candidate)", oracle));
-    let lm_only = pick_total(&|list| best_index(list.iter().map(|c| c.lm.forward)).unwrap_or(0));
-    rows.push(plain_row("lm_only", "forward RNN alone", lm_only));
 
-    let find = |name: &str| rows.iter().find(|r| r.name == name);
-    let rescored = find("rescored").expect("the rescored row is always tuned");
-    let report = TuneReport {
-        utterances: lists.len(),
-        candidates: cache.len(),
-        reference_words,
-        first_pass_by: "first".into(),
-        first_pass_wer: rows[0].wer,
-        baseline_wer: find("baseline").map(|r| r.wer),
-        forward_wer: find("forward").map_or(f64::NAN, |r| r.wer),
-        forward_backward_wer: find("forward_backward").map(|r| r.wer),
-        rescored_wer: rescored.wer,
-        oracle_wer: wer(oracle),
-        lm_only_wer: wer(lm_only),
-        lm_weight: rescored.lm_weight.unwrap_or(0.0),
-        length_penalty: rescored.length_penalty.unwrap_or(0.0),
-        ngram_weight: rescored.ngram_weight.unwrap_or(0.0),
-        backward_weight: rescored.backward_weight.unwrap_or(0.0),
-        score_flags: rescored.score_flags.clone().unwrap_or_default(),
-        substitutions: rescored.substitutions,
-        deletions: rescored.deletions,
-        insertions: rescored.insertions,
-        settings,
-        at_range_end,
-        rows,
-    };
-    Ok((report, searched))
+    /// The report of `rows`, its top-level fields those of the `rescored` row.
+    fn assemble(&self, rows: Vec<Row>, rescored: Tuned) -> TuneReport {
+        let find = |name: &str| rows.iter().find(|r| r.name == name);
+        let wer_of = |name: &str| find(name).map(|r| r.wer);
+        let r = &rescored.row;
+        TuneReport {
+            utterances: self.lists.len(),
+            candidates: self.cache.len(),
+            reference_words: self.reference_words,
+            first_pass_by: "first".into(),
+            first_pass_wer: rows[0].wer,
+            baseline_wer: wer_of("baseline"),
+            forward_wer: wer_of("forward").unwrap_or(f64::NAN),
+            forward_backward_wer: wer_of("forward_backward"),
+            rescored_wer: r.wer,
+            oracle_wer: wer_of("oracle").unwrap_or(f64::NAN),
+            lm_only_wer: wer_of("lm_only").unwrap_or(f64::NAN),
+            lm_weight: r.lm_weight.unwrap_or(0.0),
+            length_penalty: r.length_penalty.unwrap_or(0.0),
+            ngram_weight: r.ngram_weight.unwrap_or(0.0),
+            backward_weight: r.backward_weight.unwrap_or(0.0),
+            score_flags: r.score_flags.clone().unwrap_or_default(),
+            substitutions: r.substitutions,
+            deletions: r.deletions,
+            insertions: r.insertions,
+            settings: rescored.settings,
+            at_range_end: rescored.at_range_end,
+            rows,
+        }
+    }
 }
 
 /// Without refinement: the weights whose chosen value is the end of a range of several
