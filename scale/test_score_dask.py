@@ -158,7 +158,7 @@ class DaskScoring(unittest.TestCase):
     def test_a_killed_worker_is_retried_and_the_output_is_complete(self):
         output = os.path.join(self.dir.name, "killed.csv")
         pids = self.client.run(os.getpid)
-        victim = sorted(pids.values())[0]
+        address, victim = min(pids.items(), key=lambda item: item[1])
         result = {}
 
         def job():
@@ -169,7 +169,11 @@ class DaskScoring(unittest.TestCase):
 
         thread = threading.Thread(target=job)
         thread.start()
-        time.sleep(2.0)
+        # Killed once it is at work on a partition, not after a guessed delay.
+        deadline = time.monotonic() + 120
+        while not self.client.processing().get(address) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertTrue(self.client.processing().get(address), "the worker got a partition")
         self.assertTrue(thread.is_alive(), "the job was still running when the worker was killed")
         os.kill(victim, signal.SIGKILL)
         thread.join(timeout=120)

@@ -504,10 +504,9 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
 }
 
-/// The identity of the directory at `path` (device and inode), which a swap changes.
-fn directory_id(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+/// The identity of the directory at `path` (its device and inode), which a swap changes.
+fn directory_id(path: &Path) -> Option<same_file::Handle> {
+    same_file::Handle::from_path(path).ok()
 }
 
 /// Saves `vs` to `path` (a `.safetensors` name: tch picks the format by it).

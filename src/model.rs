@@ -25,8 +25,7 @@ pub use crate::data::ZERO_INPUT;
 
 /// The recurrent cell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
-#[serde(rename_all = "lowercase")]
+#[serde(into = "&'static str", try_from = "String")]
 pub enum Cell {
     /// `a<t>` = tanh(W_aa `a<t-1>` + W_ax `x<t>` + b_a), the textbook RNN.
     Rnn,
@@ -35,6 +34,12 @@ pub enum Cell {
     /// Long short-term memory.
     Lstm,
 }
+
+crate::names::named_enum!(Cell {
+    Rnn => "rnn",
+    Gru => "gru",
+    Lstm => "lstm",
+});
 
 impl Cell {
     /// Rows of `weight_ih` per hidden unit: one per gate.

@@ -42,14 +42,18 @@ pub const OOV_FILE: &str = "oov_counts.tsv";
 
 /// How an out-of-vocabulary token is scored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
-#[serde(rename_all = "lowercase")]
+#[serde(into = "&'static str", try_from = "String")]
 pub enum OovPolicy {
     /// log P(`<UNK>` | h) + log P(w | `<UNK>`): a proper open-vocabulary probability.
     Divide,
     /// log P(`<UNK>` | h): the closed-vocabulary number, as perplexities are reported.
     Unk,
 }
+
+crate::names::named_enum!(OovPolicy {
+    Divide => "divide",
+    Unk => "unk",
+});
 
 /// The policy and the per-token penalty, as the command line gives them.
 #[derive(Clone, Copy, Debug, PartialEq)]

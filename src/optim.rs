@@ -24,14 +24,18 @@ use tch::{Kind, Tensor};
 
 /// The optimizer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
-#[serde(rename_all = "lowercase")]
+#[serde(into = "&'static str", try_from = "String")]
 pub enum OptimizerKind {
     /// Adam with PyTorch's default betas and epsilon.
     Adam,
     /// Plain stochastic gradient descent.
     Sgd,
 }
+
+crate::names::named_enum!(OptimizerKind {
+    Adam => "adam",
+    Sgd => "sgd",
+});
 
 extern "C" {
     fn rnnlm_fused_adam(

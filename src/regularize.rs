@@ -129,33 +129,6 @@ pub fn consecutive_positions(lengths: &[usize], time: usize) -> (Vec<i64>, Vec<i
     (next, previous)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn consecutive_positions_stay_inside_rows() {
-        let (next, previous) = consecutive_positions(&[3, 1, 2], 3);
-        assert_eq!(next, vec![1, 2, 7]);
-        assert_eq!(previous, vec![0, 1, 6]);
-    }
-
-    #[test]
-    fn ranges_are_checked() {
-        let bad = Regularization {
-            weight_drop: 1.0,
-            ..Default::default()
-        };
-        assert!(bad.check().unwrap_err().to_string().contains("weight_drop"));
-        let bad = Regularization {
-            tar: -1.0,
-            ..Default::default()
-        };
-        assert!(bad.check().is_err());
-        assert!(Regularization::default().check().is_ok());
-    }
-}
-
 /// Inverted dropout: zeroes each element with probability `p` (rounded to a multiple
 /// of 2⁻¹⁶) and scales the rest by the inverse of the keep probability; `x` itself
 /// when not training.
@@ -182,4 +155,31 @@ pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
         .to_kind(x.kind())
         * (LANES / kept_values as f64);
     x * mask
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_positions_stay_inside_rows() {
+        let (next, previous) = consecutive_positions(&[3, 1, 2], 3);
+        assert_eq!(next, vec![1, 2, 7]);
+        assert_eq!(previous, vec![0, 1, 6]);
+    }
+
+    #[test]
+    fn ranges_are_checked() {
+        let bad = Regularization {
+            weight_drop: 1.0,
+            ..Default::default()
+        };
+        assert!(bad.check().unwrap_err().to_string().contains("weight_drop"));
+        let bad = Regularization {
+            tar: -1.0,
+            ..Default::default()
+        };
+        assert!(bad.check().is_err());
+        assert!(Regularization::default().check().is_ok());
+    }
 }

@@ -308,11 +308,8 @@ impl TrainingLock {
 
 /// Whether the open `file` is the one at `path` now.
 fn same_file(file: &File, path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (file.metadata(), std::fs::metadata(path)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
-    }
+    let open = file.try_clone().and_then(same_file::Handle::from_file);
+    matches!((open, same_file::Handle::from_path(path)), (Ok(a), Ok(b)) if a == b)
 }
 
 /// `flock` refused by the file system itself (NFS without a lock manager, some FUSE

@@ -23,14 +23,18 @@ pub const UNK_ID: i64 = 1;
 
 /// What a token is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
-#[serde(rename_all = "lowercase")]
+#[serde(into = "&'static str", try_from = "String")]
 pub enum Level {
     /// Whitespace-separated words.
     Word,
     /// Unicode characters.
     Char,
 }
+
+crate::names::named_enum!(Level {
+    Word => "word",
+    Char => "char",
+});
 
 /// How text becomes tokens; saved with a model so scoring tokenizes as training did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

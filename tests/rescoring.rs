@@ -641,14 +641,8 @@ fn tunes_printed_flags_reproduce_a_headerless_run() {
         stdout(&o)
     };
     let bare = score(&headerless, flags);
-    let with_header = score(
-        &headed,
-        &flags
-            .replace(&columns.join(" "), "")
-            .replace("  ", " ")
-            .trim()
-            .to_string(),
-    );
+    let headed_flags = flags.replace(&columns.join(" "), "").replace("  ", " ");
+    let with_header = score(&headed, headed_flags.trim());
     let (header, rows) = with_header.split_once('\n').unwrap();
     assert_eq!(bare, rows);
     let references: HashMap<&str, &str> = NBEST_REFS
@@ -935,4 +929,37 @@ fn a_model_without_oov_counts_needs_oov_unk() {
         "{}",
         stderr(&o)
     );
+}
+
+/// `--per-token` and `--output` naming one file, however spelled or linked, is
+/// refused before anything is written.
+#[test]
+fn per_token_and_output_in_one_file_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(dir.path(), "nbest.csv", NBEST);
+    let output = dir.path().join("out.csv");
+    let spelled = dir.path().join(".").join("out.csv");
+    std::fs::write(&output, "kept\n").unwrap();
+    let linked = dir.path().join("link.csv");
+    std::fs::hard_link(&output, &linked).unwrap();
+    for per_token in [&spelled, &linked] {
+        let o = rnnlm(&[
+            "score",
+            "--model",
+            model_path(),
+            "--input",
+            &input,
+            "--output",
+            output.to_str().unwrap(),
+            "--per-token",
+            per_token.to_str().unwrap(),
+        ]);
+        assert!(!o.status.success(), "{per_token:?} accepted");
+        assert!(
+            stderr(&o).contains("--per-token and --output both name"),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(std::fs::read_to_string(&output).unwrap(), "kept\n");
+    }
 }

@@ -24,7 +24,7 @@ use rnnlm::rescore::nbest::{word_count, ColumnNames, LogBase};
 use rnnlm::rescore::{Format, ScoreOptions, Scored, Scorer, CHUNK_ROWS};
 use rnnlm::score::{evaluate, SCORE_BATCH};
 use rnnlm::torch_error::{is_out_of_memory, panic_text, torch_message};
-use rnnlm::vocab::{Level, Tokenizer, Vocab};
+use rnnlm::vocab::{Tokenizer, Vocab};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use tch::{Device, Tensor};
@@ -116,15 +116,9 @@ fn value_error(message: impl Into<String>) -> PyErr {
 }
 
 fn parse_oov(policy: &str, penalty: f64) -> PyResult<OovOptions> {
-    let policy = match policy {
-        "divide" => OovPolicy::Divide,
-        "unk" => OovPolicy::Unk,
-        other => {
-            return Err(value_error(format!(
-                "oov must be 'divide' or 'unk', not '{other}'"
-            )))
-        }
-    };
+    let policy: OovPolicy = policy
+        .parse()
+        .map_err(|e| value_error(format!("oov: {e}")))?;
     if !penalty.is_finite() {
         return Err(value_error(format!(
             "oov_penalty must be a finite number, not {penalty}"
@@ -134,13 +128,8 @@ fn parse_oov(policy: &str, penalty: f64) -> PyResult<OovOptions> {
 }
 
 fn parse_base(base: &str) -> PyResult<LogBase> {
-    match base {
-        "10" => Ok(LogBase::Ten),
-        "e" => Ok(LogBase::E),
-        other => Err(value_error(format!(
-            "ngram_base must be 10 or 'e', not '{other}'"
-        ))),
-    }
+    base.parse()
+        .map_err(|e| value_error(format!("ngram_base: {e}")))
 }
 
 /// The combination's weights, checked as the command line checks its flags.
@@ -333,10 +322,7 @@ impl Model {
     /// `"word"` or `"char"`.
     #[getter]
     fn level(&self) -> &'static str {
-        match self.tokenizer.level {
-            Level::Word => "word",
-            Level::Char => "char",
-        }
+        self.tokenizer.level.name()
     }
 
     /// Tokens in the vocabulary, `<EOS>` and `<UNK>` included.
@@ -545,16 +531,9 @@ impl Model {
         digits: usize,
         prefix_sharing: bool,
     ) -> PyResult<(usize, usize, usize, usize, f64)> {
-        let format = match format {
-            "csv" => Format::Csv,
-            "text" => Format::Text,
-            "kaldi" => Format::Kaldi,
-            other => {
-                return Err(value_error(format!(
-                    "format must be 'csv', 'text' or 'kaldi', not '{other}'"
-                )))
-            }
-        };
+        let format: Format = format
+            .parse()
+            .map_err(|e| value_error(format!("format: {e}")))?;
         if !(1..=17).contains(&digits) {
             return Err(value_error(format!(
                 "digits must be in 1..=17, not {digits}"

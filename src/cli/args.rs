@@ -1,7 +1,7 @@
 //! The argument groups that several commands share: OOV scoring, input columns,
 //! the device, the tokenizer.
 
-use super::values::{finite, positive, thread_count};
+use super::values::{finite, positive, MAX_THREADS};
 use clap::Args;
 use rnnlm::device::{DeviceChoice, DeviceUnavailable};
 use rnnlm::oov::{OovOptions, OovPolicy};
@@ -85,7 +85,7 @@ pub(crate) struct DeviceArgs {
     pub(crate) device: DeviceChoice,
     /// libtorch's CPU threads per operation [default: one per core]; running several
     /// processes, keep processes x threads within the cores.
-    #[arg(long, value_parser = thread_count)]
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=i64::from(MAX_THREADS)))]
     pub(crate) threads: Option<i32>,
 }
 

@@ -39,10 +39,7 @@ pub(crate) fn run(args: EvalArgs) -> Result<()> {
     if args.json {
         writeln!(out, "{}", serde_json::to_string(&e)?)?;
     } else {
-        let policy = match oov_options.policy {
-            OovPolicy::Divide => "divide",
-            OovPolicy::Unk => "unk",
-        };
+        let policy = oov_options.policy;
         writeln!(out, "{} (--oov {policy}): {e}", args.data.display())?;
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! `rnnlm score`.
 
 use super::args::{ColumnArgs, DeviceArgs, OovArgs};
-use super::values::{decimals, finite, on_off, positive, unit_interval};
+use super::values::{finite, positive, unit_interval};
 use anyhow::Result;
 use clap::Args;
 use rnnlm::checkpoint::ModelDir;
@@ -55,7 +55,7 @@ pub(crate) struct ScoreArgs {
     /// Run the candidates' shared prefixes (a backward model's shared suffixes) through
     /// the network once: on or off. The numbers are the same either way; the saving is
     /// logged.
-    #[arg(long, default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
+    #[arg(long, default_value = "on", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub(crate) prefix_sharing: bool,
     /// Rows read and scored at a time (a group of candidates is never split; memory
     /// grows with it).
@@ -64,7 +64,7 @@ pub(crate) struct ScoreArgs {
     /// Decimals of the logprob, log10prob, backward_logprob, lm and score columns
     /// (1 to 17). `tune --scored` ranks by the values it reads back, so at 4 a near-tie
     /// can rank otherwise than a run on the model; 17 ranks exactly the same.
-    #[arg(long, default_value_t = 4, value_parser = decimals)]
+    #[arg(long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=17))]
     pub(crate) digits: usize,
     /// Also write a self-contained HTML report of the scored rows to this file.
     #[arg(long)]

@@ -1,12 +1,10 @@
 //! `rnnlm train`.
 
 use super::args::{DeviceArgs, TokenizerArgs};
-use super::values::{
-    decay, dropout_rate, non_negative, positive, positive_number, size, weighted_path,
-};
+use super::values::{decay, dropout_rate, non_negative, positive, positive_number, weighted_path};
 use anyhow::{bail, Result};
 use clap::Args;
-use rnnlm::model::{Cell, ModelConfig};
+use rnnlm::model::{Cell, ModelConfig, MAX_LAYERS, MAX_WIDTH};
 use rnnlm::output::OutputConfig;
 use rnnlm::regularize::Regularization;
 use rnnlm::train::{LrSchedule, OptimizerKind, TrainConfig};
@@ -45,13 +43,13 @@ pub(crate) struct TrainArgs {
     #[arg(long, value_enum, default_value_t = defaults().model.cell)]
     pub(crate) cell: Cell,
     /// Embedding size.
-    #[arg(long, default_value_t = defaults().model.embed, value_parser = size)]
+    #[arg(long, default_value_t = defaults().model.embed, value_parser = clap::value_parser!(i64).range(1..=MAX_WIDTH))]
     pub(crate) embed: i64,
     /// Hidden units per layer.
-    #[arg(long, default_value_t = defaults().model.hidden, value_parser = size)]
+    #[arg(long, default_value_t = defaults().model.hidden, value_parser = clap::value_parser!(i64).range(1..=MAX_WIDTH))]
     pub(crate) hidden: i64,
     /// Recurrent layers.
-    #[arg(long, default_value_t = defaults().model.layers, value_parser = size)]
+    #[arg(long, default_value_t = defaults().model.layers, value_parser = clap::value_parser!(i64).range(1..=MAX_LAYERS))]
     pub(crate) layers: i64,
     /// Dropout on embeddings, between layers and before the output layer.
     #[arg(long, default_value_t = defaults().model.dropout, value_parser = dropout_rate)]

@@ -1,7 +1,7 @@
 //! `rnnlm tune`.
 
 use super::args::{ColumnArgs, DeviceArgs, OovArgs};
-use super::values::{on_off, positive, values, Values};
+use super::values::{positive, values, Values};
 use anyhow::{Context, Result};
 use clap::Args;
 use rnnlm::checkpoint::ModelDir;
@@ -81,7 +81,7 @@ pub(crate) struct TuneArgs {
     pub(crate) batch_size: usize,
     /// Run the candidates' shared prefixes (a backward model's shared suffixes) through
     /// the network once: on or off. The numbers are the same either way.
-    #[arg(long, default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
+    #[arg(long, default_value = "on", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub(crate) prefix_sharing: bool,
     #[command(flatten)]
     pub(crate) device: DeviceArgs,

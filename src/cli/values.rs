@@ -1,5 +1,8 @@
 //! Flag values checked as they are parsed, so that a value out of range is a usage
-//! error before anything runs.
+//! error before anything runs. Whole numbers with a meaningful upper bound and on/off
+//! switches use clap's own parsers; the numbers here are those clap has no ranged
+//! parser for (floats), and whole numbers of at least 1, whose clap message would
+//! print the type's maximum.
 
 use rnnlm::tune::parse_range;
 
@@ -24,14 +27,6 @@ pub(crate) fn unit_interval(text: &str) -> Result<f64, String> {
     match finite(text)? {
         v if (0.0..=1.0).contains(&v) => Ok(v),
         v => Err(format!("{v} is not in [0, 1]")),
-    }
-}
-
-/// A layer size or count: a whole number of at least 1.
-pub(crate) fn size(text: &str) -> Result<i64, String> {
-    match text.trim().parse::<i64>() {
-        Ok(v) if v >= 1 => Ok(v),
-        _ => Err(format!("'{text}' is not a whole number of at least 1")),
     }
 }
 
@@ -75,28 +70,9 @@ pub(crate) fn positive(text: &str) -> Result<usize, String> {
     }
 }
 
-/// A number of decimals, 1 to 17 (all that an f64 holds).
-pub(crate) fn decimals(text: &str) -> Result<usize, String> {
-    match text.trim().parse::<usize>() {
-        Ok(v) if (1..=17).contains(&v) => Ok(v),
-        _ => Err(format!("'{text}' is not a whole number in 1..=17")),
-    }
-}
-
-/// The most CPU threads `--threads` takes.
+/// The most CPU threads `--threads` takes (clap's ranged parser checks it).
 pub(crate) const MAX_THREADS: i32 = 1024;
 
-/// A thread count in 1..=[`MAX_THREADS`].
-pub(crate) fn thread_count(text: &str) -> Result<i32, String> {
-    match text.trim().parse::<i32>() {
-        Ok(v) if (1..=MAX_THREADS).contains(&v) => Ok(v),
-        _ => Err(format!(
-            "'{text}' is not a whole number in 1..={MAX_THREADS}"
-        )),
-    }
-}
-
-/// `on` or `off`.
 /// `FILE` or `FILE:WEIGHT`, a weight above 0 (1 when none is given); the text after
 /// the last colon is a weight only when it reads as a number, so paths with colons
 /// stay whole.
@@ -110,12 +86,4 @@ pub(crate) fn weighted_path(text: &str) -> Result<(std::path::PathBuf, f64), Str
         }
     }
     Ok((text.into(), 1.0))
-}
-
-pub(crate) fn on_off(s: &str) -> Result<bool, String> {
-    match s {
-        "on" => Ok(true),
-        "off" => Ok(false),
-        _ => Err(format!("'{s}' is not on or off")),
-    }
 }

@@ -36,7 +36,6 @@ pub const CHUNK_ROWS: usize = 10_000;
 
 /// Input layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Format {
     /// CSV with a header row.
     Csv,
@@ -45,6 +44,12 @@ pub enum Format {
     /// Kaldi N-best text: `uttid-N w1 w2 …` per line.
     Kaldi,
 }
+
+crate::names::named_enum!(Format {
+    Csv => "csv",
+    Text => "text",
+    Kaldi => "kaldi",
+});
 
 /// How to read, score and rank.
 #[derive(Clone, Debug)]
@@ -327,12 +332,18 @@ pub fn score_file(
     Ok(summary)
 }
 
+/// Whether two output paths name one file: the same file already (links included),
+/// or one name in the same directory, however spelled.
 fn same_file(a: &Path, b: &Path) -> bool {
+    let directory = |p: &Path| {
+        let parent = p.parent().filter(|d| !d.as_os_str().is_empty());
+        std::fs::canonicalize(parent.unwrap_or(Path::new("."))).ok()
+    };
     a == b
-        || matches!(
-            (std::fs::canonicalize(a), std::fs::canonicalize(b)),
-            (Ok(a), Ok(b)) if a == b
-        )
+        || same_file::is_same_file(a, b).unwrap_or(false)
+        || (a.file_name() == b.file_name()
+            && directory(a).is_some()
+            && directory(a) == directory(b))
 }
 
 /// Opens the input file, or standard input for `None`.

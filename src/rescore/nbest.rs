@@ -13,15 +13,17 @@ use std::io::{BufRead, BufReader, Read};
 
 /// Base of the logarithms in an n-gram score column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum LogBase {
     /// log10, as ARPA tools (SRILM, KenLM) print.
-    #[cfg_attr(feature = "cli", value(name = "10"))]
     Ten,
     /// Natural log.
-    #[cfg_attr(feature = "cli", value(name = "e"))]
     E,
 }
+
+crate::names::named_enum!(LogBase {
+    Ten => "10",
+    E => "e",
+});
 
 impl LogBase {
     /// The value in nats.

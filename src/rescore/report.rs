@@ -19,8 +19,7 @@ use std::path::PathBuf;
 
 /// Which utterances a report keeps when there are more than its limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
-#[serde(rename_all = "kebab-case")]
+#[serde(into = "&'static str")]
 pub enum ReportOrder {
     /// The first ones, in file order.
     File,
@@ -28,6 +27,11 @@ pub enum ReportOrder {
     /// change first; needs references.
     WerChange,
 }
+
+crate::names::named_enum!(ReportOrder {
+    File => "file",
+    WerChange => "wer-change",
+});
 
 /// Where the report goes and what it keeps.
 #[derive(Clone, Debug)]

@@ -10,8 +10,7 @@ use std::path::PathBuf;
 
 /// How the learning rate moves during training.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
-#[serde(rename_all = "lowercase")]
+#[serde(into = "&'static str", try_from = "String")]
 pub enum LrSchedule {
     /// Constant, multiplied by `lr_decay` after each epoch whose valid loss does not improve.
     Plateau,
@@ -20,6 +19,11 @@ pub enum LrSchedule {
     /// budget, not convergence, ends training.
     Linear,
 }
+
+crate::names::named_enum!(LrSchedule {
+    Plateau => "plateau",
+    Linear => "linear",
+});
 
 /// Everything `rnnlm train` takes.
 #[derive(Clone, Debug, Serialize, Deserialize)]

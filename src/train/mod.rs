@@ -119,11 +119,12 @@ fn check_schedule(config: &TrainConfig) -> Result<()> {
 }
 
 /// Refuses a model whose training state (weights, gradients and the optimizer's two
-/// moment estimates, 16 bytes a parameter) exceeds the memory available, rather than
-/// failing inside libtorch's allocator mid-epoch.
+/// moment estimates, 16 bytes a parameter) exceeds the memory available (free memory,
+/// `ulimit -v` or a container's limit, whichever is least), rather than failing inside
+/// libtorch's allocator mid-epoch.
 fn check_memory(model: &ModelConfig) -> Result<()> {
     let needed = model.parameter_count() * 16;
-    let Some(available) = available_memory() else {
+    let Some(available) = crate::memory::available() else {
         return Ok(());
     };
     if needed > available {
@@ -136,14 +137,6 @@ fn check_memory(model: &ModelConfig) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// `MemAvailable` from `/proc/meminfo`, in bytes.
-fn available_memory() -> Option<u128> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u128 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }
 
 fn log_epoch(r: &EpochRecord) {

@@ -49,7 +49,6 @@ pub struct Grid {
 
 /// How `tune` searches the weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum SearchMethod {
     /// Exact line searches from the best points of a coarse grid, each to the middle
     /// of the best plateau ([`mert`]).
@@ -58,6 +57,11 @@ pub enum SearchMethod {
     /// The grid at growing scales, refined coordinate by coordinate ([`search`]).
     Grid,
 }
+
+crate::names::named_enum!(SearchMethod {
+    Line => "line",
+    Grid => "grid",
+});
 
 /// Parses `START:END:STEP` (both ends included), `A,B,C` or a single value.
 pub fn parse_range(text: &str) -> std::result::Result<Vec<f64>, String> {

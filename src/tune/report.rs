@@ -12,9 +12,7 @@
 
 use super::search::{edits_at, search, Axis, Cached, Searched, Space};
 use super::{SearchMethod, TuneOptions};
-use crate::oov::OovPolicy;
 use crate::rescore::combine::{best_index, Weights};
-use crate::rescore::nbest::LogBase;
 use crate::rescore::Format;
 use crate::wer::Edits;
 use anyhow::{bail, Result};
@@ -409,10 +407,7 @@ fn score_flags(weights: &Weights, has: Terms, options: &TuneOptions) -> String {
         flags.push(format!("--am-column {am}"));
     }
     if let Some(ngram) = &c.ngram {
-        let base = match c.ngram_base {
-            LogBase::Ten => "10",
-            LogBase::E => "e",
-        };
+        let base = c.ngram_base;
         flags.push(format!(
             "--ngram-column {ngram} --ngram-log-base {base} --ngram-weight {}",
             weights.ngram_weight
@@ -432,11 +427,7 @@ fn score_flags(weights: &Weights, has: Terms, options: &TuneOptions) -> String {
         weights.lm_weight, weights.length_penalty
     ));
     if !options.scored {
-        let policy = match options.oov.policy {
-            OovPolicy::Divide => "divide",
-            OovPolicy::Unk => "unk",
-        };
-        flags.push(format!("--oov {policy}"));
+        flags.push(format!("--oov {}", options.oov.policy));
         if options.oov.penalty != 0.0 {
             flags.push(format!("--oov-penalty {}", options.oov.penalty));
         }
