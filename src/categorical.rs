@@ -1,7 +1,7 @@
 //! Categorical draws with a seeded generator of our own: the primitive that the
 //! output layer samples with.
 
-use rand::rngs::StdRng;
+use rand_chacha::ChaCha12Rng;
 use rand::{Rng, SeedableRng};
 use tch::{Kind, Tensor};
 
@@ -11,14 +11,14 @@ use tch::{Kind, Tensor};
 /// cumulative probability reaches u times the row's total. The uniforms come from
 /// this generator, not torch's global one, so a seed reproduces a run.
 pub struct Sampler {
-    rng: StdRng,
+    rng: ChaCha12Rng,
 }
 
 impl Sampler {
     /// A sampler seeded with `seed`.
     pub fn new(seed: u64) -> Self {
         Sampler {
-            rng: StdRng::seed_from_u64(seed),
+            rng: ChaCha12Rng::seed_from_u64(seed),
         }
     }
 

@@ -104,7 +104,7 @@ impl Corpus {
         let whole = weight.floor() as usize;
         let part = ((weight - weight.floor()) * self.sentences.len() as f64).round() as usize;
         let mut order: Vec<usize> = (0..self.sentences.len()).collect();
-        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+        order.shuffle(&mut rand_chacha::ChaCha12Rng::seed_from_u64(seed));
         let mut sentences = Vec::with_capacity(whole * self.sentences.len() + part);
         for _ in 0..whole {
             sentences.extend(self.sentences.iter().cloned());

@@ -23,8 +23,21 @@ pub fn plot_losses(path: &Path, history: &[EpochRecord]) -> Result<()> {
     }
 }
 
+/// Registers the font the plots write with, DejaVu Sans compiled into the binary:
+/// the text of a plot never depends on the fonts a machine has installed.
+#[cfg(feature = "plot")]
+pub(crate) fn register_font() {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        let font = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+        plotters::style::register_font("sans-serif", FontStyle::Normal, font)
+            .unwrap_or_else(|_| panic!("assets/fonts/DejaVuSans.ttf is not a font"));
+    });
+}
+
 #[cfg(feature = "plot")]
 fn draw(path: &Path, history: &[EpochRecord]) -> Result<(), Box<dyn std::error::Error>> {
+    register_font();
     let root = BitMapBackend::new(path, (800, 500)).into_drawing_area();
     root.fill(&WHITE)?;
     let losses = history.iter().flat_map(|r| [r.train_loss, r.valid_loss]);

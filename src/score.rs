@@ -10,7 +10,7 @@ use crate::data::{length_batches, Corpus, SentenceBatch};
 use crate::model::RnnLm;
 use crate::oov::OovScorer;
 use anyhow::Result;
-use rand::rngs::StdRng;
+use rand_chacha::ChaCha12Rng;
 use serde::Serialize;
 
 /// Sentences per forward pass when scoring.
@@ -46,7 +46,7 @@ pub fn token_log_probs(
     let _guard = tch::no_grad_guard();
     let lengths: Vec<usize> = sentences.iter().map(Vec::len).collect();
     let mut result = vec![Vec::new(); sentences.len()];
-    for batch_rows in length_batches(&lengths, batch_size, None::<&mut StdRng>) {
+    for batch_rows in length_batches(&lengths, batch_size, None::<&mut ChaCha12Rng>) {
         // A short batch runs with its first sentence repeated after the real ones, whose
         // results come first and alone are read (see `crate::rows`).
         let rows: Vec<&[i64]> = crate::rows::padded(&batch_rows)

@@ -325,3 +325,23 @@ fn resume_takes_the_runs_length_seed_tokenizer_vocabulary_and_output_layer() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(state_epoch(&model), 4);
 }
+
+/// `loss.png` is drawn with the font compiled into the binary: a machine without any
+/// font installed (here, fontconfig given an empty configuration) still gets its text.
+#[test]
+fn the_loss_plot_needs_no_installed_font() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data(dir.path(), 2);
+    let model = dir.path().join("model");
+    let empty = dir.path().join("fonts.conf");
+    std::fs::write(&empty, "<?xml version=\"1.0\"?>\n<fontconfig></fontconfig>\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_rnnlm"))
+        .args(train_args(data.to_str().unwrap(), model.to_str().unwrap(), "2"))
+        .env("FONTCONFIG_FILE", &empty)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("WARN"), "{}", stderr(&o));
+    let png = std::fs::read(model.join("loss.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+}

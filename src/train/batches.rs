@@ -8,7 +8,7 @@ use crate::data::{length_batches, Corpus, SentenceBatch, TokenStream};
 use crate::model::{RnnLm, State};
 use crate::regularize::{activation_penalty, consecutive_positions, Regularization};
 use anyhow::{Context, Result};
-use rand::rngs::StdRng;
+use rand_chacha::ChaCha12Rng;
 use tch::Tensor;
 
 /// What a batch's forward pass gives the step.
@@ -44,7 +44,7 @@ pub(super) fn epoch_batches<'a>(
     config: &TrainConfig,
     corpus: &'a Corpus,
     model: &RnnLm,
-    rng: &mut StdRng,
+    rng: &mut ChaCha12Rng,
     carried: Option<State>,
 ) -> Result<Box<dyn Batches + 'a>> {
     if config.stream {

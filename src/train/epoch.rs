@@ -4,30 +4,28 @@
 use super::{LrSchedule, TrainConfig};
 use crate::model::State;
 use anyhow::{bail, Result};
-use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha12Rng;
 use std::time::Instant;
 
-/// The shuffling generator of epoch `epoch` (0-based) of a run seeded with `seed`.
-/// It depends only on the two, so a run resumed inside epoch k shuffles as an uncut
-/// run does.
-pub(super) fn epoch_rng(seed: u64, epoch: usize) -> StdRng {
-    StdRng::seed_from_u64(splitmix64(splitmix64(seed ^ splitmix64(epoch as u64 + 1))))
+/// The shuffling generator of epoch `epoch` (0-based) of a run seeded with `seed`:
+/// ChaCha stream 2·`epoch` under the seed's key. It depends only on the two, so a run
+/// resumed inside epoch k shuffles as an uncut run does.
+pub(super) fn epoch_rng(seed: u64, epoch: usize) -> ChaCha12Rng {
+    let mut rng = ChaCha12Rng::seed_from_u64(seed);
+    rng.set_stream(2 * epoch as u64);
+    rng
 }
 
-/// Seeds libtorch's generator (dropout) for batch `batch` of epoch `epoch`: seeded
-/// per batch, a run resumed at any batch draws what an uncut run draws there.
+/// Seeds libtorch's generator (dropout) for batch `batch` of epoch `epoch` from the
+/// `batch`-th number of ChaCha stream 2·`epoch` + 1: seeded per batch, a run resumed at
+/// any batch draws what an uncut run draws there.
 pub(super) fn seed_batch(seed: u64, epoch: usize, batch: usize) {
-    let mixed = splitmix64(splitmix64(seed ^ splitmix64(epoch as u64 + 1)) ^ batch as u64);
-    tch::manual_seed((mixed >> 1) as i64);
-}
-
-/// SplitMix64's finalizer: nearby inputs give unrelated outputs.
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    let mut rng = ChaCha12Rng::seed_from_u64(seed);
+    rng.set_stream(2 * epoch as u64 + 1);
+    // A u64 is two of the stream's 32-bit words.
+    rng.set_word_pos(2 * batch as u128);
+    tch::manual_seed((rng.next_u64() >> 1) as i64);
 }
 
 /// The learning rate at a point of the run.

@@ -147,7 +147,7 @@ impl Descent<'_> {
 
     /// Seeded random directions over the free weights: a mix of `length_penalty` and
     /// the shares, or of `lm_weight` and `length_penalty`.
-    fn random_directions(&self, rng: &mut rand::rngs::StdRng) -> Vec<Point> {
+    fn random_directions(&self, rng: &mut rand_chacha::ChaCha12Rng) -> Vec<Point> {
         let free = self.free();
         let mut directions = Vec::new();
         for _ in 0..2 * free.len().saturating_sub(1) {
@@ -167,7 +167,7 @@ impl Descent<'_> {
     }
 
     /// Line searches from `x` until a sweep makes no fewer errors.
-    fn descend(&mut self, mut x: Point, rng: &mut rand::rngs::StdRng) -> (Point, usize) {
+    fn descend(&mut self, mut x: Point, rng: &mut rand_chacha::ChaCha12Rng) -> (Point, usize) {
         let mut errors = self.errors_at(&x);
         for _ in 0..MAX_SWEEPS {
             let mut directions = self.random_directions(rng);
@@ -258,7 +258,7 @@ pub fn search(cache: &[Cached], lists: &[Range<usize>], space: &Space) -> Option
     for (_, x) in &grid {
         descent.note(x);
     }
-    let mut rng = rand::rngs::StdRng::seed_from_u64(SEED);
+    let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(SEED);
     let mut best: Option<(usize, Point)> = None;
     for (_, start) in grid.iter().take(STARTS) {
         let (x, errors) = descent.descend(*start, &mut rng);

@@ -150,6 +150,7 @@ mod draw {
     }
 
     fn render(plot: &TunePlot, pixels: &mut [u8]) -> Result<(), Box<dyn std::error::Error>> {
+        crate::plot::register_font();
         let root = BitMapBackend::with_buffer(pixels, SIZE).into_drawing_area();
         root.fill(&WHITE)?;
         let (left, right) = root.split_horizontally(SIZE.0 / 2);
