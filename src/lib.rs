@@ -22,6 +22,7 @@ pub mod categorical;
 pub mod checkpoint;
 pub mod data;
 pub mod device;
+pub mod distributed;
 pub mod files;
 pub mod memory;
 pub mod metrics;

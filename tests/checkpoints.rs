@@ -334,9 +334,17 @@ fn the_loss_plot_needs_no_installed_font() {
     let data = data(dir.path(), 2);
     let model = dir.path().join("model");
     let empty = dir.path().join("fonts.conf");
-    std::fs::write(&empty, "<?xml version=\"1.0\"?>\n<fontconfig></fontconfig>\n").unwrap();
+    std::fs::write(
+        &empty,
+        "<?xml version=\"1.0\"?>\n<fontconfig></fontconfig>\n",
+    )
+    .unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_rnnlm"))
-        .args(train_args(data.to_str().unwrap(), model.to_str().unwrap(), "2"))
+        .args(train_args(
+            data.to_str().unwrap(),
+            model.to_str().unwrap(),
+            "2",
+        ))
         .env("FONTCONFIG_FILE", &empty)
         .output()
         .unwrap();

@@ -1,0 +1,144 @@
+// A process group of c10d (PyTorch's distributed engine, in libtorch_cpu) for the
+// training's ranks: a TCPStore rendezvous and a Gloo group, with the collectives the
+// training needs. Each call returns nullptr on success, else a message the caller
+// frees with rnnlm_free_error; nothing unwinds into Rust.
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+namespace {
+struct Group {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
+};
+
+std::vector<at::Tensor> tensors(void *const *pointers, int64_t n) {
+  std::vector<at::Tensor> out;
+  out.reserve(n);
+  for (int64_t i = 0; i < n; ++i) {
+    out.push_back(*static_cast<at::Tensor *>(pointers[i]));
+  }
+  return out;
+}
+
+// The store's listening socket, bound to the master's own address (127.0.0.1 stays
+// on the loopback), never to every address of the machine.
+int listen_on(const std::string &host, uint16_t port) {
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  if (inet_pton(AF_INET, host.c_str(), &address.sin_addr) != 1) {
+    throw std::runtime_error("MASTER_ADDR " + host + " is not an IPv4 address");
+  }
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) {
+    throw std::runtime_error(std::string("cannot open a socket: ") + strerror(errno));
+  }
+  int on = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+  if (bind(fd, reinterpret_cast<sockaddr *>(&address), sizeof(address)) != 0 ||
+      listen(fd, 128) != 0) {
+    std::string why = strerror(errno);
+    close(fd);
+    throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port) + ": " +
+                             why);
+  }
+  return fd;
+}
+
+template <typename F> char *guarded(F body) {
+  try {
+    body();
+    return nullptr;
+  } catch (const std::exception &e) {
+    return strdup(e.what());
+  } catch (...) {
+    return strdup("c10d failed with an exception that is not a std::exception");
+  }
+}
+}  // namespace
+
+// Joins the group of `size` ranks as `rank`: rank 0 serves the store on host:port.
+extern "C" char *rnnlm_group_new(const char *host, uint16_t port, int rank, int size,
+                                 int64_t timeout_ms, void **out) {
+  return guarded([&] {
+    std::chrono::milliseconds timeout(timeout_ms);
+    c10d::TCPStoreOptions options;
+    options.port = port;
+    options.isServer = rank == 0;
+    options.numWorkers = size;
+    options.waitWorkers = true;
+    options.timeout = timeout;
+    if (rank == 0) {
+      options.masterListenFd = listen_on(host, port);
+    }
+    auto store = c10::make_intrusive<c10d::TCPStore>(host, options);
+    auto gloo_options = c10d::ProcessGroupGloo::Options::create(timeout);
+    gloo_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(host));
+    auto gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, gloo_options);
+    *out = new Group{store, gloo};
+  });
+}
+
+// Sums each tensor over the ranks, in place: the tensors of each dtype flattened into
+// one buffer, one all-reduce per dtype, as DDP's buckets do.
+extern "C" char *rnnlm_group_all_reduce_sum(void *group, void *const *pointers, int64_t n) {
+  return guarded([&] {
+    auto list = tensors(pointers, n);
+    std::vector<bool> done(list.size(), false);
+    for (size_t first = 0; first < list.size(); ++first) {
+      if (done[first]) {
+        continue;
+      }
+      std::vector<at::Tensor> same;
+      std::vector<size_t> which;
+      for (size_t i = first; i < list.size(); ++i) {
+        if (!done[i] && list[i].scalar_type() == list[first].scalar_type()) {
+          same.push_back(list[i].reshape({-1}));
+          which.push_back(i);
+          done[i] = true;
+        }
+      }
+      std::vector<at::Tensor> flat{at::cat(same)};
+      static_cast<Group *>(group)->gloo->allreduce(flat)->wait();
+      int64_t offset = 0;
+      for (size_t k = 0; k < which.size(); ++k) {
+        auto &tensor = list[which[k]];
+        int64_t count = tensor.numel();
+        tensor.copy_(flat[0].narrow(0, offset, count).view(tensor.sizes()));
+        offset += count;
+      }
+    }
+  });
+}
+
+// Copies `root`'s tensors to every rank, in place.
+extern "C" char *rnnlm_group_broadcast(void *group, void *const *pointers, int64_t n,
+                                       int root) {
+  return guarded([&] {
+    auto list = tensors(pointers, n);
+    for (auto &tensor : list) {
+      std::vector<at::Tensor> one{tensor};
+      c10d::BroadcastOptions options;
+      options.rootRank = root;
+      static_cast<Group *>(group)->gloo->broadcast(one, options)->wait();
+    }
+  });
+}
+
+// Waits until every rank has reached it.
+extern "C" char *rnnlm_group_barrier(void *group) {
+  return guarded([&] { static_cast<Group *>(group)->gloo->barrier()->wait(); });
+}
+
+extern "C" void rnnlm_group_free(void *group) { delete static_cast<Group *>(group); }
