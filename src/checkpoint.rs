@@ -70,6 +70,10 @@ pub struct TrainState {
     /// See `partial_loss_sum`.
     #[serde(default)]
     pub partial_seconds: f64,
+    /// Batches one optimizer step takes (ranks × `accumulate`), where it is more
+    /// than 1; a resume must take as many, so that its steps are the run's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batches_per_step: Option<usize>,
 }
 
 impl TrainState {

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_log_level().into()),
         )
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -33,5 +34,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+/// `info`, or `warn` on a rank other than 0 of a distributed run: one voice, rank 0's.
+fn default_log_level() -> &'static str {
+    match std::env::var("RANK")
+        .ok()
+        .and_then(|r| r.parse::<usize>().ok())
+    {
+        Some(rank) if rank > 0 => "warn",
+        _ => "info",
     }
 }

@@ -258,6 +258,12 @@ impl Optimizer {
         Tensor::run_backward(&[loss], &self.leaves(), false, false)
     }
 
+    /// Zero gradients, one per leaf of [`Optimizer::backward`]: what a process with no
+    /// batch in a step adds to the others'.
+    pub fn zero_gradients(&self) -> Vec<Tensor> {
+        self.leaves().iter().map(Tensor::zeros_like).collect()
+    }
+
     /// Clips `grads` (from [`Optimizer::backward`]) to the norm `clip` (0: no
     /// clipping) and updates the parameters with them.
     pub fn apply(&mut self, grads: Vec<Tensor>, clip: f64) -> Result<()> {
@@ -459,6 +465,13 @@ fn add_sparse_rows(
     blocks: &[(i64, i64, Option<Tensor>)],
     sparse: &Tensor,
 ) -> Result<()> {
+    // A data-parallel run sums the lookups' gradients across ranks dense.
+    if !sparse.is_sparse() {
+        for (grad, &(start, len, _)) in block_grads.iter_mut().zip(blocks) {
+            let _ = grad.f_add_(&sparse.narrow(0, start, len))?;
+        }
+        return Ok(());
+    }
     let rows = sparse.internal_indices().select(0, 0);
     let values = sparse.internal_values();
     for (grad, &(start, len, _)) in block_grads.iter_mut().zip(blocks) {

@@ -76,3 +76,191 @@ fn a_rank_alone_fails_within_the_timeout_with_one_line() {
         start.elapsed()
     );
 }
+
+#[allow(dead_code)]
+mod common;
+#[path = "common/tiny.rs"]
+mod tiny;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+/// `rnnlm train` on the tiny corpus with dropout off, as rank `rank` of `ranks` (or alone
+/// when `ranks` is 1), with `extra` flags.
+fn train_rank(
+    data: &Path,
+    out: &Path,
+    rank: usize,
+    ranks: usize,
+    port: u16,
+    extra: &[&str],
+) -> Child {
+    let mut args = tiny::train_args(data.to_str().unwrap(), out.to_str().unwrap(), "3");
+    args.extend(["--dropout", "0", "--batch-size", "4", "--threads", "1"]);
+    // A flag given again in `extra` replaces its value.
+    let mut extra = extra.iter();
+    while let Some(&flag) = extra.next() {
+        let value = extra
+            .clone()
+            .next()
+            .filter(|v| !v.starts_with("--"))
+            .copied();
+        match (args.iter().position(|a| *a == flag), value) {
+            (Some(at), Some(value)) => {
+                args[at + 1] = value;
+                extra.next();
+            }
+            (None, Some(value)) => {
+                args.extend([flag, value]);
+                extra.next();
+            }
+            (_, None) => args.push(flag),
+        }
+    }
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rnnlm"));
+    command
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if ranks > 1 {
+        command
+            .env("WORLD_SIZE", ranks.to_string())
+            .env("RANK", rank.to_string())
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string());
+    }
+    command.spawn().unwrap()
+}
+
+/// Every rank of a run, waited for.
+fn train_ranks(data: &Path, out: &Path, ranks: usize, extra: &[&str]) -> Vec<Output> {
+    let port = free_port();
+    let children: Vec<Child> = (0..ranks)
+        .map(|r| train_rank(data, out, r, ranks, port, extra))
+        .collect();
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect()
+}
+
+fn assert_all_succeeded(outputs: &[Output]) {
+    for (rank, o) in outputs.iter().enumerate() {
+        assert!(
+            o.status.success(),
+            "rank {rank}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+fn weights(model: &Path) -> Vec<(String, Tensor)> {
+    let mut named = Tensor::read_safetensors(model.join("last.safetensors")).unwrap();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
+
+fn corpus(dir: &Path) -> PathBuf {
+    tiny::data(dir, 8)
+}
+
+/// Two ranks of 4 sentences a batch take the steps of one process that sums two
+/// batches a step (`--accumulate 2`): every parameter within 1e-5 relative after three
+/// epochs (the sums are added in another order, so not to the bit).
+#[test]
+fn two_ranks_train_as_one_process_on_both_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let (two, one) = (dir.path().join("two"), dir.path().join("one"));
+    assert_all_succeeded(&train_ranks(&data, &two, 2, &[]));
+    assert_all_succeeded(&train_ranks(&data, &one, 1, &["--accumulate", "2"]));
+    let (a, b) = (weights(&two), weights(&one));
+    assert_eq!(a.len(), b.len());
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        let scale = f64::try_from(y.abs().max()).unwrap().max(1e-3);
+        let gap = f64::try_from((x - y).abs().max()).unwrap();
+        assert!(gap <= 1e-5 * scale, "{name}: {gap} apart (scale {scale})");
+    }
+    // Rank 0 alone wrote the directory, with the run's steps recorded.
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(two.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["batches_per_step"], 2, "{state}");
+}
+
+/// Cut by `--max-steps` and resumed, two ranks end byte-identical to two ranks uncut;
+/// a resume by one process must take as many batches a step.
+#[test]
+fn two_ranks_cut_and_resumed_equal_two_ranks_uncut() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let (uncut, cut) = (dir.path().join("uncut"), dir.path().join("cut"));
+    assert_all_succeeded(&train_ranks(&data, &uncut, 2, &[]));
+    assert_all_succeeded(&train_ranks(&data, &cut, 2, &["--max-steps", "7"]));
+    let alone = train_ranks(&data, &cut, 1, &["--resume"]);
+    let err = String::from_utf8_lossy(&alone[0].stderr).to_string();
+    assert!(!alone[0].status.success());
+    assert!(err.contains("the run took 2 batches a step"), "{err}");
+    assert_all_succeeded(&train_ranks(&data, &cut, 2, &["--resume"]));
+    for file in [
+        "last.safetensors",
+        "optimizer.safetensors",
+        "weights.safetensors",
+    ] {
+        assert!(
+            std::fs::read(uncut.join(file)).unwrap() == std::fs::read(cut.join(file)).unwrap(),
+            "{file} differs"
+        );
+    }
+}
+
+/// A rank killed mid-run makes the other fail within `--dist-timeout`, with one line
+/// that names it, and the model directory still loads.
+#[test]
+fn a_killed_rank_makes_the_other_fail_within_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny::data(dir.path(), 200);
+    let out = dir.path().join("model");
+    let port = free_port();
+    let extra = ["--epochs", "100000", "--dist-timeout", "10"];
+    let mut survivor = train_rank(&data, &out, 0, 2, port, &extra);
+    let mut victim = train_rank(&data, &out, 1, 2, port, &extra);
+    let start = std::time::Instant::now();
+    while !out.join("state.json").exists() && start.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(out.join("state.json").exists(), "a checkpoint was written");
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let killed_at = std::time::Instant::now();
+    let o = survivor.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        killed_at.elapsed()
+    );
+    let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(error_lines.len(), 1, "{err}");
+    assert!(error_lines[0].contains("rank 0 of 2"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let o = common::rnnlm(&["sample", "--model", out.to_str().unwrap(), "--count", "1"]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+}
+
+/// Ranks started with different flags are refused at start-up, every one of them.
+#[test]
+fn ranks_with_different_flags_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let out = dir.path().join("model");
+    let port = free_port();
+    let zero = train_rank(&data, &out, 0, 2, port, &[]);
+    let one = train_rank(&data, &out, 1, 2, port, &["--lr", "0.01"]);
+    for (rank, child) in [zero, one].into_iter().enumerate() {
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(!o.status.success(), "rank {rank}: {err}");
+        assert!(err.contains("rank"), "{err}");
+    }
+    assert!(!out.join("state.json").exists());
+}

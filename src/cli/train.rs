@@ -74,6 +74,14 @@ pub(crate) struct TrainArgs {
     /// Sentences per batch (rows per batch with --stream).
     #[arg(long, default_value_t = defaults().batch_size, value_parser = positive)]
     pub(crate) batch_size: usize,
+    /// Batches whose gradients are summed before each step, per rank: a step then takes
+    /// ranks × N batches, with the update of one batch of all their sentences.
+    #[arg(long, default_value_t = defaults().accumulate, value_parser = positive)]
+    pub(crate) accumulate: usize,
+    /// Under torchrun (WORLD_SIZE > 1): seconds a rank waits for the others before it
+    /// fails, naming itself (a rank that died or hangs).
+    #[arg(long, default_value_t = 300.0, value_parser = positive_number)]
+    pub(crate) dist_timeout: f64,
     /// Read the data as one token stream with truncated BPTT instead of sentence by sentence.
     #[arg(long)]
     pub(crate) stream: bool,
@@ -152,7 +160,7 @@ pub(crate) struct TrainArgs {
 
 /// The training flags that define a run, by argument id: given on the command line
 /// with `--resume`, each must agree with the run.
-pub(crate) const RUN_FLAGS: [(&str, &str); 38] = [
+pub(crate) const RUN_FLAGS: [(&str, &str); 39] = [
     ("patience", "--patience"),
     ("seed", "--seed"),
     ("clusters", "--clusters"),
@@ -169,6 +177,7 @@ pub(crate) const RUN_FLAGS: [(&str, &str); 38] = [
     ("max_size", "--max-size"),
     ("optimizer", "--optimizer"),
     ("batch_size", "--batch-size"),
+    ("accumulate", "--accumulate"),
     ("clip", "--clip"),
     ("stream", "--stream"),
     ("bptt", "--bptt"),
@@ -232,8 +241,10 @@ pub(crate) fn run(args: TrainArgs, matches: Option<&clap::ArgMatches>) -> Result
     super::malloc::keep_freed_memory();
     check_output_flags(&args, matches)?;
     let device = args.device.resolve()?;
+    let timeout = std::time::Duration::from_secs_f64(args.dist_timeout);
+    let world = rnnlm::distributed::World::from_env(timeout)?;
     let config = train_config(args, matches);
-    let summary = rnnlm::train::train(&config, device)?;
+    let summary = rnnlm::train::train_on(&config, device, &world)?;
     let best = summary.best_valid_loss;
     tracing::info!(
         "best valid loss {best:.4} nats/token, perplexity {:.2}, {:.4} bits/token; model in {}",
@@ -291,6 +302,7 @@ fn train_config(args: TrainArgs, matches: Option<&clap::ArgMatches>) -> TrainCon
         clusters: args.clusters,
         patience: args.patience,
         batch_size: args.batch_size,
+        accumulate: args.accumulate,
         stream: args.stream,
         bptt: args.bptt,
         optimizer: args.optimizer,

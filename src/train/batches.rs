@@ -26,6 +26,8 @@ pub(super) struct BatchLoss {
 pub(super) trait Batches {
     /// How many the epoch has.
     fn len(&self) -> usize;
+    /// Target tokens of batch `index`, known without running it.
+    fn tokens(&self, index: usize) -> usize;
     /// The forward pass of batch `index` in training mode.
     fn forward(
         &mut self,
@@ -72,6 +74,13 @@ struct SentenceBatches<'a> {
 impl Batches for SentenceBatches<'_> {
     fn len(&self) -> usize {
         self.rows.len()
+    }
+
+    fn tokens(&self, index: usize) -> usize {
+        self.rows[index]
+            .iter()
+            .map(|&r| self.corpus.sentences[r].len())
+            .sum()
     }
 
     fn forward(
@@ -127,6 +136,10 @@ struct StreamChunks {
 impl Batches for StreamChunks {
     fn len(&self) -> usize {
         self.chunks.len()
+    }
+
+    fn tokens(&self, index: usize) -> usize {
+        self.chunks[index].1.numel()
     }
 
     fn forward(

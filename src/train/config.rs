@@ -55,6 +55,11 @@ pub struct TrainConfig {
     pub model: ModelConfig,
     /// Sentences (or stream rows) per batch.
     pub batch_size: usize,
+    /// Batches each process sums the gradients of before one optimizer step: with R
+    /// processes a step takes R × this many batches, and its update is the one a
+    /// single batch of all their sentences would give (the loss is per token).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub accumulate: usize,
     /// Read the file as one token stream with truncated BPTT.
     pub stream: bool,
     /// Steps per truncated-BPTT chunk in stream mode.
@@ -133,6 +138,7 @@ impl Default for TrainConfig {
                 output: OutputConfig::Full,
             },
             batch_size: 32,
+            accumulate: 1,
             stream: false,
             bptt: 35,
             optimizer: OptimizerKind::Adam,
@@ -178,6 +184,16 @@ impl TrainConfig {
             .clone()
             .unwrap_or_else(|| self.data.join("valid.txt"))
     }
+}
+
+fn one() -> usize {
+    1
+}
+
+/// `accumulate` is left out of `config.json` at 1, so a single-batch run writes what
+/// it wrote before the setting existed.
+fn is_one(value: &usize) -> bool {
+    *value == 1
 }
 
 /// A run saved before `lr_cooldown` existed fell over its whole budget.

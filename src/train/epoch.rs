@@ -126,18 +126,29 @@ impl EpochStats {
     }
 }
 
-/// Refuses a resumed epoch that claims more batches done than the epoch has: its
-/// state was changed, or the data is not the data the run was cut on.
+/// Refuses a resumed epoch that claims more batches done than the epoch has (its
+/// state was changed, or the data is not the data the run was cut on), or that stopped
+/// inside a step of another size (the ranks × `--accumulate` changed).
 pub(super) fn check_begun(
     begun: &EpochStart,
     batches: usize,
+    per_step: usize,
     config: &TrainConfig,
     epoch: usize,
 ) -> Result<()> {
+    let state = config.out.join("state.json");
     if begun.batches_done > batches {
         bail!(
             "{}: {} batches of epoch {} are done, but the epoch has {batches}: the state was changed, or the training text is not the run's",
-            config.out.join("state.json").display(),
+            state.display(),
+            begun.batches_done,
+            epoch + 1,
+        );
+    }
+    if begun.batches_done % per_step != 0 && begun.batches_done != batches {
+        bail!(
+            "{}: the run stopped after {} batches of epoch {}, inside a step of {per_step} batches (ranks × --accumulate); resume with the run's ranks × --accumulate",
+            state.display(),
             begun.batches_done,
             epoch + 1,
         );

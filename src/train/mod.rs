@@ -19,6 +19,7 @@ mod start;
 pub use config::{LrSchedule, TrainConfig};
 
 use crate::checkpoint::{ModelDir, TrainState};
+use crate::distributed::World;
 pub use crate::metrics::EpochRecord;
 use crate::model::ModelConfig;
 pub use crate::optim::OptimizerKind;
@@ -42,26 +43,110 @@ pub struct TrainSummary {
 /// one checkpoint at a time; a run that ends before its first such epoch is an
 /// error, and leaves the directory as it was.
 pub fn train(config: &TrainConfig, device: Device) -> Result<TrainSummary> {
+    train_on(config, device, &World::single())
+}
+
+/// [`train`] as one rank of `world`: each step's batches are shared among the ranks and
+/// their gradients summed, so every rank takes the step one process would take on all
+/// of them; rank 0 alone takes the directory's lock and writes the model.
+pub fn train_on(config: &TrainConfig, device: Device, world: &World) -> Result<TrainSummary> {
     if !config.resume {
         // Before anything is written; a resumed run's schedule is checked once known.
         check_schedule(config)?;
     }
     let dir = ModelDir::new(&config.out);
-    let lock = TrainingLock::acquire(&config.out)?;
-    lock.tidy()?;
-    let (start, config) = start::begin(config, &dir)?;
-    if config.resume {
-        check_schedule(&config)?;
-    }
-    let data = start::load_data(&config, &start.saved.tokenizer, &start.vocab)?;
-    if device == Device::Cpu {
-        check_memory(&start.saved.model)?;
-    }
-    let run = run::Run::new(&config, dir, start, device)?;
+    let lock = agree(world, leader_lock(config, world))?;
+    let (start, config) = agree(world, start::begin(config, &dir))?;
+    let data = agree(world, ready(&config, &start, world, device))?;
+    check_same_run(&config, &start, world)?;
+    let run = run::Run::new(&config, world, dir, start, device)?;
     run.log_size(&data);
     let summary = run.train(&data);
     drop(lock);
     summary
+}
+
+/// Rank 0's lock on the directory, the directory put in order under it.
+fn leader_lock(config: &TrainConfig, world: &World) -> Result<Option<TrainingLock>> {
+    if !world.is_leader() {
+        return Ok(None);
+    }
+    let lock = TrainingLock::acquire(&config.out)?;
+    lock.tidy()?;
+    Ok(Some(lock))
+}
+
+/// The data, once the run's settings are known to fit the ranks and the memory.
+fn ready(
+    config: &TrainConfig,
+    start: &start::Start,
+    world: &World,
+    device: Device,
+) -> Result<start::Data> {
+    if config.resume {
+        check_schedule(config)?;
+    }
+    let per_step = world.size() * config.accumulate;
+    let recorded = start.state.batches_per_step.unwrap_or(1);
+    if config.resume && recorded != per_step {
+        bail!(
+            "{}: the run took {recorded} batches a step (ranks × --accumulate) and this one would take {per_step} ({} ranks × --accumulate {}); resume with ranks × --accumulate = {recorded}",
+            config.out.display(),
+            world.size(),
+            config.accumulate
+        );
+    }
+    if config.stream && per_step > 1 {
+        bail!("--stream reads one token stream in order, which cannot be split among ranks or --accumulate batches; train sentence by sentence");
+    }
+    let data = start::load_data(config, &start.saved.tokenizer, &start.vocab)?;
+    if device == Device::Cpu {
+        check_memory(&start.saved.model)?;
+    }
+    Ok(data)
+}
+
+/// A start-up phase's outcome on every rank made one: when any rank failed, every
+/// rank stops, with its own error or one that says others failed.
+fn agree<T>(world: &World, result: Result<T>) -> Result<T> {
+    if world.size() == 1 {
+        return result;
+    }
+    let failed = world.sum(&[f64::from(u8::from(result.is_err()))])?[0];
+    match result {
+        Ok(_) if failed > 0.0 => bail!(
+            "rank {}: {failed} other rank(s) failed to start (see rank 0's error)",
+            world.rank()
+        ),
+        result => result,
+    }
+}
+
+/// Refuses ranks started with other settings, data or vocabulary than rank 0's: a
+/// hash of them is compared, and all ranks stop together where any differs.
+fn check_same_run(config: &TrainConfig, start: &start::Start, world: &World) -> Result<()> {
+    use std::hash::{Hash, Hasher};
+    if world.size() == 1 {
+        return Ok(());
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(config)?.hash(&mut hasher);
+    serde_json::to_string(&start.saved)?.hash(&mut hasher);
+    start.vocab.tokens().hash(&mut hasher);
+    let mine = hasher.finish() as i64;
+    let leaders = tch::Tensor::from_slice(&[mine]);
+    world.broadcast(std::slice::from_ref(&leaders), 0)?;
+    let differs = i64::try_from(&leaders)? != mine;
+    agree(
+        world,
+        match differs {
+            true => Err(anyhow::anyhow!(
+                "rank {}: started with other flags, data or vocabulary than rank 0; start every rank with the same command",
+                world.rank()
+            )),
+            false => Ok(()),
+        },
+    )
 }
 
 /// Moves `state` past an epoch, or the part of one that a limit cut, whose valid loss

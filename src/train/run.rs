@@ -2,7 +2,7 @@
 //! history, and its directory; [`Run::step`], [`Run::validate`] and
 //! [`Run::checkpoint`] are everything an epoch does to them.
 
-use super::batches::{epoch_batches, BatchLoss};
+use super::batches::{epoch_batches, Batches};
 use super::epoch::{
     check_begun, epoch_rng, seed_batch, Diverged, EpochStart, EpochStats, Schedule,
 };
@@ -11,19 +11,23 @@ use super::{close_epoch, resume, EpochRecord, LrSchedule, TrainConfig, TrainSumm
 use crate::average::WeightAverage;
 use crate::checkpoint::{ModelDir, SavedConfig, Snapshot, TrainState};
 use crate::data::Corpus;
+use crate::distributed::World;
 use crate::model::{RnnLm, State};
 use crate::oov::{OovClasses, OovScorer};
 use crate::optim::Optimizer;
 use crate::progress::Progress;
-use crate::score::{evaluate, SCORE_BATCH};
+use crate::score::{evaluate, sentence_log_prob, token_log_probs, SCORE_BATCH};
 use crate::vocab::Vocab;
 use anyhow::{bail, Result};
+use std::ops::Range;
 use std::time::Instant;
-use tch::{nn, Device};
+use tch::{nn, Device, Tensor};
 
 /// Everything a training run holds between its steps.
 pub(super) struct Run<'a> {
     config: &'a TrainConfig,
+    /// The processes training together: this one alone, or the ranks of a run.
+    world: &'a World,
     dir: ModelDir,
     saved: SavedConfig,
     vocab: Vocab,
@@ -58,6 +62,7 @@ impl<'a> Run<'a> {
     /// loads its weights, optimizer state, average and carried stream state.
     pub(super) fn new(
         config: &'a TrainConfig,
+        world: &'a World,
         dir: ModelDir,
         start: Start,
         device: Device,
@@ -100,6 +105,9 @@ impl<'a> Run<'a> {
             time_limit,
             seconds_before,
         };
+        // Every rank seeds alike and builds the same weights; rank 0's go to all anyway,
+        // so that no rank can start from others.
+        world.broadcast(&vs.trainable_variables(), 0)?;
         let Start {
             saved,
             vocab,
@@ -109,6 +117,7 @@ impl<'a> Run<'a> {
         } = start;
         Ok(Run {
             config,
+            world,
             dir,
             saved,
             vocab,
@@ -197,7 +206,13 @@ impl<'a> Run<'a> {
         let mut batches =
             epoch_batches(config, corpus, &self.model, &mut rng, self.carried.take())?;
         let begun = self.begun();
-        check_begun(&begun, batches.len(), config, epoch)?;
+        check_begun(
+            &begun,
+            batches.len(),
+            self.batches_per_step(),
+            config,
+            epoch,
+        )?;
         let deadline = self
             .budget
             .time_limit
@@ -221,16 +236,14 @@ impl<'a> Run<'a> {
         let progress = Progress::tokens(corpus.tokens() as u64);
         progress.inc(begun.tokens as u64);
         let started = Instant::now();
-        for index in begun.batches_done..batches.len() {
-            if schedule.past_deadline() || self.budget.steps_left == Some(0) {
-                break;
-            }
-            seed_batch(config.seed, epoch, index);
-            let loss = batches.forward(index, &self.model, &config.regularization);
-            let tokens = loss.tokens;
-            stats.loss_sum += self.step(loss, schedule.rate(stats.fraction()))?;
+        let per_step = self.batches_per_step();
+        while stats.batches_done < stats.batches && !self.must_stop(&schedule)? {
+            let step = stats.batches_done..(stats.batches_done + per_step).min(stats.batches);
+            let rate = schedule.rate(stats.fraction());
+            let (loss_sum, tokens) = self.step(batches.as_mut(), step.clone(), rate)?;
+            stats.loss_sum += loss_sum;
             stats.tokens += tokens;
-            stats.batches_done += 1;
+            stats.batches_done = step.end;
             progress.inc(tokens as u64);
             progress.set_message(|| format!("{:.3}", stats.loss_sum / stats.tokens as f64));
         }
@@ -251,35 +264,86 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// One optimizer step on a batch's loss at learning rate `lr` (`None`: the
-    /// optimizer's own); returns the batch's summed loss. The step minimizes the mean
-    /// per token plus the penalties. Between the gradients and the update is where a
-    /// data-parallel run sums every process's gradients.
-    pub(super) fn step(&mut self, loss: BatchLoss, lr: Option<f64>) -> Result<f64> {
+    /// One optimizer step over the batches `step` of the epoch, at learning rate `lr`
+    /// (`None`: the optimizer's own); returns their summed loss and their tokens. It
+    /// minimizes the mean loss per token of all the step's batches plus the
+    /// penalties. This process runs its share of them (every `ranks`-th) and sums
+    /// their gradients; between the gradients and the update the ranks sum theirs, so
+    /// every rank takes the update one process would take on all of them.
+    pub(super) fn step(
+        &mut self,
+        batches: &mut dyn Batches,
+        step: Range<usize>,
+        lr: Option<f64>,
+    ) -> Result<(f64, usize)> {
         if let Some(lr) = lr {
             self.optimizer.set_lr(lr);
         }
-        let summed = f64::try_from(&loss.sum)?;
-        let per_token = summed / loss.tokens as f64;
-        // Before the step, so that a non-finite loss never reaches the weights or
+        let (config, world) = (self.config, self.world);
+        let total_tokens: usize = step.clone().map(|i| batches.tokens(i)).sum();
+        let mine = step.clone().skip(world.rank()).step_by(world.size());
+        let mut gradients: Option<Vec<Tensor>> = None;
+        let mut loss_sum = 0.0;
+        for index in mine {
+            seed_batch(config.seed, self.state.epoch, index);
+            let loss = batches.forward(index, &self.model, &config.regularization);
+            loss_sum += f64::try_from(&loss.sum)?;
+            let mut objective = &loss.sum / total_tokens as f64;
+            if let Some(penalty) = loss.penalty {
+                objective = match loss.tokens == total_tokens {
+                    true => objective + penalty,
+                    false => objective + penalty * (loss.tokens as f64 / total_tokens as f64),
+                };
+            }
+            let these = self.optimizer.backward(&objective);
+            gradients = Some(match gradients {
+                None => these,
+                Some(sum) => sum.iter().zip(these).map(|(a, b)| a + b).collect(),
+            });
+        }
+        let mut gradients = gradients.unwrap_or_else(|| self.optimizer.zero_gradients());
+        if world.size() > 1 {
+            // The collective sums dense tensors: an embedding lookup's sparse rows too.
+            for gradient in &mut gradients {
+                if gradient.is_sparse() {
+                    *gradient = gradient.to_dense(None, false);
+                }
+            }
+            world.all_reduce_sum(&gradients)?;
+            loss_sum = world.sum(&[loss_sum])?[0];
+        }
+        let per_token = loss_sum / total_tokens as f64;
+        // Before the update, so that a non-finite loss never reaches the weights or
         // Adam's moments.
         if !per_token.is_finite() || per_token > 100.0 {
             return Err(Diverged { per_token }.into());
         }
-        let objective = &loss.sum / loss.tokens as f64;
-        let objective = match loss.penalty {
-            Some(penalty) => objective + penalty,
-            None => objective,
-        };
-        let gradients = self.optimizer.backward(&objective);
-        self.optimizer.apply(gradients, self.config.clip)?;
+        self.optimizer.apply(gradients, config.clip)?;
         if let Some(average) = self.average.as_mut() {
             average.update()?;
         }
         if let Some(left) = &mut self.budget.steps_left {
             *left = left.saturating_sub(1);
         }
-        Ok(summed)
+        Ok((loss_sum, total_tokens))
+    }
+
+    /// Batches a step takes: `accumulate` on each rank.
+    fn batches_per_step(&self) -> usize {
+        self.world.size() * self.config.accumulate
+    }
+
+    /// Whether the step about to start should not: the deadline passed (on any rank:
+    /// the ranks decide together) or the steps ran out.
+    fn must_stop(&self, schedule: &Schedule) -> Result<bool> {
+        if self.budget.steps_left == Some(0) {
+            return Ok(true);
+        }
+        let late = schedule.past_deadline();
+        match self.world.size() {
+            1 => Ok(late),
+            _ => Ok(self.world.sum(&[f64::from(u8::from(late))])?[0] > 0.0),
+        }
     }
 
     /// Validation loss in nats per token, every sentence from the zero state as `eval`
@@ -287,8 +351,8 @@ impl<'a> Run<'a> {
     /// where there are any: the epoch kept is the one best the way the model is used.
     pub(super) fn validate(&mut self, corpus: &Corpus) -> Result<f64> {
         let started = Instant::now();
-        let closed = OovScorer::closed();
-        let loss = || evaluate(&self.model, corpus, SCORE_BATCH, &closed).map(|e| e.nats_per_token);
+        let (model, world) = (&self.model, self.world);
+        let loss = || sharded_loss(model, corpus, world);
         let valid_loss = match self.average.as_mut() {
             Some(average) => {
                 average.swap()?;
@@ -323,6 +387,13 @@ impl<'a> Run<'a> {
     /// Writes the model directory: the best weights when `improved`, the last ones,
     /// the optimizer's state and average, and a cut stream epoch's `carried` state.
     pub(super) fn checkpoint(&mut self, improved: bool, carried: Option<&State>) -> Result<()> {
+        let per_step = self.batches_per_step();
+        self.state.batches_per_step = (per_step > 1).then_some(per_step);
+        if !self.world.is_leader() {
+            // Rank 0 alone writes; its weights, state and optimizer are every rank's.
+            self.committed = true;
+            return Ok(());
+        }
         let mut optimizer_state = self.optimizer.state();
         if let Some(average) = &self.average {
             optimizer_state.extend(average.state());
@@ -382,4 +453,27 @@ impl<'a> Run<'a> {
         };
         anyhow::anyhow!("{e}; {kept}; try a lower --lr or --clip")
     }
+}
+
+/// Validation loss in nats per token, every sentence from the zero state (closed
+/// vocabulary, as `eval --oov unk`): each rank scores every `ranks`-th sentence and
+/// the sums are shared, so every rank gets the same loss.
+fn sharded_loss(model: &RnnLm, corpus: &Corpus, world: &World) -> Result<f64> {
+    if world.size() == 1 {
+        return Ok(evaluate(model, corpus, SCORE_BATCH, &OovScorer::closed())?.nats_per_token);
+    }
+    let shard: Vec<Vec<i64>> = corpus
+        .sentences
+        .iter()
+        .skip(world.rank())
+        .step_by(world.size())
+        .cloned()
+        .collect();
+    let log_prob: f64 = token_log_probs(model, &shard, SCORE_BATCH)?
+        .iter()
+        .map(|lps| sentence_log_prob(lps))
+        .sum();
+    let tokens = shard.iter().map(Vec::len).sum::<usize>() as f64;
+    let sums = world.sum(&[log_prob, tokens])?;
+    Ok(-sums[0] / sums[1])
 }
