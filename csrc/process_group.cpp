@@ -2,10 +2,12 @@
 // training's ranks: a TCPStore rendezvous and a Gloo group, with the collectives the
 // training needs. Each call returns nullptr on success, else a message the caller
 // frees with rnnlm_free_error; nothing unwinds into Rust.
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -34,12 +36,16 @@ std::vector<at::Tensor> tensors(void *const *pointers, int64_t n) {
 // The store's listening socket, bound to the master's own address (127.0.0.1 stays
 // on the loopback), never to every address of the machine.
 int listen_on(const std::string &host, uint16_t port) {
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(port);
-  if (inet_pton(AF_INET, host.c_str(), &address.sin_addr) != 1) {
-    throw std::runtime_error("MASTER_ADDR " + host + " is not an IPv4 address");
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo *found = nullptr;
+  if (getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0 || found == nullptr) {
+    throw std::runtime_error("MASTER_ADDR " + host + " has no IPv4 address");
   }
+  sockaddr_in address = *reinterpret_cast<sockaddr_in *>(found->ai_addr);
+  freeaddrinfo(found);
+  address.sin_port = htons(port);
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) {
     throw std::runtime_error(std::string("cannot open a socket: ") + strerror(errno));
@@ -68,21 +74,26 @@ template <typename F> char *guarded(F body) {
 }
 }  // namespace
 
-// Joins the group of `size` ranks as `rank`: rank 0 serves the store on host:port.
+// Joins the group of `size` ranks as `rank`. Rank 0 serves the store on host:port,
+// unless torchrun's agent serves it (`agent_store`); the keys of restart `attempt` are
+// kept apart, as torch.distributed's env:// rendezvous keeps them.
 extern "C" char *rnnlm_group_new(const char *host, uint16_t port, int rank, int size,
-                                 int64_t timeout_ms, void **out) {
+                                 int64_t timeout_ms, bool agent_store, const char *attempt,
+                                 void **out) {
   return guarded([&] {
     std::chrono::milliseconds timeout(timeout_ms);
     c10d::TCPStoreOptions options;
     options.port = port;
-    options.isServer = rank == 0;
+    options.isServer = rank == 0 && !agent_store;
     options.numWorkers = size;
-    options.waitWorkers = true;
+    options.waitWorkers = options.isServer;
     options.timeout = timeout;
-    if (rank == 0) {
+    if (options.isServer) {
       options.masterListenFd = listen_on(host, port);
     }
-    auto store = c10::make_intrusive<c10d::TCPStore>(host, options);
+    auto tcp = c10::make_intrusive<c10d::TCPStore>(host, options);
+    auto store = c10::make_intrusive<c10d::PrefixStore>(
+        std::string("/worker/attempt_") + attempt, tcp);
     auto gloo_options = c10d::ProcessGroupGloo::Options::create(timeout);
     gloo_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(host));
     auto gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, gloo_options);

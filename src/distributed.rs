@@ -27,6 +27,11 @@ pub struct Launch {
     pub master_addr: String,
     /// Its port.
     pub master_port: u16,
+    /// torchrun's agent serves the rendezvous store (`TORCHELASTIC_USE_AGENT_STORE`),
+    /// so rank 0 joins it rather than serving one.
+    pub agent_store: bool,
+    /// torchrun's restart count: each attempt's keys are kept apart.
+    pub attempt: usize,
 }
 
 impl Launch {
@@ -64,6 +69,10 @@ impl Launch {
             size,
             master_addr,
             master_port,
+            agent_store: var("TORCHELASTIC_USE_AGENT_STORE").is_some_and(|v| v == "True"),
+            attempt: var("TORCHELASTIC_RESTART_COUNT")
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0),
         }))
     }
 }
@@ -185,6 +194,8 @@ mod binding {
             rank: i32,
             size: i32,
             timeout_ms: i64,
+            agent_store: bool,
+            attempt: *const c_char,
             out: *mut *mut c_void,
         ) -> *mut c_char;
         pub fn rnnlm_group_all_reduce_sum(
@@ -232,8 +243,9 @@ struct Group(*mut std::ffi::c_void);
 impl Group {
     fn new(launch: &Launch, timeout: Duration) -> Result<Self> {
         let host = binding::c_string(&launch.master_addr)?;
+        let attempt = binding::c_string(&launch.attempt.to_string())?;
         let mut group = std::ptr::null_mut();
-        // SAFETY: `host` outlives the call, which writes `group` only on success.
+        // SAFETY: the strings outlive the call, which writes `group` only on success.
         binding::checked(unsafe {
             binding::rnnlm_group_new(
                 host.as_ptr(),
@@ -241,6 +253,8 @@ impl Group {
                 launch.rank as i32,
                 launch.size as i32,
                 timeout.as_millis() as i64,
+                launch.agent_store,
+                attempt.as_ptr(),
                 &mut group,
             )
         })?;

@@ -20,6 +20,8 @@ fn launch(rank: usize, size: usize, port: u16) -> Launch {
         size,
         master_addr: "127.0.0.1".to_string(),
         master_port: port,
+        agent_store: false,
+        attempt: 0,
     }
 }
 

@@ -243,7 +243,8 @@ pub(crate) fn run(args: TrainArgs, matches: Option<&clap::ArgMatches>) -> Result
     let device = args.device.resolve()?;
     let timeout = std::time::Duration::from_secs_f64(args.dist_timeout);
     let world = rnnlm::distributed::World::from_env(timeout)?;
-    let config = train_config(args, matches);
+    let mut config = train_config(args, matches);
+    resume_after_restart(&mut config);
     let summary = rnnlm::train::train_on(&config, device, &world)?;
     let best = summary.best_valid_loss;
     tracing::info!(
@@ -253,6 +254,23 @@ pub(crate) fn run(args: TrainArgs, matches: Option<&clap::ArgMatches>) -> Result
         config.out.display()
     );
     Ok(())
+}
+
+/// Under `torchrun --max-restarts`, a restarted worker goes on from the run's last
+/// checkpoint: the run's own directory, written before a rank died.
+fn resume_after_restart(config: &mut TrainConfig) {
+    let restarts = std::env::var("TORCHELASTIC_RESTART_COUNT")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(0);
+    if restarts > 0 && !config.resume && config.out.join("state.json").exists() {
+        tracing::info!(
+            "restart {restarts}: resuming {} from its last checkpoint",
+            config.out.display()
+        );
+        config.resume = true;
+        config.force = false;
+    }
 }
 
 /// The library's settings from the command line's.
