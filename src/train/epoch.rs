@@ -145,7 +145,7 @@ pub(super) fn check_begun(
             epoch + 1,
         );
     }
-    if begun.batches_done % per_step != 0 && begun.batches_done != batches {
+    if !begun.batches_done.is_multiple_of(per_step) && begun.batches_done != batches {
         bail!(
             "{}: the run stopped after {} batches of epoch {}, inside a step of {per_step} batches (ranks × --accumulate); resume with the run's ranks × --accumulate",
             state.display(),
