@@ -223,7 +223,7 @@ fn a_killed_rank_makes_the_other_fail_within_the_timeout() {
     let out = dir.path().join("model");
     let port = free_port();
     let extra = ["--epochs", "100000", "--dist-timeout", "10"];
-    let mut survivor = train_rank(&data, &out, 0, 2, port, &extra);
+    let survivor = train_rank(&data, &out, 0, 2, port, &extra);
     let mut victim = train_rank(&data, &out, 1, 2, port, &extra);
     let start = std::time::Instant::now();
     while !out.join("state.json").exists() && start.elapsed() < Duration::from_secs(120) {

@@ -35,6 +35,7 @@ pub fn config(dir: &Path, cell: Cell, epochs: usize) -> TrainConfig {
             output: Default::default(),
         },
         batch_size: 3,
+        accumulate: 1,
         stream: false,
         bptt: 8,
         optimizer: OptimizerKind::Adam,
