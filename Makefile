@@ -184,6 +184,12 @@ ASR_FLAGS := $(ASR_TEXT) --recognizer-form --cell lstm --embed 256 --hidden 256 
 # The word network in 5 minutes (Brown form): in about 4 epochs the model does not yet
 # overfit, so it wants little dropout, no weight average, and a learning rate that
 # falls to zero at the time limit (README, the word model).
+# RANKS=N trains as N processes of one data-parallel run on this machine (each with
+# one libtorch thread, its rendezvous on 127.0.0.1:RANKS_PORT); see docs/scaling.md.
+RANKS := 1
+RANKS_PORT := 29517
+LAUNCH := $(if $(filter-out 1,$(RANKS)),scale/ranks.sh $(RANKS) $(RANKS_PORT),)
+RANK_FLAGS := $(if $(filter-out 1,$(RANKS)),--threads 1,)
 QUICK_WORD_FLAGS := --cell lstm --embed 256 --hidden 256 --layers 2 --tie --softmax class --dropout 0.15 \
 	--batch-size 32 --lr 0.005 --lr-schedule linear --clip 1.0 --epochs 40 --weight-decay 0.01 --ar 2 --tar 1
 # The demo's 5-minute pair: the quick word recipe's rates in the recognizer form, on the
@@ -194,15 +200,15 @@ CHAR_FLAGS := --level char --cell gru --embed 64 --hidden 256 --layers 1 --dropo
 	--batch-size 32 --lr 0.003 --clip 1.0 --epochs 80
 
 train-word: build
-	$(BIN) train --data datasets/brown --out models/word --force $(WORD_FLAGS) --time-limit 1680
+	$(LAUNCH) $(BIN) train --data datasets/brown --out models/word --force $(WORD_FLAGS) $(RANK_FLAGS) --time-limit 1680
 	$(BIN) eval --model models/word --data datasets/brown/test.txt
 
 train-word-quick: build
-	$(BIN) train --data datasets/brown --out models/word-quick --force $(QUICK_WORD_FLAGS) --time-limit 300
+	$(LAUNCH) $(BIN) train --data datasets/brown --out models/word-quick --force $(QUICK_WORD_FLAGS) $(RANK_FLAGS) --time-limit 300
 	$(BIN) eval --model models/word-quick --data datasets/brown/test.txt
 
 train-char: build
-	$(BIN) train --data datasets/dinosaurs --out models/char --force $(CHAR_FLAGS) --time-limit 280
+	$(LAUNCH) $(BIN) train --data datasets/dinosaurs --out models/char --force $(CHAR_FLAGS) $(RANK_FLAGS) --time-limit 280
 	$(BIN) eval --model models/char --data datasets/dinosaurs/valid.txt
 	@echo "10 new names (* = already in the training list):"
 	@$(BIN) sample --model models/char --count 10 --seed $$RANDOM | \

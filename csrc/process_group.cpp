@@ -86,7 +86,7 @@ extern "C" char *rnnlm_group_new(const char *host, uint16_t port, int rank, int 
     options.port = port;
     options.isServer = rank == 0 && !agent_store;
     options.numWorkers = size;
-    options.waitWorkers = options.isServer;
+    options.waitWorkers = true;
     options.timeout = timeout;
     if (options.isServer) {
       options.masterListenFd = listen_on(host, port);
