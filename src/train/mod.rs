@@ -96,6 +96,9 @@ fn ready(
             config.accumulate
         );
     }
+    if world.size() > 1 && device != Device::Cpu {
+        bail!("rank {}: training on several ranks sums gradients with Gloo on the CPU; this rnnlm has no NCCL for {device:?}: give every rank --device cpu", world.rank());
+    }
     if config.stream && per_step > 1 {
         bail!("--stream reads one token stream in order, which cannot be split among ranks or --accumulate batches; train sentence by sentence");
     }
