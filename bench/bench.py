@@ -39,7 +39,11 @@ Measures, each run at least 3 times and reported as the median:
 BENCH_ONLY=python runs the Python and Dask rows alone (a few minutes) and writes
 bench/results-python.md; BENCH_ONLY=prefix the shared-prefix rows, into
 bench/results-prefix.md; BENCH_ONLY=depth the deep-list rows, into
-bench/results-depth.md.
+bench/results-depth.md; BENCH_ONLY=ranks the data-parallel rows, into
+bench/results-ranks.md: 2 ranks x 1 thread against two independent 1-thread runs side
+by side and one process x 2 threads (the make train-word network, a fixed number of
+steps), the share of a step spent summing gradients, and 4 ranks oversubscribed on
+the cores against one process with --accumulate 4 (the largest parameter difference).
 Writes bench/results.md and prints it. Ratios are rnnlm/PyTorch for throughputs (higher
 means rnnlm is faster) and PyTorch/rnnlm for times, so above 1.00x always favours rnnlm.
 """
@@ -64,6 +68,7 @@ QUICK = os.environ.get("BENCH_QUICK") == "1"
 ONLY_PYTHON = os.environ.get("BENCH_ONLY") == "python"
 ONLY_PREFIX = os.environ.get("BENCH_ONLY") == "prefix"
 ONLY_DEPTH = os.environ.get("BENCH_ONLY") == "depth"
+ONLY_RANKS = os.environ.get("BENCH_ONLY") == "ranks"
 ASR = os.path.join(ROOT, "datasets", "asr")
 # The networks of make train-word and make train-asr (Makefile's WORD_FLAGS, ASR_FLAGS).
 WORD_NET = ["--cell", "lstm", "--embed", "384", "--hidden", "384", "--layers", "2", "--tie", "--softmax", "class"]
@@ -331,6 +336,8 @@ def main():
         return main_python_only()
     if ONLY_PREFIX:
         return main_prefix_only()
+    if ONLY_RANKS:
+        return main_ranks_only()
     if ONLY_DEPTH:
         return main_depth_only()
     rows = []
@@ -629,6 +636,79 @@ def main_prefix_only():
     with tempfile.TemporaryDirectory() as workdir:
         rows = prefix_rows(workdir)
     write_section_page("Shared-prefix scoring", "results-prefix.md", prefix_section(rows))
+
+
+RANK_STEPS = 20 if QUICK else 60
+
+
+def rank_run(workdir, name, threads, ranks=1, extra=(), port=29531, net=WORD_NET, data=None):
+    """Starts `rnnlm train` for RANK_STEPS steps (as `ranks` ranks on the loopback)."""
+    cmd = [BIN, "train", "--data", data or train_data(workdir), "--out", os.path.join(workdir, name), "--force",
+           "--min-count", "1", *net, "--batch-size", "32", "--dropout", "0", "--max-steps", str(RANK_STEPS),
+           "--threads", str(threads), "--device", "cpu", *extra]
+    if ranks > 1:
+        cmd = [os.path.join(ROOT, "scale", "ranks.sh"), str(ranks), str(port), *cmd]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def rank_rate(process):
+    """tokens/s of a finished run, and its all-reduce seconds and training seconds."""
+    _, err = process.communicate()
+    if process.returncode != 0:
+        sys.exit(f"failed: {process.args}\n{err[-2000:]}")
+    rate = logged_rate(err, r"\|\s+([0-9.]+) tok/s")
+    summed = re.search(r"gradients summed in ([0-9.]+) s of ([0-9.]+) s", err)
+    return rate, (float(summed.group(1)), float(summed.group(2))) if summed else None
+
+
+def ranks_rows(workdir):
+    data = train_data(workdir)
+    independent, two_ranks, two_threads, shares = [], [], [], []
+    for _ in range(REPEATS):
+        pair = [rank_run(workdir, f"alone-{i}", 1, data=data) for i in range(2)]
+        independent.append(sum(rank_rate(p)[0] for p in pair))
+        rate, summed = rank_rate(rank_run(workdir, "ranks", 1, ranks=2, data=data))
+        two_ranks.append(rate)
+        shares.append(summed[0] / summed[1])
+        two_threads.append(rank_rate(rank_run(workdir, "threads", 2, data=data))[0])
+    exact = oversubscribed_gap(workdir)
+    return statistics.median(independent), statistics.median(two_ranks), statistics.median(two_threads), \
+        statistics.median(shares), exact
+
+
+def oversubscribed_gap(workdir):
+    """4 ranks on this machine's cores against one process with --accumulate 4 (the char
+    network): the largest parameter difference, relative to the parameter's scale."""
+    for name, ranks, extra in [("four", 4, ["--accumulate", "1"]), ("one", 1, ["--accumulate", "4"])]:
+        rank_rate(rank_run(workdir, name, 1, ranks=ranks, extra=extra, port=29532,
+                           net=["--level", "char", "--cell", "gru", "--embed", "64", "--hidden", "256", "--layers", "1"],
+                           data=DINOSAURS))
+    script = ("import sys, torch; from safetensors.torch import load_file as l; a = l(sys.argv[1]); b = l(sys.argv[2]); "
+              "print(max(float((a[k] - b[k]).abs().max() / b[k].abs().max().clamp(min=1e-3)) for k in a))")
+    out = run([PYTHON, "-c", script, os.path.join(workdir, "four", "last.safetensors"),
+               os.path.join(workdir, "one", "last.safetensors")]).stdout
+    return float(out.strip())
+
+
+def ranks_section(independent, two_ranks, two_threads, share, gap):
+    return ["", "## Training on several processes", "",
+            f"The `make train-word` network (2x384 LSTM, class layer), dropout off, batches of 32 sentences, "
+            f"{RANK_STEPS} steps on the first {TRAIN_SENTENCES} Brown train sentences; median of {REPEATS} runs, "
+            "interleaved. A step of 2 ranks takes two batches.", "",
+            "| run | tokens/s | against two independent runs |", "| --- | ---: | ---: |",
+            f"| two independent 1-thread runs side by side (summed) | {independent:,.0f} | 1.00x |",
+            f"| 2 ranks x 1 thread (scale/ranks.sh) | {two_ranks:,.0f} | {two_ranks / independent:.2f}x |",
+            f"| 1 process x 2 threads | {two_threads:,.0f} | {two_threads / independent:.2f}x |", "",
+            f"Summing the gradients (all-reduce over Gloo on the loopback, waiting for the slower rank included): "
+            f"{100 * share:.1f}% of rank 0's training time.", "",
+            f"4 ranks oversubscribed on the cores against one process with `--accumulate 4` (the character network, "
+            f"{RANK_STEPS} steps): largest parameter difference {gap:.1e} of the parameter's scale."]
+
+
+def main_ranks_only():
+    with tempfile.TemporaryDirectory() as workdir:
+        result = ranks_rows(workdir)
+    write_section_page("Training on several processes", "results-ranks.md", ranks_section(*result))
 
 
 def write_section_page(title, name, section):

@@ -42,6 +42,8 @@ pub(super) struct Run<'a> {
     carried: Option<State>,
     /// Whether the directory holds this run's model (always, when resuming).
     committed: bool,
+    /// Seconds spent summing gradients across the ranks (waiting included).
+    reduce_seconds: f64,
     budget: Budget,
 }
 
@@ -130,6 +132,7 @@ impl<'a> Run<'a> {
             average,
             carried,
             committed: config.resume,
+            reduce_seconds: 0.0,
             budget,
         })
     }
@@ -185,6 +188,16 @@ impl<'a> Run<'a> {
             if self.stops_after(&epoch) {
                 break;
             }
+        }
+        if self.world.size() > 1 {
+            let training: f64 = self.history.iter().map(|r| r.seconds).sum();
+            tracing::info!(
+                "{} ranks: gradients summed in {:.1} s of {:.1} s of training ({:.1}%, waiting for the slowest rank included)",
+                self.world.size(),
+                self.reduce_seconds,
+                training,
+                100.0 * self.reduce_seconds / training.max(1e-9)
+            );
         }
         if !self.committed {
             bail!(
@@ -303,6 +316,7 @@ impl<'a> Run<'a> {
         }
         let mut gradients = gradients.unwrap_or_else(|| self.optimizer.zero_gradients());
         if world.size() > 1 {
+            let started = Instant::now();
             // The collective sums dense tensors: an embedding lookup's sparse rows too.
             for gradient in &mut gradients {
                 if gradient.is_sparse() {
@@ -311,6 +325,7 @@ impl<'a> Run<'a> {
             }
             world.all_reduce_sum(&gradients)?;
             loss_sum = world.sum(&[loss_sum])?[0];
+            self.reduce_seconds += started.elapsed().as_secs_f64();
         }
         let per_token = loss_sum / total_tokens as f64;
         // Before the update, so that a non-finite loss never reaches the weights or
