@@ -59,6 +59,25 @@ struct Budget {
     seconds_before: f64,
 }
 
+impl Budget {
+    /// The budget of a run whose earlier runs trained `seconds_before` seconds. With the
+    /// linear schedule, --time-limit is the budget of the whole run, resumes included;
+    /// otherwise it is this run's.
+    fn new(config: &TrainConfig, seconds_before: f64) -> Self {
+        let time_limit = match config.lr_schedule {
+            LrSchedule::Linear => config.time_limit.map(|t| t - seconds_before),
+            LrSchedule::Plateau => config.time_limit,
+        };
+        Budget {
+            start: Instant::now(),
+            last_validation: 0.0,
+            steps_left: config.max_steps,
+            time_limit,
+            seconds_before,
+        }
+    }
+}
+
 impl<'a> Run<'a> {
     /// Builds the network from `start` (seeded by the run's seed) and, on `--resume`,
     /// loads its weights, optimizer state, average and carried stream state.
@@ -93,20 +112,7 @@ impl<'a> Run<'a> {
             )?,
             false => None,
         };
-        // With the linear schedule, --time-limit is the budget of the whole run,
-        // resumes included; otherwise it is this run's.
-        let seconds_before = start.state.seconds;
-        let time_limit = match config.lr_schedule {
-            LrSchedule::Linear => config.time_limit.map(|t| t - seconds_before),
-            LrSchedule::Plateau => config.time_limit,
-        };
-        let budget = Budget {
-            start: Instant::now(),
-            last_validation: 0.0,
-            steps_left: config.max_steps,
-            time_limit,
-            seconds_before,
-        };
+        let budget = Budget::new(config, start.state.seconds);
         // Every rank seeds alike and builds the same weights; rank 0's go to all anyway,
         // so that no rank can start from others.
         world.broadcast(&vs.trainable_variables(), 0)?;

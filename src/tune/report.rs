@@ -135,64 +135,7 @@ pub(super) fn report(
         has,
         options,
     };
-    let all = tuner.space();
-    let mut rows = vec![tuner.plain_row(
-        "first_pass",
-        "first pass (first candidate)",
-        tuner.pick_total(&|_| 0),
-    )];
-    if has.am || has.ngram {
-        let baseline = Space {
-            lm_weight: match has.ngram {
-                true => all.lm_weight.clone(),
-                false => Axis::fixed(0.0),
-            },
-            ngram_weight: Axis::fixed(if has.ngram { 1.0 } else { 0.0 }),
-            backward_weight: Axis::fixed(0.0),
-            ..all.clone()
-        };
-        let label = match has.ngram {
-            true => "am + n-gram, tuned (no RNN)",
-            false => "am + length penalty, tuned (no RNN)",
-        };
-        rows.push(tuner.tuned("baseline", label, baseline)?.row);
-    }
-    let forward = Space {
-        ngram_weight: Axis::fixed(0.0),
-        backward_weight: Axis::fixed(0.0),
-        ..all.clone()
-    };
-    rows.push(
-        tuner
-            .tuned("forward", "am + forward RNN, tuned", forward)?
-            .row,
-    );
-    if has.backward {
-        let both = Space {
-            ngram_weight: Axis::fixed(0.0),
-            ..all.clone()
-        };
-        rows.push(
-            tuner
-                .tuned(
-                    "forward_backward",
-                    "am + forward + backward RNNs, tuned",
-                    both,
-                )?
-                .row,
-        );
-    }
-    let rescored = tuner.tuned("rescored", "all of them, tuned", all)?;
-    rows.push(rescored.row.clone());
-    let oracle = tuner.pick_total(&|list| {
-        (0..list.len())
-            .min_by_key(|&i| list[i].edits.errors())
-            .unwrap_or(0)
-    });
-    rows.push(tuner.plain_row("oracle", "oracle (best candidate)", oracle));
-    let lm_only =
-        tuner.pick_total(&|list| best_index(list.iter().map(|c| c.lm.forward)).unwrap_or(0));
-    rows.push(tuner.plain_row("lm_only", "forward RNN alone", lm_only));
+    let (rows, rescored) = tuner.rows()?;
     let searched = rescored.searched;
     Ok((tuner.assemble(rows, rescored), searched))
 }
@@ -215,6 +158,71 @@ struct Tuned {
 }
 
 impl Tuner<'_> {
+    /// Every row in report order: the first pass, each tuned system, the oracle and
+    /// the forward RNN alone; with the `rescored` row's search.
+    fn rows(&self) -> Result<(Vec<Row>, Tuned)> {
+        let (tuner, has) = (self, self.has);
+        let all = tuner.space();
+        let mut rows = vec![tuner.plain_row(
+            "first_pass",
+            "first pass (first candidate)",
+            tuner.pick_total(&|_| 0),
+        )];
+        if has.am || has.ngram {
+            let baseline = Space {
+                lm_weight: match has.ngram {
+                    true => all.lm_weight.clone(),
+                    false => Axis::fixed(0.0),
+                },
+                ngram_weight: Axis::fixed(if has.ngram { 1.0 } else { 0.0 }),
+                backward_weight: Axis::fixed(0.0),
+                ..all.clone()
+            };
+            let label = match has.ngram {
+                true => "am + n-gram, tuned (no RNN)",
+                false => "am + length penalty, tuned (no RNN)",
+            };
+            rows.push(tuner.tuned("baseline", label, baseline)?.row);
+        }
+        let forward = Space {
+            ngram_weight: Axis::fixed(0.0),
+            backward_weight: Axis::fixed(0.0),
+            ..all.clone()
+        };
+        rows.push(
+            tuner
+                .tuned("forward", "am + forward RNN, tuned", forward)?
+                .row,
+        );
+        if has.backward {
+            let both = Space {
+                ngram_weight: Axis::fixed(0.0),
+                ..all.clone()
+            };
+            rows.push(
+                tuner
+                    .tuned(
+                        "forward_backward",
+                        "am + forward + backward RNNs, tuned",
+                        both,
+                    )?
+                    .row,
+            );
+        }
+        let rescored = tuner.tuned("rescored", "all of them, tuned", all)?;
+        rows.push(rescored.row.clone());
+        let oracle = tuner.pick_total(&|list| {
+            (0..list.len())
+                .min_by_key(|&i| list[i].edits.errors())
+                .unwrap_or(0)
+        });
+        rows.push(tuner.plain_row("oracle", "oracle (best candidate)", oracle));
+        let lm_only =
+            tuner.pick_total(&|list| best_index(list.iter().map(|c| c.lm.forward)).unwrap_or(0));
+        rows.push(tuner.plain_row("lm_only", "forward RNN alone", lm_only));
+        Ok((rows, rescored))
+    }
+
     fn wer(&self, edits: Edits) -> f64 {
         edits.errors() as f64 / self.reference_words as f64
     }
