@@ -19,6 +19,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=csrc/fused_adam.cpp");
     println!("cargo:rerun-if-changed=csrc/process_group.cpp");
+    println!("cargo:rerun-if-changed=csrc/tensors.h");
     println!("cargo:rustc-check-cfg=cfg(rnnlm_gloo)");
     for name in ["LIBTORCH_USE_PYTORCH", "LIBTORCH_CXX11_ABI", "VIRTUAL_ENV"] {
         println!("cargo:rerun-if-env-changed={name}");

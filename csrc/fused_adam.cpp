@@ -1,6 +1,7 @@
 // One call into ATen's fused Adam kernel for a list of parameters: every tensor is read
 // and written once per step, where an unfused Adam makes about eight passes over each
 // parameter (and tch has no binding for the fused kernel).
+#include "tensors.h"
 #include <ATen/ops/_fused_adam.h>
 #include <ATen/ops/_fused_adamw.h>
 #include <ATen/core/grad_mode.h>
@@ -10,14 +11,7 @@
 #include <vector>
 
 namespace {
-std::vector<at::Tensor> tensors(void *const *pointers, int64_t n) {
-  std::vector<at::Tensor> out;
-  out.reserve(n);
-  for (int64_t i = 0; i < n; ++i) {
-    out.push_back(*static_cast<at::Tensor *>(pointers[i]));
-  }
-  return out;
-}
+using rnnlm::tensors;
 }  // namespace
 
 // Returns nullptr on success, else a message the caller frees with rnnlm_free_error.

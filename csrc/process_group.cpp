@@ -2,6 +2,7 @@
 // training's ranks: a TCPStore rendezvous and a Gloo group, with the collectives the
 // training needs. Each call returns nullptr on success, else a message the caller
 // frees with rnnlm_free_error; nothing unwinds into Rust.
+#include "tensors.h"
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -24,14 +25,7 @@ struct Group {
   c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
 };
 
-std::vector<at::Tensor> tensors(void *const *pointers, int64_t n) {
-  std::vector<at::Tensor> out;
-  out.reserve(n);
-  for (int64_t i = 0; i < n; ++i) {
-    out.push_back(*static_cast<at::Tensor *>(pointers[i]));
-  }
-  return out;
-}
+using rnnlm::tensors;
 
 // The store's listening socket, bound to the master's own address (127.0.0.1 stays
 // on the loopback), never to every address of the machine.

@@ -185,7 +185,7 @@ impl World {
 
 #[cfg(rnnlm_gloo)]
 mod binding {
-    use std::ffi::{c_char, c_void, CStr, CString};
+    use std::ffi::{c_char, c_void, CString};
 
     extern "C" {
         pub fn rnnlm_group_new(
@@ -211,23 +211,15 @@ mod binding {
         ) -> *mut c_char;
         pub fn rnnlm_group_barrier(group: *mut c_void) -> *mut c_char;
         pub fn rnnlm_group_free(group: *mut c_void);
-        fn rnnlm_free_error(message: *mut c_char);
     }
 
     /// The binding's result: `Ok` for a null pointer, else its message (first line).
     pub fn checked(error: *mut c_char) -> anyhow::Result<()> {
-        if error.is_null() {
-            return Ok(());
+        // SAFETY: the binding's result, used once.
+        match unsafe { crate::torch_error::binding_error(error) } {
+            None => Ok(()),
+            Some(message) => Err(anyhow::anyhow!("{message}")),
         }
-        // SAFETY: a non-null result is a NUL-terminated string from strdup.
-        let message = unsafe { CStr::from_ptr(error) }
-            .to_string_lossy()
-            .into_owned();
-        unsafe { rnnlm_free_error(error) };
-        Err(anyhow::anyhow!(
-            "{}",
-            message.lines().next().unwrap_or("").trim()
-        ))
     }
 
     pub fn c_string(text: &str) -> anyhow::Result<CString> {

@@ -19,7 +19,7 @@ use crate::shared::SharedParameter;
 use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::{c_char, c_void};
 use tch::{Kind, Tensor};
 
 /// The optimizer.
@@ -52,7 +52,6 @@ extern "C" {
         weight_decay: f64,
         grad_scale: *mut c_void,
     ) -> *mut c_char;
-    fn rnnlm_free_error(message: *mut c_char);
 }
 
 /// Adam's betas and epsilon, PyTorch's defaults.
@@ -443,18 +442,11 @@ impl Optimizer {
                 scale_ptr,
             )
         };
-        if error.is_null() {
-            return Ok(());
+        // SAFETY: the binding's result, used once.
+        match unsafe { crate::torch_error::binding_error(error) } {
+            None => Ok(()),
+            Some(message) => Err(anyhow!("Adam update failed: {message}")),
         }
-        // SAFETY: a non-null result is a NUL-terminated string from strdup.
-        let message = unsafe { CStr::from_ptr(error) }
-            .to_string_lossy()
-            .into_owned();
-        unsafe { rnnlm_free_error(error) };
-        Err(anyhow!(
-            "Adam update failed: {}",
-            message.lines().next().unwrap_or("")
-        ))
     }
 }
 

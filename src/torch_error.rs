@@ -17,6 +17,28 @@ pub fn torch_message(message: &str) -> Option<String> {
     Some(rest[..end].replace("\\\"", "\""))
 }
 
+extern "C" {
+    fn rnnlm_free_error(message: *mut std::ffi::c_char);
+}
+
+/// The first line of the message that a call into `csrc/` returned, or `None` for
+/// its success (a null pointer); frees the message.
+///
+/// # Safety
+/// `error` is null or a string that a `csrc/` binding allocated and nothing else
+/// holds.
+pub unsafe fn binding_error(error: *mut std::ffi::c_char) -> Option<String> {
+    if error.is_null() {
+        return None;
+    }
+    // SAFETY: the caller's promise: a NUL-terminated string from strdup.
+    let message = unsafe { std::ffi::CStr::from_ptr(error) }
+        .to_string_lossy()
+        .into_owned();
+    unsafe { rnnlm_free_error(error) };
+    Some(message.lines().next().unwrap_or("").trim().to_string())
+}
+
 /// Whether an error's text says that memory ran out (on the CPU or a GPU).
 pub fn is_out_of_memory(text: &str) -> bool {
     let text = text.to_lowercase();
