@@ -6,6 +6,7 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <c10/util/Flags.h>
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -13,11 +14,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <exception>
 #include <string>
 #include <vector>
+
+C10_DECLARE_int(caffe2_log_level);
 
 namespace {
 struct Group {
@@ -75,6 +79,9 @@ extern "C" char *rnnlm_group_new(const char *host, uint16_t port, int rank, int 
                                  int64_t timeout_ms, bool agent_store, const char *attempt,
                                  void **out) {
   return guarded([&] {
+    // c10d logs each retry and failure on stderr; the caller reports a failure in one
+    // line, so only fatal messages are let through.
+    FLAGS_caffe2_log_level = std::max(FLAGS_caffe2_log_level, 3);
     std::chrono::milliseconds timeout(timeout_ms);
     c10d::TCPStoreOptions options;
     options.port = port;

@@ -266,3 +266,81 @@ fn ranks_with_different_flags_are_refused() {
     }
     assert!(!out.join("state.json").exists());
 }
+
+/// With dropout on, two runs of 2 ranks are byte-identical (dropout is seeded per batch).
+#[test]
+fn two_runs_of_two_ranks_with_dropout_are_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for out in [&a, &b] {
+        assert_all_succeeded(&train_ranks(&data, out, 2, &["--dropout", "0.3"]));
+    }
+    for file in [
+        "last.safetensors",
+        "optimizer.safetensors",
+        "weights.safetensors",
+    ] {
+        assert!(
+            std::fs::read(a.join(file)).unwrap() == std::fs::read(b.join(file)).unwrap(),
+            "{file} differs"
+        );
+    }
+}
+
+/// A 2-rank run cut inside an epoch goes on in one process that takes as many batches
+/// a step (`--accumulate 2`), to within rounding of the uncut 2-rank run.
+#[test]
+fn one_process_resumes_a_two_rank_run_with_as_many_batches_a_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let (uncut, cut) = (dir.path().join("uncut"), dir.path().join("cut"));
+    assert_all_succeeded(&train_ranks(&data, &uncut, 2, &[]));
+    assert_all_succeeded(&train_ranks(&data, &cut, 2, &["--max-steps", "7"]));
+    assert_all_succeeded(&train_ranks(
+        &data,
+        &cut,
+        1,
+        &["--resume", "--accumulate", "2"],
+    ));
+    for ((name, x), (_, y)) in weights(&cut).iter().zip(&weights(&uncut)) {
+        let scale = f64::try_from(y.abs().max()).unwrap().max(1e-3);
+        let gap = f64::try_from((x - y).abs().max()).unwrap();
+        assert!(gap <= 1e-5 * scale, "{name}: {gap} apart (scale {scale})");
+    }
+}
+
+/// Bad launches are one-line errors: `WORLD_SIZE` without `RANK`, and a rank whose
+/// `MASTER_ADDR` serves nothing (after `--dist-timeout`).
+#[test]
+fn bad_launches_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let out = dir.path().join("model");
+    let port = free_port().to_string();
+    for (vars, wanted) in [
+        (
+            vec![("WORLD_SIZE", "2")],
+            "WORLD_SIZE is 2 but RANK is not set",
+        ),
+        (
+            vec![
+                ("WORLD_SIZE", "2"),
+                ("RANK", "1"),
+                ("MASTER_ADDR", "127.0.0.1"),
+                ("MASTER_PORT", port.as_str()),
+            ],
+            "rank 1 of 2: cannot join the process group at 127.0.0.1:",
+        ),
+    ] {
+        let mut args = tiny::train_args(data.to_str().unwrap(), out.to_str().unwrap(), "1");
+        args.extend(["--dist-timeout", "3"]);
+        let o = Command::new(env!("CARGO_BIN_EXE_rnnlm"))
+            .args(&args)
+            .envs(vars)
+            .output()
+            .unwrap();
+        tiny::assert_one_line_error(&o, wanted);
+    }
+    assert!(!out.exists());
+}
