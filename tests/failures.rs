@@ -254,13 +254,20 @@ fn training_a_model_too_big_for_memory_is_refused_with_the_number() {
 #[test]
 fn libtorch_running_out_of_memory_is_one_line_that_says_what_to_lower() {
     let dir = tempfile::tempdir().unwrap();
-    let data = data(dir.path(), 2);
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    // One sentence of 200,000 words: the 12 million parameters pass the up-front
+    // memory check, but the recurrent pass over the sentence needs gigabytes of
+    // activations, beyond the 4.5 GB address space the process gets, so one of
+    // libtorch's own allocations fails.
+    let words = ["the", "cat", "sat", "on", "a", "mat"];
+    let sentence: Vec<&str> = (0..200_000).map(|i| words[(i * 7 + i / 5) % 6]).collect();
+    std::fs::write(data.join("train.txt"), sentence.join(" ") + "\n").unwrap();
+    std::fs::write(data.join("valid.txt"), "the cat sat on a mat\n").unwrap();
     let out = dir.path().join("model");
     let mut args = train_args(data.to_str().unwrap(), out.to_str().unwrap(), "1");
-    // 260 million parameters: within the machine's memory, beyond the 4.5 GB address
-    // space the process gets, so one of libtorch's allocations fails.
     let at = args.iter().position(|a| *a == "--hidden").unwrap();
-    args[at + 1] = "8000";
+    args[at + 1] = "2000";
     let mut command = command(&args);
     unsafe {
         command.pre_exec(|| {
