@@ -26,7 +26,7 @@ fn tampered_configurations_are_refused_at_load() {
         (
             "cell",
             "transformer".into(),
-            "unknown variant `transformer`",
+            "'transformer' is not one of rnn, gru, lstm",
         ),
         ("tie", true.into(), "tie needs embed equal to hidden"),
     ];
@@ -45,7 +45,7 @@ fn tampered_configurations_are_refused_at_load() {
     tampered["tokenizer"]["level"] = "byte".into();
     std::fs::write(&config_path, tampered.to_string()).unwrap();
     let o = rnnlm(&["sample", "--model", model.to_str().unwrap()]);
-    assert_one_line_error(&o, "unknown variant `byte`");
+    assert_one_line_error(&o, "'byte' is not one of word, char");
 }
 
 #[test]
