@@ -641,10 +641,11 @@ def main_prefix_only():
 RANK_STEPS = 20 if QUICK else 60
 
 
-def rank_run(workdir, name, threads, ranks=1, extra=(), port=29531, net=WORD_NET, data=None):
-    """Starts `rnnlm train` for RANK_STEPS steps (as `ranks` ranks on the loopback)."""
+def rank_run(workdir, name, threads, ranks=1, extra=(), port=29531, net=WORD_NET, data=None, length=None):
+    """Starts `rnnlm train` for one epoch, or `length` (as `ranks` ranks on the loopback)."""
+    length = length or (["--max-steps", str(RANK_STEPS)] if QUICK else ["--epochs", "1"])
     cmd = [BIN, "train", "--data", data or train_data(workdir), "--out", os.path.join(workdir, name), "--force",
-           "--min-count", "1", *net, "--batch-size", "32", "--dropout", "0", "--max-steps", str(RANK_STEPS),
+           "--min-count", "1", *net, "--batch-size", "32", "--dropout", "0", *length,
            "--threads", str(threads), "--device", "cpu", *extra]
     if ranks > 1:
         cmd = [os.path.join(ROOT, "scale", "ranks.sh"), str(ranks), str(port), *cmd]
@@ -652,28 +653,33 @@ def rank_run(workdir, name, threads, ranks=1, extra=(), port=29531, net=WORD_NET
 
 
 def rank_rate(process):
-    """tokens/s of a finished run, and its all-reduce seconds and training seconds."""
+    """tokens/s of a finished run, and its seconds waiting, summing and training."""
     _, err = process.communicate()
     if process.returncode != 0:
         sys.exit(f"failed: {process.args}\n{err[-2000:]}")
     rate = logged_rate(err, r"\|\s+([0-9.]+) tok/s")
-    summed = re.search(r"gradients summed in ([0-9.]+) s of ([0-9.]+) s", err)
-    return rate, (float(summed.group(1)), float(summed.group(2))) if summed else None
+    summed = re.search(r"of ([0-9.]+) s of training, ([0-9.]+) s waiting .* and ([0-9.]+) s summing", err)
+    return rate, tuple(float(summed.group(i)) for i in (2, 3, 1)) if summed else None
 
 
 def ranks_rows(workdir):
+    """Tokens/s of two independent runs side by side, 2 ranks and 2 threads, each one
+    epoch, with one batch a step and with --accumulate 4; the ranks' time breakdown."""
     data = train_data(workdir)
-    independent, two_ranks, two_threads, shares = [], [], [], []
+    rates = {key: [] for key in ("alone", "ranks", "threads", "alone-4", "ranks-4")}
+    shares = {"ranks": [], "ranks-4": []}
     for _ in range(REPEATS):
-        pair = [rank_run(workdir, f"alone-{i}", 1, data=data) for i in range(2)]
-        independent.append(sum(rank_rate(p)[0] for p in pair))
-        rate, summed = rank_rate(rank_run(workdir, "ranks", 1, ranks=2, data=data))
-        two_ranks.append(rate)
-        shares.append(summed[0] / summed[1])
-        two_threads.append(rank_rate(rank_run(workdir, "threads", 2, data=data))[0])
-    exact = oversubscribed_gap(workdir)
-    return statistics.median(independent), statistics.median(two_ranks), statistics.median(two_threads), \
-        statistics.median(shares), exact
+        for suffix, extra in (("", []), ("-4", ["--accumulate", "4"])):
+            pair = [rank_run(workdir, f"alone-{i}", 1, data=data, extra=extra) for i in range(2)]
+            rates["alone" + suffix].append(sum(rank_rate(p)[0] for p in pair))
+            rate, (waiting, summing, training) = rank_rate(rank_run(workdir, "ranks", 1, ranks=2, data=data,
+                                                                     extra=extra))
+            rates["ranks" + suffix].append(rate)
+            shares["ranks" + suffix].append((waiting / training, summing / training))
+        rates["threads"].append(rank_rate(rank_run(workdir, "threads", 2, data=data))[0])
+    median = {key: statistics.median(values) for key, values in rates.items()}
+    share = {key: tuple(statistics.median(s[i] for s in values) for i in (0, 1)) for key, values in shares.items()}
+    return median, share, oversubscribed_gap(workdir)
 
 
 def oversubscribed_gap(workdir):
@@ -682,7 +688,7 @@ def oversubscribed_gap(workdir):
     for name, ranks, extra in [("four", 4, ["--accumulate", "1"]), ("one", 1, ["--accumulate", "4"])]:
         rank_rate(rank_run(workdir, name, 1, ranks=ranks, extra=extra, port=29532,
                            net=["--level", "char", "--cell", "gru", "--embed", "64", "--hidden", "256", "--layers", "1"],
-                           data=DINOSAURS))
+                           data=DINOSAURS, length=["--max-steps", str(RANK_STEPS)]))
     script = ("import sys, torch; from safetensors.torch import load_file as l; a = l(sys.argv[1]); b = l(sys.argv[2]); "
               "print(max(float((a[k] - b[k]).abs().max() / b[k].abs().max().clamp(min=1e-3)) for k in a))")
     out = run([PYTHON, "-c", script, os.path.join(workdir, "four", "last.safetensors"),
@@ -690,17 +696,26 @@ def oversubscribed_gap(workdir):
     return float(out.strip())
 
 
-def ranks_section(independent, two_ranks, two_threads, share, gap):
+def ranks_section(rates, share, gap):
+    alone, alone4 = rates["alone"], rates["alone-4"]
+    length = f"{RANK_STEPS} steps" if QUICK else "one epoch"
     return ["", "## Training on several processes", "",
-            f"The `make train-word` network (2x384 LSTM, class layer), dropout off, batches of 32 sentences, "
-            f"{RANK_STEPS} steps on the first {TRAIN_SENTENCES} Brown train sentences; median of {REPEATS} runs, "
-            "interleaved. A step of 2 ranks takes two batches.", "",
-            "| run | tokens/s | against two independent runs |", "| --- | ---: | ---: |",
-            f"| two independent 1-thread runs side by side (summed) | {independent:,.0f} | 1.00x |",
-            f"| 2 ranks x 1 thread (scale/ranks.sh) | {two_ranks:,.0f} | {two_ranks / independent:.2f}x |",
-            f"| 1 process x 2 threads | {two_threads:,.0f} | {two_threads / independent:.2f}x |", "",
-            f"Summing the gradients (all-reduce over Gloo on the loopback, waiting for the slower rank included): "
-            f"{100 * share:.1f}% of rank 0's training time.", "",
+            f"The `make train-word` network (2x384 LSTM, class layer, tied), dropout off, batches of 32 sentences, "
+            f"{length} of the first {TRAIN_SENTENCES} Brown train sentences; median of {REPEATS} runs, "
+            "interleaved. A step of 2 ranks takes two batches, one each.", "",
+            "| run | tokens/s | against two independent runs | waiting for the slower rank | summing gradients |",
+            "| --- | ---: | ---: | ---: | ---: |",
+            f"| two independent 1-thread runs side by side (summed) | {alone:,.0f} | 1.00x | | |",
+            f"| 2 ranks x 1 thread (scale/ranks.sh) | {rates['ranks']:,.0f} | {rates['ranks'] / alone:.2f}x | "
+            f"{100 * share['ranks'][0]:.1f}% | {100 * share['ranks'][1]:.1f}% |",
+            f"| 1 process x 2 threads | {rates['threads']:,.0f} | {rates['threads'] / alone:.2f}x | | |",
+            f"| two independent runs, `--accumulate 4` (summed) | {alone4:,.0f} | 1.00x | | |",
+            f"| 2 ranks, `--accumulate 4` (one sum per 8 batches) | {rates['ranks-4']:,.0f} | "
+            f"{rates['ranks-4'] / alone4:.2f}x | {100 * share['ranks-4'][0]:.1f}% | {100 * share['ranks-4'][1]:.1f}% |",
+            "",
+            "Shares are of rank 0's training time. Summing is one all-reduce over Gloo on the loopback of the dense "
+            "gradients and of the embedding rows the ranks' batches touched; waiting is the small sum before it, "
+            "which ends when the slower rank's batch does.", "",
             f"4 ranks oversubscribed on the cores against one process with `--accumulate 4` (the character network, "
             f"{RANK_STEPS} steps): largest parameter difference {gap:.1e} of the parameter's scale."]
 

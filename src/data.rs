@@ -178,6 +178,20 @@ pub fn length_batches(
     batch_size: usize,
     rng: Option<&mut impl Rng>,
 ) -> Vec<Vec<usize>> {
+    length_batches_in_steps(lengths, batch_size, rng, 1)
+}
+
+/// [`length_batches`] for steps of `per_step` batches: the batches are shuffled in
+/// runs of `per_step` neighbours in length, so that the batches of one step are alike
+/// (a step's ranks finish together) and the steps come in random order. A run short
+/// of `per_step` (the longest sentences') stays last, where the epoch's short step is.
+/// With `per_step` 1 this is [`length_batches`].
+pub fn length_batches_in_steps(
+    lengths: &[usize],
+    batch_size: usize,
+    rng: Option<&mut impl Rng>,
+    per_step: usize,
+) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     let mut batches: Vec<Vec<usize>>;
     match rng {
@@ -188,7 +202,16 @@ pub fn length_batches(
                 .chunks(batch_size.max(1))
                 .map(<[usize]>::to_vec)
                 .collect();
-            batches.shuffle(rng);
+            if per_step <= 1 {
+                batches.shuffle(rng);
+            } else {
+                let whole = batches.len() / per_step * per_step;
+                let short = batches.split_off(whole);
+                let mut runs: Vec<Vec<Vec<usize>>> =
+                    batches.chunks(per_step).map(<[_]>::to_vec).collect();
+                runs.shuffle(rng);
+                batches = runs.into_iter().flatten().chain(short).collect();
+            }
         }
         None => {
             order.sort_by_key(|&i| lengths[i]);
@@ -264,6 +287,48 @@ impl TokenStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha12Rng;
+
+    /// A step's batches are neighbours in length, the steps are shuffled, and a short
+    /// run of batches comes last; with one batch a step nothing changes.
+    #[test]
+    fn batches_are_shuffled_in_whole_steps_of_neighbours() {
+        let lengths: Vec<usize> = (0..230).map(|i| 1 + (i * 37) % 50).collect();
+        let rng = || ChaCha12Rng::seed_from_u64(7);
+        let plain = length_batches(&lengths, 10, Some(&mut rng()));
+        assert_eq!(
+            length_batches_in_steps(&lengths, 10, Some(&mut rng()), 1),
+            plain
+        );
+        let stepped = length_batches_in_steps(&lengths, 10, Some(&mut rng()), 3);
+        let mut sorted = lengths.clone();
+        sorted.sort_unstable();
+        let lengths_of = |batches: &[Vec<usize>]| {
+            let mut l: Vec<usize> = batches.concat().iter().map(|&i| lengths[i]).collect();
+            l.sort_unstable();
+            l
+        };
+        // Each step of 3 batches holds the 30 sentences of one place in length order.
+        let places: Vec<usize> = stepped[..21]
+            .chunks(3)
+            .map(|step| {
+                let l = lengths_of(step);
+                (0..7)
+                    .find(|&m| sorted[30 * m..30 * m + 30] == l[..])
+                    .expect("a step of neighbours")
+            })
+            .collect();
+        let mut seen = places.clone();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..7).collect::<Vec<_>>());
+        assert_ne!(places, seen, "the steps are not shuffled");
+        // The run short of 3 batches (the longest sentences) comes last.
+        assert_eq!(lengths_of(&stepped[21..]), sorted[210..]);
+        let mut all: Vec<usize> = stepped.concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..230).collect::<Vec<_>>());
+    }
 
     fn corpus(n: i64) -> Corpus {
         Corpus {

@@ -257,6 +257,20 @@ impl Optimizer {
         Tensor::run_backward(&[loss], &self.leaves(), false, false)
     }
 
+    /// `grads` from [`Optimizer::backward`] with a zero gradient where autograd gave
+    /// none (a class layer's cluster that no target of the batch is in), so that the
+    /// gradients of several batches, or of several processes, add up leaf by leaf.
+    pub fn zero_filled(&self, grads: Vec<Tensor>) -> Vec<Tensor> {
+        grads
+            .into_iter()
+            .zip(self.leaves())
+            .map(|(grad, leaf)| match grad.defined() {
+                true => grad,
+                false => leaf.zeros_like(),
+            })
+            .collect()
+    }
+
     /// Zero gradients, one per leaf of [`Optimizer::backward`]: what a process with no
     /// batch in a step adds to the others'.
     pub fn zero_gradients(&self) -> Vec<Tensor> {
@@ -316,6 +330,22 @@ impl Optimizer {
             whole.push(Tensor::cat(&parts, 0));
         }
         Ok(whole)
+    }
+
+    /// Per leaf of [`Optimizer::backward`]: whether it is an embedding lookup, whose
+    /// gradient is sparse (the rows of the batch's tokens).
+    pub fn lookup_leaves(&self) -> Vec<bool> {
+        let mut lookup = Vec::new();
+        for source in &self.sources {
+            match source {
+                Source::Direct => lookup.push(false),
+                Source::Shared { blocks, lookups } => {
+                    lookup.extend(blocks.iter().filter(|b| b.2.is_some()).map(|_| false));
+                    lookup.extend(lookups.iter().map(|_| true));
+                }
+            }
+        }
+        lookup
     }
 
     /// The leaves autograd differentiates for: each parameter, or the leaves that
@@ -457,7 +487,7 @@ fn add_sparse_rows(
     blocks: &[(i64, i64, Option<Tensor>)],
     sparse: &Tensor,
 ) -> Result<()> {
-    // A data-parallel run sums the lookups' gradients across ranks dense.
+    // Dense where it was summed dense (by a caller of `backward`).
     if !sparse.is_sparse() {
         for (grad, &(start, len, _)) in block_grads.iter_mut().zip(blocks) {
             let _ = grad.f_add_(&sparse.narrow(0, start, len))?;

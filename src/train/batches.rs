@@ -4,7 +4,7 @@
 //! activation penalty and its token count, so an epoch is one loop over [`Batches`].
 
 use super::TrainConfig;
-use crate::data::{length_batches, Corpus, SentenceBatch, TokenStream};
+use crate::data::{length_batches_in_steps, Corpus, SentenceBatch, TokenStream};
 use crate::model::{RnnLm, State};
 use crate::regularize::{activation_penalty, consecutive_positions, Regularization};
 use anyhow::{Context, Result};
@@ -40,13 +40,15 @@ pub(super) trait Batches {
     fn carried(&self) -> Option<State>;
 }
 
-/// The epoch's batches of `corpus` as `config` lays them out; `rng` shuffles sentence
-/// batches, and `carried` is where a stream cut inside the epoch left its state.
+/// The epoch's batches of `corpus` as `config` lays them out, for steps of
+/// `per_step` batches; `rng` shuffles sentence batches, and `carried` is where a
+/// stream cut inside the epoch left its state.
 pub(super) fn epoch_batches<'a>(
     config: &TrainConfig,
     corpus: &'a Corpus,
     model: &RnnLm,
     rng: &mut ChaCha12Rng,
+    per_step: usize,
     carried: Option<State>,
 ) -> Result<Box<dyn Batches + 'a>> {
     if config.stream {
@@ -60,7 +62,7 @@ pub(super) fn epoch_batches<'a>(
         let lengths: Vec<usize> = corpus.sentences.iter().map(Vec::len).collect();
         Ok(Box::new(SentenceBatches {
             corpus,
-            rows: length_batches(&lengths, config.batch_size, Some(rng)),
+            rows: length_batches_in_steps(&lengths, config.batch_size, Some(rng), per_step),
         }))
     }
 }

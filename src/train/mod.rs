@@ -12,6 +12,7 @@
 mod batches;
 mod config;
 mod epoch;
+mod reduce;
 mod resume;
 mod run;
 mod start;

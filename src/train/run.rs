@@ -6,6 +6,7 @@ use super::batches::{epoch_batches, Batches};
 use super::epoch::{
     check_begun, epoch_rng, seed_batch, Diverged, EpochStart, EpochStats, Schedule,
 };
+use super::reduce::{sum_gradients, ReduceSeconds};
 use super::start::{Data, Start};
 use super::{close_epoch, resume, EpochRecord, LrSchedule, TrainConfig, TrainSummary};
 use crate::average::WeightAverage;
@@ -42,8 +43,8 @@ pub(super) struct Run<'a> {
     carried: Option<State>,
     /// Whether the directory holds this run's model (always, when resuming).
     committed: bool,
-    /// Seconds spent summing gradients across the ranks (waiting included).
-    reduce_seconds: f64,
+    /// Seconds spent summing gradients across the ranks, and waiting for them.
+    reduce_seconds: ReduceSeconds,
     budget: Budget,
 }
 
@@ -138,7 +139,7 @@ impl<'a> Run<'a> {
             average,
             carried,
             committed: config.resume,
-            reduce_seconds: 0.0,
+            reduce_seconds: ReduceSeconds::default(),
             budget,
         })
     }
@@ -197,12 +198,12 @@ impl<'a> Run<'a> {
         }
         if self.world.size() > 1 {
             let training: f64 = self.history.iter().map(|r| r.seconds).sum();
+            let ReduceSeconds { waiting, summing } = self.reduce_seconds;
             tracing::info!(
-                "{} ranks: gradients summed in {:.1} s of {:.1} s of training ({:.1}%, waiting for the slowest rank included)",
+                "{} ranks: of {training:.1} s of training, {waiting:.1} s waiting for the slowest rank ({:.1}%) and {summing:.1} s summing gradients ({:.1}%)",
                 self.world.size(),
-                self.reduce_seconds,
-                training,
-                100.0 * self.reduce_seconds / training.max(1e-9)
+                100.0 * waiting / training.max(1e-9),
+                100.0 * summing / training.max(1e-9)
             );
         }
         if !self.committed {
@@ -222,8 +223,15 @@ impl<'a> Run<'a> {
     fn epoch(&mut self, corpus: &Corpus) -> Result<EpochStats> {
         let (config, epoch) = (self.config, self.state.epoch);
         let mut rng = epoch_rng(config.seed, epoch);
-        let mut batches =
-            epoch_batches(config, corpus, &self.model, &mut rng, self.carried.take())?;
+        let per_step = self.batches_per_step();
+        let mut batches = epoch_batches(
+            config,
+            corpus,
+            &self.model,
+            &mut rng,
+            per_step,
+            self.carried.take(),
+        )?;
         let begun = self.begun();
         check_begun(
             &begun,
@@ -314,7 +322,10 @@ impl<'a> Run<'a> {
                     false => objective + penalty * (loss.tokens as f64 / total_tokens as f64),
                 };
             }
-            let these = self.optimizer.backward(&objective);
+            let mut these = self.optimizer.backward(&objective);
+            if self.batches_per_step() > 1 {
+                these = self.optimizer.zero_filled(these);
+            }
             gradients = Some(match gradients {
                 None => these,
                 Some(sum) => sum.iter().zip(these).map(|(a, b)| a + b).collect(),
@@ -322,16 +333,11 @@ impl<'a> Run<'a> {
         }
         let mut gradients = gradients.unwrap_or_else(|| self.optimizer.zero_gradients());
         if world.size() > 1 {
-            let started = Instant::now();
-            // The collective sums dense tensors: an embedding lookup's sparse rows too.
-            for gradient in &mut gradients {
-                if gradient.is_sparse() {
-                    *gradient = gradient.to_dense(None, false);
-                }
-            }
-            world.all_reduce_sum(&gradients)?;
-            loss_sum = world.sum(&[loss_sum])?[0];
-            self.reduce_seconds += started.elapsed().as_secs_f64();
+            let lookups = self.optimizer.lookup_leaves();
+            let seconds;
+            (gradients, loss_sum, seconds) = sum_gradients(world, gradients, &lookups, loss_sum)?;
+            self.reduce_seconds.waiting += seconds.waiting;
+            self.reduce_seconds.summing += seconds.summing;
         }
         let per_token = loss_sum / total_tokens as f64;
         // Before the update, so that a non-finite loss never reaches the weights or
