@@ -41,9 +41,11 @@ bench/results-python.md; BENCH_ONLY=prefix the shared-prefix rows, into
 bench/results-prefix.md; BENCH_ONLY=depth the deep-list rows, into
 bench/results-depth.md; BENCH_ONLY=ranks the data-parallel rows, into
 bench/results-ranks.md: 2 ranks x 1 thread against two independent 1-thread runs side
-by side and one process x 2 threads (the make train-word network, a fixed number of
-steps), the share of a step spent summing gradients, and 4 ranks oversubscribed on
-the cores against one process with --accumulate 4 (the largest parameter difference).
+by side and one process x 2 threads (the make train-word network, one epoch), also
+with --accumulate 4, the shares of a step spent waiting for the slower rank and
+summing gradients, 4 ranks oversubscribed on the cores against one process with
+--accumulate 4 (the largest parameter difference), and Gloo's all-reduce time by
+buffer size on the loopback.
 Writes bench/results.md and prints it. Ratios are rnnlm/PyTorch for throughputs (higher
 means rnnlm is faster) and PyTorch/rnnlm for times, so above 1.00x always favours rnnlm.
 """
@@ -679,7 +681,7 @@ def ranks_rows(workdir):
         rates["threads"].append(rank_rate(rank_run(workdir, "threads", 2, data=data))[0])
     median = {key: statistics.median(values) for key, values in rates.items()}
     share = {key: tuple(statistics.median(s[i] for s in values) for i in (0, 1)) for key, values in shares.items()}
-    return median, share, oversubscribed_gap(workdir)
+    return median, share, oversubscribed_gap(workdir), gloo_rows(workdir)
 
 
 def oversubscribed_gap(workdir):
@@ -696,7 +698,39 @@ def oversubscribed_gap(workdir):
     return float(out.strip())
 
 
-def ranks_section(rates, share, gap):
+GLOO_SIZES_MB = [1, 4, 16, 26, 64]
+GLOO_ALL_REDUCE = """
+import sys, time, torch, torch.distributed as dist, torch.multiprocessing as mp
+def work(rank, port, sizes):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    for mb in sizes:
+        t = torch.ones(int(mb * 1e6 / 4))
+        for _ in range(3):
+            dist.all_reduce(t)
+        dist.barrier()
+        started = time.perf_counter()
+        for _ in range(10):
+            dist.all_reduce(t)
+        if rank == 0:
+            print(mb, (time.perf_counter() - started) / 10, flush=True)
+    dist.destroy_process_group()
+if __name__ == "__main__":
+    mp.spawn(work, args=(int(sys.argv[1]), [float(a) for a in sys.argv[2:]]), nprocs=2)
+"""
+
+
+def gloo_rows(workdir):
+    """Seconds of one all-reduce of each size over Gloo between 2 processes on the
+    loopback (torch.distributed's Gloo, the library rnnlm's ranks use), idle cores."""
+    script = os.path.join(workdir, "gloo_all_reduce.py")
+    with open(script, "w") as f:
+        f.write(GLOO_ALL_REDUCE)
+    out = run([PYTHON, script, "29533", *map(str, GLOO_SIZES_MB)]).stdout
+    return [(float(mb), float(seconds)) for mb, seconds in (line.split() for line in out.strip().splitlines())]
+
+
+def ranks_section(rates, share, gap, gloo):
     alone, alone4 = rates["alone"], rates["alone-4"]
     length = f"{RANK_STEPS} steps" if QUICK else "one epoch"
     return ["", "## Training on several processes", "",
@@ -717,7 +751,11 @@ def ranks_section(rates, share, gap):
             "gradients and of the embedding rows the ranks' batches touched; waiting is the small sum before it, "
             "which ends when the slower rank's batch does.", "",
             f"4 ranks oversubscribed on the cores against one process with `--accumulate 4` (the character network, "
-            f"{RANK_STEPS} steps): largest parameter difference {gap:.1e} of the parameter's scale."]
+            f"{RANK_STEPS} steps): largest parameter difference {gap:.1e} of the parameter's scale.", "",
+            "One all-reduce over Gloo between 2 processes on the loopback, by size (torch.distributed's Gloo, "
+            "the same library, cores otherwise idle):", "",
+            "| buffer (MB) | ms | GB/s of buffer |", "| ---: | ---: | ---: |"] + \
+        [f"| {mb:g} | {1e3 * seconds:.1f} | {mb / 1e3 / seconds:.2f} |" for mb, seconds in gloo]
 
 
 def main_ranks_only():
