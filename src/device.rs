@@ -55,6 +55,17 @@ impl fmt::Display for DeviceChoice {
 }
 
 impl DeviceChoice {
+    /// The device of rank `local_rank` of several on one machine: `--device cuda`
+    /// (device 0, or `auto` on a machine with a GPU) puts each rank on its own GPU,
+    /// `cuda:LOCAL_RANK`, as torchrun's workers are placed; another `cuda:N` is kept.
+    pub fn for_local_rank(self, local_rank: usize) -> DeviceChoice {
+        match self {
+            DeviceChoice::Cuda(0) => DeviceChoice::Cuda(local_rank),
+            DeviceChoice::Auto if Cuda::is_available() => DeviceChoice::Cuda(local_rank),
+            other => other,
+        }
+    }
+
     /// The torch device, or [`DeviceUnavailable`] when CUDA is asked for and not there.
     pub fn resolve(self) -> Result<Device, DeviceUnavailable> {
         match self {

@@ -13,6 +13,10 @@ use tch::{Kind, Tensor};
 pub struct World {
     rank: usize,
     size: usize,
+    /// This rank's place on its machine (`LOCAL_RANK`): its GPU when ranks train on GPUs.
+    local_rank: usize,
+    /// Whether CUDA tensors have a group (NCCL) to be summed in.
+    cuda: bool,
     group: Option<Group>,
 }
 
@@ -32,6 +36,8 @@ pub struct Launch {
     pub agent_store: bool,
     /// torchrun's restart count: each attempt's keys are kept apart.
     pub attempt: usize,
+    /// This rank's place among the ranks of its machine (`LOCAL_RANK`, else `RANK`).
+    pub local_rank: usize,
 }
 
 impl Launch {
@@ -73,6 +79,13 @@ impl Launch {
             attempt: var("TORCHELASTIC_RESTART_COUNT")
                 .and_then(|n| n.trim().parse().ok())
                 .unwrap_or(0),
+            local_rank: match var("LOCAL_RANK") {
+                None => rank,
+                Some(text) => text
+                    .trim()
+                    .parse()
+                    .map_err(|_| anyhow!("LOCAL_RANK '{text}' is not a whole number"))?,
+            },
         }))
     }
 }
@@ -90,6 +103,8 @@ impl World {
         World {
             rank: 0,
             size: 1,
+            local_rank: 0,
+            cuda: false,
             group: None,
         }
     }
@@ -117,8 +132,32 @@ impl World {
         Ok(World {
             rank: launch.rank,
             size: launch.size,
+            local_rank: launch.local_rank,
+            cuda: false,
             group: Some(group),
         })
+    }
+
+    /// Sums CUDA tensors too, this rank on GPU `device`: an NCCL group beside the Gloo
+    /// one, on the same rendezvous. One process needs none.
+    pub fn use_cuda(&mut self, device: usize) -> Result<()> {
+        if let Some(group) = &self.group {
+            group
+                .use_cuda(device)
+                .map_err(|e| anyhow!("rank {} of {}: {e}", self.rank, self.size))?;
+        }
+        self.cuda = true;
+        Ok(())
+    }
+
+    /// Whether CUDA tensors can be summed across the ranks (always, for one process).
+    pub fn sums_cuda(&self) -> bool {
+        self.cuda || self.group.is_none()
+    }
+
+    /// This rank's place on its machine (`LOCAL_RANK`).
+    pub fn local_rank(&self) -> usize {
+        self.local_rank
     }
 
     /// This process's rank.
@@ -209,6 +248,7 @@ mod binding {
             n: i64,
             root: i32,
         ) -> *mut c_char;
+        pub fn rnnlm_group_use_cuda(group: *mut c_void, device: i32) -> *mut c_char;
         pub fn rnnlm_group_barrier(group: *mut c_void) -> *mut c_char;
         pub fn rnnlm_group_free(group: *mut c_void);
     }
@@ -285,6 +325,11 @@ impl Group {
         // SAFETY: the group is live until drop.
         binding::checked(unsafe { binding::rnnlm_group_barrier(self.0) })
     }
+
+    fn use_cuda(&self, device: usize) -> Result<()> {
+        // SAFETY: the group is live until drop.
+        binding::checked(unsafe { binding::rnnlm_group_use_cuda(self.0, device as i32) })
+    }
 }
 
 #[cfg(rnnlm_gloo)]
@@ -319,6 +364,10 @@ impl Group {
     fn barrier(&self) -> Result<()> {
         unreachable!("a group is never made without Gloo")
     }
+
+    fn use_cuda(&self, _device: usize) -> Result<()> {
+        unreachable!("a group is never made without Gloo")
+    }
 }
 
 #[cfg(test)]
@@ -346,6 +395,21 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!((two.rank, two.size, two.master_port), (1, 2, 29500));
+        // Without LOCAL_RANK a rank is taken to be alone with its ranks on one machine.
+        assert_eq!(two.local_rank, 1);
+        let on_node = |local: &str| {
+            launch(&[
+                ("WORLD_SIZE", "4"),
+                ("RANK", "3"),
+                ("LOCAL_RANK", local),
+                ("MASTER_ADDR", "10.0.0.1"),
+            ])
+        };
+        assert_eq!(on_node("1").unwrap().unwrap().local_rank, 1);
+        assert!(on_node("one")
+            .unwrap_err()
+            .to_string()
+            .contains("LOCAL_RANK 'one'"));
         let error = |vars: &[(&str, &str)]| launch(vars).unwrap_err().to_string();
         assert!(error(&[("WORLD_SIZE", "2")]).contains("RANK is not set"));
         assert!(error(&[("WORLD_SIZE", "2"), ("RANK", "2")]).contains("not below WORLD_SIZE 2"));

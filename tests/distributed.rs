@@ -22,6 +22,7 @@ fn launch(rank: usize, size: usize, port: u16) -> Launch {
         master_port: port,
         agent_store: false,
         attempt: 0,
+        local_rank: rank,
     }
 }
 
@@ -361,6 +362,33 @@ fn bad_launches_are_one_line_errors() {
             .output()
             .unwrap();
         tiny::assert_one_line_error(&o, wanted);
+    }
+    // A rank asked to train on a GPU the machine lacks fails before the rendezvous,
+    // not after the timeout.
+    if !tch::Cuda::is_available() {
+        let mut args = tiny::train_args(data.to_str().unwrap(), out.to_str().unwrap(), "1");
+        let device = args.iter().position(|a| *a == "--device").unwrap();
+        args[device + 1] = "cuda";
+        let started = std::time::Instant::now();
+        let o = Command::new(env!("CARGO_BIN_EXE_rnnlm"))
+            .args(&args)
+            .envs([
+                ("WORLD_SIZE", "2"),
+                ("RANK", "1"),
+                ("LOCAL_RANK", "1"),
+                ("MASTER_ADDR", "127.0.0.1"),
+                ("MASTER_PORT", port.as_str()),
+            ])
+            .output()
+            .unwrap();
+        // The exit code of a missing device, as for one process.
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert_eq!(
+            err.trim(),
+            "error: --device cuda:1: no CUDA device is available on this machine"
+        );
+        assert!(started.elapsed().as_secs() < 60);
     }
     assert!(!out.exists());
 }

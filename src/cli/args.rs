@@ -97,6 +97,18 @@ impl DeviceArgs {
         }
         self.device.resolve()
     }
+
+    /// [`DeviceArgs::resolve`] for rank `local_rank` of several on one machine: a bare
+    /// `--device cuda` is the rank's own GPU.
+    pub(crate) fn resolve_for_local_rank(
+        &self,
+        local_rank: usize,
+    ) -> Result<tch::Device, DeviceUnavailable> {
+        if let Some(threads) = self.threads {
+            tch::set_num_threads(threads);
+        }
+        self.device.for_local_rank(local_rank).resolve()
+    }
 }
 
 #[derive(Args)]

@@ -4,6 +4,7 @@ use super::args::{DeviceArgs, TokenizerArgs};
 use super::values::{decay, dropout_rate, non_negative, positive, positive_number, weighted_path};
 use anyhow::{bail, Result};
 use clap::Args;
+use rnnlm::distributed::{Launch, World};
 use rnnlm::model::{Cell, ModelConfig, MAX_LAYERS, MAX_WIDTH};
 use rnnlm::output::OutputConfig;
 use rnnlm::regularize::Regularization;
@@ -240,9 +241,20 @@ pub(crate) fn run(args: TrainArgs, matches: Option<&clap::ArgMatches>) -> Result
     // with the fragments of batches of every length.
     super::malloc::keep_freed_memory();
     check_output_flags(&args, matches)?;
-    let device = args.device.resolve()?;
     let timeout = std::time::Duration::from_secs_f64(args.dist_timeout);
-    let world = rnnlm::distributed::World::from_env(timeout)?;
+    let launch = Launch::from_vars(|name| std::env::var(name).ok())?;
+    // The device before the rendezvous, so a missing GPU fails at once.
+    let device = match &launch {
+        None => args.device.resolve()?,
+        Some(launch) => args.device.resolve_for_local_rank(launch.local_rank)?,
+    };
+    let mut world = match &launch {
+        None => World::single(),
+        Some(launch) => World::join(launch, timeout)?,
+    };
+    if let (true, tch::Device::Cuda(index)) = (world.size() > 1, device) {
+        world.use_cuda(index)?;
+    }
     let mut config = train_config(args, matches);
     resume_after_restart(&mut config);
     let summary = rnnlm::train::train_on(&config, device, &world)?;

@@ -59,7 +59,7 @@ pub fn train_on(config: &TrainConfig, device: Device, world: &World) -> Result<T
     let lock = agree(world, leader_lock(config, world))?;
     let (start, config) = agree(world, start::begin(config, &dir))?;
     let data = agree(world, ready(&config, &start, world, device))?;
-    check_same_run(&config, &start, world)?;
+    check_same_run(&config, &start, world, device)?;
     let run = run::Run::new(&config, world, dir, start, device)?;
     run.log_size(&data);
     let summary = run.train(&data);
@@ -97,8 +97,8 @@ fn ready(
             config.accumulate
         );
     }
-    if world.size() > 1 && device != Device::Cpu {
-        bail!("rank {}: training on several ranks sums gradients with Gloo on the CPU; this rnnlm has no NCCL for {device:?}: give every rank --device cpu", world.rank());
+    if device != Device::Cpu && !world.sums_cuda() {
+        bail!("rank {}: the ranks have no NCCL group to sum {device:?}'s gradients in; give every rank --device cpu", world.rank());
     }
     if config.stream && per_step > 1 {
         bail!("--stream reads one token stream in order, which cannot be split among ranks or --accumulate batches; train sentence by sentence");
@@ -128,7 +128,12 @@ fn agree<T>(world: &World, result: Result<T>) -> Result<T> {
 
 /// Refuses ranks started with other settings, data or vocabulary than rank 0's: a
 /// hash of them is compared, and all ranks stop together where any differs.
-fn check_same_run(config: &TrainConfig, start: &start::Start, world: &World) -> Result<()> {
+fn check_same_run(
+    config: &TrainConfig,
+    start: &start::Start,
+    world: &World,
+    device: Device,
+) -> Result<()> {
     use std::hash::{Hash, Hasher};
     if world.size() == 1 {
         return Ok(());
@@ -137,6 +142,8 @@ fn check_same_run(config: &TrainConfig, start: &start::Start, world: &World) -> 
     serde_json::to_string(config)?.hash(&mut hasher);
     serde_json::to_string(&start.saved)?.hash(&mut hasher);
     start.vocab.tokens().hash(&mut hasher);
+    // CUDA on some ranks only would sum some gradients in NCCL and others in Gloo.
+    device.is_cuda().hash(&mut hasher);
     let mine = hasher.finish() as i64;
     let leaders = tch::Tensor::from_slice(&[mine]);
     world.broadcast(std::slice::from_ref(&leaders), 0)?;
@@ -145,7 +152,7 @@ fn check_same_run(config: &TrainConfig, start: &start::Start, world: &World) -> 
         world,
         match differs {
             true => Err(anyhow::anyhow!(
-                "rank {}: started with other flags, data or vocabulary than rank 0; start every rank with the same command",
+                "rank {}: started with other flags, data, vocabulary or device (CPU or CUDA) than rank 0; start every rank with the same command",
                 world.rank()
             )),
             false => Ok(()),
