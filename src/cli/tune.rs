@@ -58,6 +58,11 @@ pub(crate) struct TuneArgs {
     /// grids at growing scales, refined around the best).
     #[arg(long, value_enum, default_value = "line")]
     pub(crate) search: SearchMethod,
+    /// With --search line: search this many resamples of the dev lists (drawn with
+    /// replacement) and take the mean of their weights, which carries to other lists
+    /// better than one search's; 1 searches the lists themselves.
+    #[arg(long, default_value = "1", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub(crate) bags: u32,
     /// Search the given grid alone: no widening where the best value sits at a range's
     /// end, no refinement around the best, no line search.
     #[arg(long)]
@@ -142,6 +147,7 @@ pub(crate) fn run(args: TuneArgs) -> Result<()> {
             backward_weights: args.backward_weights.0,
             refine: !args.grid_only,
             method: args.search,
+            bags: args.bags as usize,
         },
         apply,
         backward_model: args.backward_model,

@@ -33,6 +33,8 @@ const STARTS: usize = 16;
 const MAX_SWEEPS: usize = 30;
 /// The random directions' seed.
 const SEED: u64 = 0x6d65_7274;
+/// The resamples' seed.
+const BAG_SEED: u64 = 0x6261_6773;
 
 fn weights(x: &Point) -> Weights {
     Weights {
@@ -221,8 +223,87 @@ fn coarse(axis: &Axis, scaled: bool) -> Vec<f64> {
 }
 
 /// The best weights in `space` by exact line searches; `None` when no setting of the
-/// starting grid keeps the shares within 1.
-pub fn search(cache: &[Cached], lists: &[Range<usize>], space: &Space) -> Option<Found> {
+/// starting grid keeps the shares within 1. With `bags` above 1, the weights are the
+/// mean of the searches on that many resamples of the lists (bootstrap aggregating):
+/// each resample draws as many lists as there are, with replacement, from a fixed
+/// seed. One search fits the chance errors of its lists; the mean of searches on
+/// resamples fits less of them, so it carries to other lists better.
+pub fn search(
+    cache: &[Cached],
+    lists: &[Range<usize>],
+    space: &Space,
+    bags: usize,
+) -> Option<Found> {
+    if bags <= 1 {
+        return search_once(cache, lists, space);
+    }
+    let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(BAG_SEED);
+    let samples: Vec<Vec<Range<usize>>> = (0..bags)
+        .map(|_| {
+            (0..lists.len())
+                .map(|_| lists[rng.gen_range(0..lists.len())].clone())
+                .collect()
+        })
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_thread = samples.len().div_ceil(threads);
+    let found: Vec<Option<Found>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = samples
+            .chunks(per_thread)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|sample| search_once(cache, sample, space))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a bag's search does not panic"))
+            .collect()
+    });
+    let found: Vec<Found> = found.into_iter().collect::<Option<_>>()?;
+    let mut mean = [0.0; 4];
+    for f in &found {
+        let w = &f.weights;
+        for (m, v) in mean.iter_mut().zip([
+            w.lm_weight,
+            w.length_penalty,
+            w.ngram_weight,
+            w.backward_weight,
+        ]) {
+            *m += v / found.len() as f64;
+        }
+    }
+    let chosen = weights(&mean.map(short));
+    let mut searched = [(f64::INFINITY, f64::NEG_INFINITY); 2];
+    for f in &found {
+        for (range, bag) in searched.iter_mut().zip(f.searched) {
+            *range = (range.0.min(bag.0), range.1.max(bag.1));
+        }
+    }
+    Some(Found {
+        weights: chosen,
+        edits: edits_at(cache, lists, &chosen),
+        settings: found.iter().map(|f| f.settings).sum(),
+        at_range_end: Vec::new(),
+        searched,
+    })
+}
+
+/// `v` to four significant digits: a mean of searches has no short decimal of its own.
+fn short(v: f64) -> f64 {
+    if v == 0.0 || !v.is_finite() {
+        return v;
+    }
+    let scale = 10f64.powi(3 - v.abs().log10().floor() as i32);
+    tidy((v * scale).round() / scale)
+}
+
+/// One search on `lists`.
+fn search_once(cache: &[Cached], lists: &[Range<usize>], space: &Space) -> Option<Found> {
     let axes = [
         &space.lm_weight,
         &space.length_penalty,
@@ -339,12 +420,41 @@ mod tests {
     #[test]
     fn the_line_search_lands_in_the_middle_of_a_plateau_beyond_the_grid() {
         let (cache, lists) = lists();
-        let found = search(&cache, &lists, &space()).unwrap();
+        let found = search(&cache, &lists, &space(), 1).unwrap();
         assert_eq!(found.edits.errors(), 0);
         assert_eq!(found.weights.lm_weight, 40.0);
         assert_eq!(found.edits, edits_at(&cache, &lists, &found.weights));
         // The same input, the same weights.
-        assert_eq!(search(&cache, &lists, &space()).unwrap(), found);
+        assert_eq!(search(&cache, &lists, &space(), 1).unwrap(), found);
+    }
+
+    /// Each resample misses some lists and repeats others, so its best plateau moves
+    /// (without the list that needs 30, it starts at 20); the mean of the resamples'
+    /// weights stays inside the plateau of all the lists, and a run reproduces.
+    #[test]
+    fn bagging_averages_the_searches_of_resampled_lists() {
+        let (cache, lists) = lists();
+        let bagged = search(&cache, &lists, &space(), 6).unwrap();
+        let lm_weight = bagged.weights.lm_weight;
+        assert!(lm_weight > 30.0 && lm_weight < 50.0, "{lm_weight}");
+        assert_eq!(bagged.edits.errors(), 0);
+        assert_eq!(search(&cache, &lists, &space(), 6).unwrap(), bagged);
+        // By hand: the same resamples, searched one by one and averaged.
+        let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(BAG_SEED);
+        let mut sum = 0.0;
+        for _ in 0..6 {
+            let sample: Vec<Range<usize>> = (0..lists.len())
+                .map(|_| lists[rng.gen_range(0..lists.len())].clone())
+                .collect();
+            sum += search_once(&cache, &sample, &space())
+                .unwrap()
+                .weights
+                .lm_weight;
+        }
+        assert_eq!(lm_weight, short(sum / 6.0));
+        assert_ne!(lm_weight, 40.0, "the resamples all found the same plateau");
+        assert_eq!(short(123.456_78), 123.5);
+        assert_eq!(short(-0.012_345_6), -0.012_35);
     }
 
     #[test]
@@ -354,7 +464,7 @@ mod tests {
         for c in cache.iter_mut() {
             c.words += c.edits.errors() * 2;
         }
-        let line = search(&cache, &lists, &space()).unwrap();
+        let line = search(&cache, &lists, &space(), 1).unwrap();
         let grid = super::super::search::search(&cache, &lists, &space()).unwrap();
         assert!(line.edits.errors() <= grid.edits.errors());
     }

@@ -45,6 +45,9 @@ pub struct Grid {
     pub refine: bool,
     /// How the weights are searched beyond the grid.
     pub method: SearchMethod,
+    /// The line search's resamples of the lists, whose weights are averaged (1: one
+    /// search on the lists themselves).
+    pub bags: usize,
 }
 
 /// How `tune` searches the weights.

@@ -292,7 +292,9 @@ impl Tuner<'_> {
             }
             None => {
                 let found = match grid.method {
-                    SearchMethod::Line if grid.refine => super::mert::search(cache, lists, &space),
+                    SearchMethod::Line if grid.refine => {
+                        super::mert::search(cache, lists, &space, grid.bags)
+                    }
                     _ => search(cache, lists, &space),
                 };
                 let Some(found) = found else {
