@@ -60,9 +60,10 @@ pub(crate) struct TuneArgs {
     pub(crate) search: SearchMethod,
     /// With --search line: search this many resamples of the dev lists (drawn with
     /// replacement) and take the mean of their weights, which carries to other lists
-    /// better than one search's; 1 searches the lists themselves.
-    #[arg(long, default_value = "1", value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub(crate) bags: u32,
+    /// better than one search's; 1 searches the lists themselves [default: 64 for 100
+    /// lists or more, else 1].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub(crate) bags: Option<u32>,
     /// Search the given grid alone: no widening where the best value sits at a range's
     /// end, no refinement around the best, no line search.
     #[arg(long)]
@@ -147,7 +148,7 @@ pub(crate) fn run(args: TuneArgs) -> Result<()> {
             backward_weights: args.backward_weights.0,
             refine: !args.grid_only,
             method: args.search,
-            bags: args.bags as usize,
+            bags: args.bags.map(|b| b as usize),
         },
         apply,
         backward_model: args.backward_model,

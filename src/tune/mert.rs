@@ -29,12 +29,28 @@ const COARSE_VALUES: usize = 5;
 const COARSE_SCALE: f64 = 4.0;
 /// How many of the best grid settings start a descent.
 const STARTS: usize = 16;
+/// How many start each resample's descents (`--bags`).
+const BAG_STARTS: usize = 4;
 /// Sweeps at most per start.
 const MAX_SWEEPS: usize = 30;
 /// The random directions' seed.
 const SEED: u64 = 0x6d65_7274;
 /// The resamples' seed.
 const BAG_SEED: u64 = 0x6261_6773;
+/// Resamples searched when `--bags` is not given, for lists enough to resample.
+const DEFAULT_BAGS: usize = 64;
+/// Lists below which `--bags` defaults to 1: a resample of a handful of lists is
+/// another problem, not another draw of the same one.
+const MIN_LISTS_TO_BAG: usize = 100;
+
+/// The resamples to search: `asked`, else 64 for 100 lists or more and 1 below.
+pub fn bags_for(lists: usize, asked: Option<usize>) -> usize {
+    asked.unwrap_or(if lists >= MIN_LISTS_TO_BAG {
+        DEFAULT_BAGS
+    } else {
+        1
+    })
+}
 
 fn weights(x: &Point) -> Weights {
     Weights {
@@ -245,6 +261,10 @@ pub fn search(
                 .collect()
         })
         .collect();
+    // The starts are the whole lists' best grid settings: ranking the grid again on
+    // each resample would cost more than the resample's own descents.
+    let grid = ranked_grid(cache, lists, space);
+    let starts = &grid[..grid.len().min(BAG_STARTS)];
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per_thread = samples.len().div_ceil(threads);
     let found: Vec<Option<Found>> = std::thread::scope(|scope| {
@@ -254,7 +274,7 @@ pub fn search(
                 scope.spawn(move || {
                     chunk
                         .iter()
-                        .map(|sample| search_once(cache, sample, space))
+                        .map(|sample| descend_from(cache, sample, space, starts))
                         .collect::<Vec<_>>()
                 })
             })
@@ -287,7 +307,7 @@ pub fn search(
     Some(Found {
         weights: chosen,
         edits: edits_at(cache, lists, &chosen),
-        settings: found.iter().map(|f| f.settings).sum(),
+        settings: grid.len() + found.iter().map(|f| f.settings).sum::<usize>(),
         at_range_end: Vec::new(),
         searched,
     })
@@ -304,12 +324,30 @@ fn short(v: f64) -> f64 {
 
 /// One search on `lists`.
 fn search_once(cache: &[Cached], lists: &[Range<usize>], space: &Space) -> Option<Found> {
-    let axes = [
+    let grid = ranked_grid(cache, lists, space);
+    let mut found = descend_from(cache, lists, space, &grid[..grid.len().min(STARTS)])?;
+    found.settings += grid.len();
+    for x in &grid {
+        for (range, value) in found.searched.iter_mut().zip([x[0], x[1]]) {
+            *range = (range.0.min(value), range.1.max(value));
+        }
+    }
+    Some(found)
+}
+
+fn axes(space: &Space) -> [&Axis; 4] {
+    [
         &space.lm_weight,
         &space.length_penalty,
         &space.ngram_weight,
         &space.backward_weight,
-    ];
+    ]
+}
+
+/// The settings of the coarse grid that keep the shares within 1, fewest errors on
+/// `lists` first (the grid's order on ties).
+fn ranked_grid(cache: &[Cached], lists: &[Range<usize>], space: &Space) -> Vec<Point> {
+    let axes = axes(space);
     let mut grid: Vec<(usize, Point)> = Vec::new();
     let values: Vec<Vec<f64>> = (0..4).map(|i| coarse(axes[i], i <= 1)).collect();
     for &a in &values[0] {
@@ -324,24 +362,32 @@ fn search_once(cache: &[Cached], lists: &[Range<usize>], space: &Space) -> Optio
             }
         }
     }
-    let settings = grid.len();
     // A stable sort: among equal errors the grid's order decides.
     grid.sort_by_key(|(errors, _)| *errors);
+    grid.into_iter().map(|(_, x)| x).collect()
+}
+
+/// Line searches on `lists` from each of `starts`: the end point with the fewest
+/// errors (the first on ties); `None` without a start.
+fn descend_from(
+    cache: &[Cached],
+    lists: &[Range<usize>],
+    space: &Space,
+    starts: &[Point],
+) -> Option<Found> {
     let mut descent = Descent {
         cache,
         lists,
         features: cache.iter().map(Features::of).collect(),
         errors: cache.iter().map(|c| c.edits.errors()).collect(),
-        axes,
+        axes: axes(space),
         line_searches: 0,
         searched: [(f64::INFINITY, f64::NEG_INFINITY); 2],
     };
-    for (_, x) in &grid {
-        descent.note(x);
-    }
     let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(SEED);
     let mut best: Option<(usize, Point)> = None;
-    for (_, start) in grid.iter().take(STARTS) {
+    for start in starts {
+        descent.note(start);
         let (x, errors) = descent.descend(*start, &mut rng);
         if best.is_none_or(|(e, _)| errors < e) {
             best = Some((errors, x));
@@ -352,7 +398,7 @@ fn search_once(cache: &[Cached], lists: &[Range<usize>], space: &Space) -> Optio
     Some(Found {
         weights: chosen,
         edits: edits_at(cache, lists, &chosen),
-        settings: settings + descent.line_searches,
+        settings: descent.line_searches,
         // The lines run as far as the weights' own limits: no range has an end.
         at_range_end: Vec::new(),
         searched: descent.searched,
@@ -453,6 +499,11 @@ mod tests {
         }
         assert_eq!(lm_weight, short(sum / 6.0));
         assert_ne!(lm_weight, 40.0, "the resamples all found the same plateau");
+        // Bagging by default only where there are lists enough to resample.
+        assert_eq!(bags_for(5, None), 1);
+        assert_eq!(bags_for(500, None), 64);
+        assert_eq!(bags_for(500, Some(1)), 1);
+        assert_eq!(bags_for(5, Some(6)), 6);
         assert_eq!(short(123.456_78), 123.5);
         assert_eq!(short(-0.012_345_6), -0.012_35);
     }

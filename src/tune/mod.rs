@@ -46,8 +46,8 @@ pub struct Grid {
     /// How the weights are searched beyond the grid.
     pub method: SearchMethod,
     /// The line search's resamples of the lists, whose weights are averaged (1: one
-    /// search on the lists themselves).
-    pub bags: usize,
+    /// search on the lists themselves; `None`: 64 for 100 lists or more, else 1).
+    pub bags: Option<usize>,
 }
 
 /// How `tune` searches the weights.

@@ -128,6 +128,14 @@ pub(super) fn report(
     has: Terms,
     options: &TuneOptions,
 ) -> Result<(TuneReport, Option<Searched>)> {
+    let grid = &options.grid;
+    let bags = super::mert::bags_for(lists.len(), grid.bags);
+    if options.apply.is_none() && grid.method == SearchMethod::Line && grid.refine && bags > 1 {
+        tracing::info!(
+            "each row's weights: the mean of {bags} line searches on resamples of the {} lists (--bags)",
+            lists.len()
+        );
+    }
     let tuner = Tuner {
         cache,
         lists,
@@ -293,7 +301,8 @@ impl Tuner<'_> {
             None => {
                 let found = match grid.method {
                     SearchMethod::Line if grid.refine => {
-                        super::mert::search(cache, lists, &space, grid.bags)
+                        let bags = super::mert::bags_for(lists.len(), grid.bags);
+                        super::mert::search(cache, lists, &space, bags)
                     }
                     _ => search(cache, lists, &space),
                 };
