@@ -298,10 +298,12 @@ pub fn search(
         }
     }
     let chosen = weights(&mean.map(short));
+    // What was tried: the grid that ranked the starts and every resample's lines.
     let mut searched = [(f64::INFINITY, f64::NEG_INFINITY); 2];
-    for f in &found {
-        for (range, bag) in searched.iter_mut().zip(f.searched) {
-            *range = (range.0.min(bag.0), range.1.max(bag.1));
+    let tried = grid.iter().map(|x| [(x[0], x[0]), (x[1], x[1])]);
+    for ranges in tried.chain(found.iter().map(|f| f.searched)) {
+        for (range, more) in searched.iter_mut().zip(ranges) {
+            *range = (range.0.min(more.0), range.1.max(more.1));
         }
     }
     Some(Found {
