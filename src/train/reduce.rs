@@ -77,14 +77,11 @@ pub(super) fn sum_gradients(
     loss_sum: f64,
 ) -> Result<(Vec<Tensor>, f64, ReduceSeconds)> {
     let (rank, ranks) = (world.rank(), world.size());
-    let mut rows = Vec::new();
-    for (gradient, &lookup) in gradients.iter().zip(lookups) {
-        rows.push(if lookup {
-            Some(Rows::of(gradient)?)
-        } else {
-            None
-        });
-    }
+    let rows: Vec<Option<Rows>> = gradients
+        .iter()
+        .zip(lookups)
+        .map(|(gradient, &lookup)| lookup.then(|| Rows::of(gradient)).transpose())
+        .collect::<Result<_>>()?;
     let started = Instant::now();
     // The loss and each lookup's row count at this rank's slot, in one small sum.
     let mut small = vec![loss_sum];
@@ -95,25 +92,26 @@ pub(super) fn sum_gradients(
     }
     let small = world.sum(&small)?;
     let waited = Instant::now();
-    let mut dense = Vec::new();
-    let mut placed = Vec::new();
-    for (k, part) in rows.iter().flatten().enumerate() {
-        let counts: Vec<i64> = small[1 + k * ranks..1 + (k + 1) * ranks]
-            .iter()
-            .map(|&c| c as i64)
-            .collect();
-        placed.push(part.placed(&counts, rank)?);
-    }
-    for (gradient, part) in gradients.iter().zip(&rows) {
-        if part.is_none() {
-            dense.push(gradient.shallow_clone());
-        }
-    }
+    let placed: Vec<(Tensor, Tensor)> = rows
+        .iter()
+        .flatten()
+        .zip(small[1..].chunks(ranks))
+        .map(|(part, counts)| {
+            let counts: Vec<i64> = counts.iter().map(|&c| c as i64).collect();
+            part.placed(&counts, rank)
+        })
+        .collect::<Result<_>>()?;
+    // The dense gradients and the rows' buffers, in one all-reduce.
+    let dense = gradients
+        .iter()
+        .zip(&rows)
+        .filter(|(_, part)| part.is_none());
+    let mut buffers: Vec<Tensor> = dense.map(|(g, _)| g.shallow_clone()).collect();
     for (indices, values) in &placed {
-        dense.push(indices.shallow_clone());
-        dense.push(values.shallow_clone());
+        buffers.push(indices.shallow_clone());
+        buffers.push(values.shallow_clone());
     }
-    world.all_reduce_sum(&dense)?;
+    world.all_reduce_sum(&buffers)?;
     let mut gathered = placed.into_iter();
     let mut summed = Vec::with_capacity(gradients.len());
     for (gradient, part) in gradients.into_iter().zip(rows) {

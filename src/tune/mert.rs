@@ -52,6 +52,15 @@ pub fn bags_for(lists: usize, asked: Option<usize>) -> usize {
     })
 }
 
+fn point(w: &Weights) -> Point {
+    [
+        w.lm_weight,
+        w.length_penalty,
+        w.ngram_weight,
+        w.backward_weight,
+    ]
+}
+
 fn weights(x: &Point) -> Weights {
     Weights {
         lm_weight: x[0],
@@ -94,9 +103,7 @@ impl Descent<'_> {
     }
 
     fn note(&mut self, x: &Point) {
-        for (range, value) in self.searched.iter_mut().zip([x[0], x[1]]) {
-            *range = (range.0.min(value), range.1.max(value));
-        }
+        widen(&mut self.searched, x);
     }
 
     /// The `t` range along `d` from `x` that keeps every weight within its bounds and
@@ -253,20 +260,58 @@ pub fn search(
     if bags <= 1 {
         return search_once(cache, lists, space);
     }
+    // The starts are the whole lists' best grid settings: ranking the grid again on
+    // each resample would cost more than the resample's own descents.
+    let grid = ranked_grid(cache, lists, space);
+    let starts = &grid[..grid.len().min(BAG_STARTS)];
+    let found = search_resamples(cache, &resamples(lists, bags), space, starts)?;
+    let mut mean = [0.0; 4];
+    for f in &found {
+        for (m, v) in mean.iter_mut().zip(point(&f.weights)) {
+            *m += v / found.len() as f64;
+        }
+    }
+    let chosen = weights(&mean.map(short));
+    // What was tried: the grid that ranked the starts and every resample's lines.
+    let mut searched = [(f64::INFINITY, f64::NEG_INFINITY); 2];
+    for x in &grid {
+        widen(&mut searched, x);
+    }
+    for f in &found {
+        for (range, more) in searched.iter_mut().zip(f.searched) {
+            *range = (range.0.min(more.0), range.1.max(more.1));
+        }
+    }
+    Some(Found {
+        weights: chosen,
+        edits: edits_at(cache, lists, &chosen),
+        settings: grid.len() + found.iter().map(|f| f.settings).sum::<usize>(),
+        at_range_end: Vec::new(),
+        searched,
+    })
+}
+
+/// `bags` resamples of `lists`, each as many lists drawn with replacement.
+fn resamples(lists: &[Range<usize>], bags: usize) -> Vec<Vec<Range<usize>>> {
     let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(BAG_SEED);
-    let samples: Vec<Vec<Range<usize>>> = (0..bags)
+    (0..bags)
         .map(|_| {
             (0..lists.len())
                 .map(|_| lists[rng.gen_range(0..lists.len())].clone())
                 .collect()
         })
-        .collect();
-    // The starts are the whole lists' best grid settings: ranking the grid again on
-    // each resample would cost more than the resample's own descents.
-    let grid = ranked_grid(cache, lists, space);
-    let starts = &grid[..grid.len().min(BAG_STARTS)];
+        .collect()
+}
+
+/// The descents from `starts` on each of `samples`, spread over the cores, in order.
+fn search_resamples(
+    cache: &[Cached],
+    samples: &[Vec<Range<usize>>],
+    space: &Space,
+    starts: &[Point],
+) -> Option<Vec<Found>> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per_thread = samples.len().div_ceil(threads);
+    let per_thread = samples.len().div_ceil(threads).max(1);
     let found: Vec<Option<Found>> = std::thread::scope(|scope| {
         let handles: Vec<_> = samples
             .chunks(per_thread)
@@ -284,35 +329,14 @@ pub fn search(
             .flat_map(|h| h.join().expect("a bag's search does not panic"))
             .collect()
     });
-    let found: Vec<Found> = found.into_iter().collect::<Option<_>>()?;
-    let mut mean = [0.0; 4];
-    for f in &found {
-        let w = &f.weights;
-        for (m, v) in mean.iter_mut().zip([
-            w.lm_weight,
-            w.length_penalty,
-            w.ngram_weight,
-            w.backward_weight,
-        ]) {
-            *m += v / found.len() as f64;
-        }
+    found.into_iter().collect()
+}
+
+/// `searched` widened to take in `x`'s `lm_weight` and `length_penalty`.
+fn widen(searched: &mut Searched, x: &Point) {
+    for (range, value) in searched.iter_mut().zip([x[0], x[1]]) {
+        *range = (range.0.min(value), range.1.max(value));
     }
-    let chosen = weights(&mean.map(short));
-    // What was tried: the grid that ranked the starts and every resample's lines.
-    let mut searched = [(f64::INFINITY, f64::NEG_INFINITY); 2];
-    let tried = grid.iter().map(|x| [(x[0], x[0]), (x[1], x[1])]);
-    for ranges in tried.chain(found.iter().map(|f| f.searched)) {
-        for (range, more) in searched.iter_mut().zip(ranges) {
-            *range = (range.0.min(more.0), range.1.max(more.1));
-        }
-    }
-    Some(Found {
-        weights: chosen,
-        edits: edits_at(cache, lists, &chosen),
-        settings: grid.len() + found.iter().map(|f| f.settings).sum::<usize>(),
-        at_range_end: Vec::new(),
-        searched,
-    })
 }
 
 /// `v` to four significant digits: a mean of searches has no short decimal of its own.
@@ -330,9 +354,7 @@ fn search_once(cache: &[Cached], lists: &[Range<usize>], space: &Space) -> Optio
     let mut found = descend_from(cache, lists, space, &grid[..grid.len().min(STARTS)])?;
     found.settings += grid.len();
     for x in &grid {
-        for (range, value) in found.searched.iter_mut().zip([x[0], x[1]]) {
-            *range = (range.0.min(value), range.1.max(value));
-        }
+        widen(&mut found.searched, x);
     }
     Some(found)
 }
