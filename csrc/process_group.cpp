@@ -153,6 +153,75 @@ extern "C" char *rnnlm_group_all_reduce_sum(void *group, void *const *pointers, 
   });
 }
 
+namespace {
+// A sum begun by rnnlm_group_all_reduce_start: the caller's tensors, the buffer Gloo
+// sums them in, and the collective under way.
+struct PendingSum {
+  std::vector<at::Tensor> tensors;
+  at::Tensor flat;
+  c10::intrusive_ptr<c10d::Work> work;
+  bool finished = false;
+
+  void finish() {
+    finished = true;
+    work->wait();
+    int64_t offset = 0;
+    for (auto &tensor : tensors) {
+      int64_t count = tensor.numel();
+      tensor.copy_(flat.narrow(0, offset, count).view(tensor.sizes()));
+      offset += count;
+    }
+  }
+};
+}  // namespace
+
+// Begins summing tensors of one dtype over the ranks, in one buffer, and returns while
+// Gloo's (or NCCL's) threads send it: the caller goes on computing, and
+// rnnlm_group_all_reduce_finish waits and writes the sums into the tensors.
+extern "C" char *rnnlm_group_all_reduce_start(void *group, void *const *pointers, int64_t n,
+                                              void **out) {
+  return guarded([&] {
+    auto list = tensors(pointers, n);
+    if (list.empty()) {
+      throw std::runtime_error("a sum begun in the background needs a tensor");
+    }
+    std::vector<at::Tensor> flat_parts;
+    for (auto &tensor : list) {
+      if (tensor.scalar_type() != list[0].scalar_type()) {
+        throw std::runtime_error("a sum begun in the background takes tensors of one dtype");
+      }
+      flat_parts.push_back(tensor.reshape({-1}));
+    }
+    auto *pending = new PendingSum{list, at::cat(flat_parts), {}};
+    std::vector<at::Tensor> buffer{pending->flat};
+    try {
+      pending->work = static_cast<Group *>(group)->backend_for(buffer[0]).allreduce(buffer);
+    } catch (...) {
+      delete pending;
+      throw;
+    }
+    *out = pending;
+  });
+}
+
+// Waits for a sum begun by rnnlm_group_all_reduce_start and writes it into its tensors.
+extern "C" char *rnnlm_group_all_reduce_finish(void *pending) {
+  return guarded([&] { static_cast<PendingSum *>(pending)->finish(); });
+}
+
+// Frees a begun sum, first waiting for it if it was never finished: the group's
+// threads may still be writing its buffer.
+extern "C" void rnnlm_group_pending_free(void *pending) {
+  auto *sum = static_cast<PendingSum *>(pending);
+  if (!sum->finished) {
+    try {
+      sum->work->wait();
+    } catch (...) {
+    }
+  }
+  delete sum;
+}
+
 // Copies `root`'s tensors to every rank, in place.
 extern "C" char *rnnlm_group_broadcast(void *group, void *const *pointers, int64_t n,
                                        int root) {

@@ -185,6 +185,26 @@ impl World {
         }
     }
 
+    /// Begins summing each tensor (all of one dtype) over the ranks and returns while
+    /// the sum is sent, so that the caller computes meanwhile; [`PendingSum::wait`]
+    /// gives the sums. Every rank must begin the same sums in the same order.
+    pub fn start_all_reduce_sum(&self, tensors: Vec<Tensor>) -> Result<PendingSum> {
+        let begun = match &self.group {
+            None => None,
+            Some(group) => Some(
+                group
+                    .start_all_reduce_sum(&tensors)
+                    .map_err(|e| self.failed("all-reduce", e))?,
+            ),
+        };
+        Ok(PendingSum {
+            tensors,
+            begun,
+            rank: self.rank,
+            size: self.size,
+        })
+    }
+
     /// Each value summed over the ranks.
     pub fn sum(&self, values: &[f64]) -> Result<Vec<f64>> {
         if self.group.is_none() {
@@ -222,6 +242,30 @@ impl World {
     }
 }
 
+/// A sum begun by [`World::start_all_reduce_sum`].
+pub struct PendingSum {
+    tensors: Vec<Tensor>,
+    begun: Option<Begun>,
+    rank: usize,
+    size: usize,
+}
+
+impl PendingSum {
+    /// Waits for the sum and returns the tensors, summed in place.
+    pub fn wait(mut self) -> Result<Vec<Tensor>> {
+        if let Some(begun) = self.begun.take() {
+            begun.finish().map_err(|e| {
+                anyhow!(
+                    "rank {} of {}: all-reduce failed (another rank died, hung past --dist-timeout, or was started differently): {e}",
+                    self.rank,
+                    self.size
+                )
+            })?;
+        }
+        Ok(std::mem::take(&mut self.tensors))
+    }
+}
+
 #[cfg(rnnlm_gloo)]
 mod binding {
     use std::ffi::{c_char, c_void, CString};
@@ -242,6 +286,14 @@ mod binding {
             tensors: *const *mut c_void,
             n: i64,
         ) -> *mut c_char;
+        pub fn rnnlm_group_all_reduce_start(
+            group: *mut c_void,
+            tensors: *const *mut c_void,
+            n: i64,
+            out: *mut *mut c_void,
+        ) -> *mut c_char;
+        pub fn rnnlm_group_all_reduce_finish(pending: *mut c_void) -> *mut c_char;
+        pub fn rnnlm_group_pending_free(pending: *mut c_void);
         pub fn rnnlm_group_broadcast(
             group: *mut c_void,
             tensors: *const *mut c_void,
@@ -308,6 +360,22 @@ impl Group {
         })
     }
 
+    fn start_all_reduce_sum(&self, tensors: &[Tensor]) -> Result<Begun> {
+        let pointers = Self::pointers(tensors);
+        let mut pending = std::ptr::null_mut();
+        // SAFETY: as for all_reduce_sum; the binding keeps its own references to the
+        // tensors, and writes `pending` only on success.
+        binding::checked(unsafe {
+            binding::rnnlm_group_all_reduce_start(
+                self.0,
+                pointers.as_ptr(),
+                pointers.len() as i64,
+                &mut pending,
+            )
+        })?;
+        Ok(Begun(pending))
+    }
+
     fn broadcast(&self, tensors: &[Tensor], root: usize) -> Result<()> {
         let pointers = Self::pointers(tensors);
         // SAFETY: as for all_reduce_sum.
@@ -340,6 +408,38 @@ impl Drop for Group {
     }
 }
 
+/// A sum under way in the group's threads.
+#[cfg(rnnlm_gloo)]
+struct Begun(*mut std::ffi::c_void);
+
+#[cfg(rnnlm_gloo)]
+impl Begun {
+    fn finish(self) -> Result<()> {
+        // SAFETY: made by rnnlm_group_all_reduce_start and not yet freed (drop frees it).
+        binding::checked(unsafe { binding::rnnlm_group_all_reduce_finish(self.0) })
+    }
+}
+
+#[cfg(rnnlm_gloo)]
+impl Drop for Begun {
+    fn drop(&mut self) {
+        // SAFETY: made by rnnlm_group_all_reduce_start, freed once; it waits for a sum
+        // never finished, whose buffer the group's threads may still write.
+        unsafe { binding::rnnlm_group_pending_free(self.0) }
+    }
+}
+
+/// Without Gloo there is never a sum under way.
+#[cfg(not(rnnlm_gloo))]
+struct Begun;
+
+#[cfg(not(rnnlm_gloo))]
+impl Begun {
+    fn finish(self) -> Result<()> {
+        unreachable!("a group is never made without Gloo")
+    }
+}
+
 /// Without Gloo's headers at build time there is no group to join.
 #[cfg(not(rnnlm_gloo))]
 struct Group;
@@ -354,6 +454,10 @@ impl Group {
     }
 
     fn all_reduce_sum(&self, _tensors: &[Tensor]) -> Result<()> {
+        unreachable!("a group is never made without Gloo")
+    }
+
+    fn start_all_reduce_sum(&self, _tensors: &[Tensor]) -> Result<Begun> {
         unreachable!("a group is never made without Gloo")
     }
 

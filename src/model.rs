@@ -256,6 +256,13 @@ impl RnnLm {
         }
     }
 
+    /// The output layer's parameters that it reads directly (see
+    /// [`OutputLayer::direct_parameters`]); its word vectors are read through the
+    /// blocks of [`RnnLm::shared_parameters`].
+    pub fn output_parameters(&self) -> Vec<Tensor> {
+        self.output.direct_parameters()
+    }
+
     /// The configuration this model was built from.
     pub fn config(&self) -> &ModelConfig {
         &self.config

@@ -257,13 +257,71 @@ impl Optimizer {
         Tensor::run_backward(&[loss], &self.leaves(), false, false)
     }
 
+    /// Which leaves of [`Optimizer::backward`] the output layer reads: every shared
+    /// parameter's blocks (the word vectors, see
+    /// [`RnnLm::shared_parameters`](crate::model::RnnLm::shared_parameters)) and the
+    /// direct parameters among `direct` (the layer's own, matched by storage).
+    pub fn output_leaves(&self, direct: &[Tensor]) -> Vec<bool> {
+        let mut output = Vec::new();
+        for (param, source) in self.params.iter().zip(&self.sources) {
+            match source {
+                Source::Direct => output.push(
+                    direct
+                        .iter()
+                        .any(|d| d.data_ptr() == param.data_ptr() && d.size() == param.size()),
+                ),
+                Source::Shared { blocks, lookups } => {
+                    output.extend(blocks.iter().filter(|b| b.2.is_some()).map(|_| true));
+                    output.extend(lookups.iter().map(|_| false));
+                }
+            }
+        }
+        output
+    }
+
+    /// The gradients of `loss` for the leaves where `mask` is `want`, in the order of
+    /// [`Optimizer::backward`], followed by those for `extra` (tensors of the graph
+    /// that are not leaves); `keep_graph` keeps the graph for another pass. A
+    /// backward pass in two parts: the first part's gradients can be sent while the
+    /// second runs.
+    pub fn backward_part(
+        &self,
+        loss: &Tensor,
+        mask: &[bool],
+        want: bool,
+        extra: &[&Tensor],
+        keep_graph: bool,
+    ) -> Vec<Tensor> {
+        let mut inputs: Vec<Tensor> = self
+            .leaves()
+            .into_iter()
+            .zip(mask)
+            .filter(|(_, &m)| m == want)
+            .map(|(leaf, _)| leaf)
+            .collect();
+        inputs.extend(extra.iter().map(|t| t.shallow_clone()));
+        Tensor::run_backward(&[loss], &inputs, keep_graph, false)
+    }
+
     /// `grads` from [`Optimizer::backward`] with a zero gradient where autograd gave
     /// none (a class layer's cluster that no target of the batch is in), so that the
     /// gradients of several batches, or of several processes, add up leaf by leaf.
     pub fn zero_filled(&self, grads: Vec<Tensor>) -> Vec<Tensor> {
+        self.zero_filled_part(grads, &[], true)
+    }
+
+    /// [`Optimizer::zero_filled`] for the gradients of [`Optimizer::backward_part`]
+    /// (those of the leaves where `mask` is `want`; an empty mask: all leaves).
+    pub fn zero_filled_part(&self, grads: Vec<Tensor>, mask: &[bool], want: bool) -> Vec<Tensor> {
+        let leaves = self
+            .leaves()
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| mask.get(*i).is_none_or(|&m| m == want))
+            .map(|(_, leaf)| leaf);
         grads
             .into_iter()
-            .zip(self.leaves())
+            .zip(leaves)
             .map(|(grad, leaf)| match grad.defined() {
                 true => grad,
                 false => leaf.zeros_like(),

@@ -204,6 +204,19 @@ impl OutputLayer {
         }
     }
 
+    /// The layer's parameters that it reads directly, not through the word vectors'
+    /// blocks: the biases, and a class layer's cluster vectors.
+    pub fn direct_parameters(&self) -> Vec<Tensor> {
+        match self {
+            OutputLayer::Full(o) => vec![o.bias.shallow_clone()],
+            OutputLayer::Class(o) => vec![
+                o.bias.shallow_clone(),
+                o.cluster_weight.shallow_clone(),
+                o.cluster_bias.shallow_clone(),
+            ],
+        }
+    }
+
     /// Log-probabilities over the vocabulary: `[..., hidden]` → `[..., vocab]`.
     pub fn log_probs(&self, hidden: &Tensor) -> Tensor {
         match self {

@@ -210,13 +210,15 @@ fn two_ranks_train_as_one_process_on_both_batches() {
 
 /// The embedding tied to a class output layer: the lookup's rows, gathered from
 /// each rank, and the output blocks' dense gradients sum to one process's. Three ranks
-/// on 10 batches an epoch: in each epoch's last step two ranks have no batch.
+/// on 10 batches an epoch: in each epoch's last step two ranks have no batch. The
+/// activation penalties read the recurrent layers beside the output layer, so the
+/// backward pass split at the output layer's input must carry both.
 #[test]
 fn three_ranks_with_a_tied_class_layer_train_as_one_process() {
     let dir = tempfile::tempdir().unwrap();
     let data = corpus(dir.path());
     let (three, one) = (dir.path().join("three"), dir.path().join("one"));
-    let tied = ["--tie", "--softmax", "class"];
+    let tied = ["--tie", "--softmax", "class", "--ar", "2", "--tar", "1"];
     assert_all_succeeded(&train_ranks(&data, &three, 3, &tied));
     let accumulate = [&tied[..], &["--accumulate", "3"]].concat();
     assert_all_succeeded(&train_ranks(&data, &one, 1, &accumulate));

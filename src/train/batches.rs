@@ -20,6 +20,9 @@ pub(super) struct BatchLoss {
     pub(super) penalty: Option<Tensor>,
     /// Target tokens in the batch.
     pub(super) tokens: usize,
+    /// What the output layer read: the recurrent layers' output at every target, in
+    /// the graph (a data-parallel step's backward pass splits there).
+    pub(super) hidden: Tensor,
 }
 
 /// An epoch's batches, in the order they are trained.
@@ -121,6 +124,7 @@ impl Batches for SentenceBatches<'_> {
                 steps.as_ref().map(|(n, p)| (n, p)),
             ),
             tokens: batch.lengths.iter().sum(),
+            hidden,
         }
     }
 
@@ -168,6 +172,7 @@ impl Batches for StreamChunks {
                 steps.as_ref().map(|(n, p)| (n, p)),
             ),
             tokens: targets.numel(),
+            hidden,
         }
     }
 

@@ -6,7 +6,7 @@ use super::batches::{epoch_batches, Batches};
 use super::epoch::{
     check_begun, epoch_rng, seed_batch, Diverged, EpochStart, EpochStats, Schedule,
 };
-use super::reduce::{sum_gradients, ReduceSeconds};
+use super::reduce::{sum_step, BatchObjective, ReduceSeconds};
 use super::start::{Data, Start};
 use super::{close_epoch, resume, EpochRecord, LrSchedule, TrainConfig, TrainSummary};
 use crate::average::WeightAverage;
@@ -198,12 +198,18 @@ impl<'a> Run<'a> {
         }
         if self.world.size() > 1 {
             let training: f64 = self.history.iter().map(|r| r.seconds).sum();
-            let ReduceSeconds { waiting, summing } = self.reduce_seconds;
+            let ReduceSeconds {
+                waiting,
+                summing,
+                overlapped,
+            } = self.reduce_seconds;
+            let share = |seconds: f64| 100.0 * seconds / training.max(1e-9);
             tracing::info!(
-                "{} ranks: of {training:.1} s of training, {waiting:.1} s waiting for the slowest rank ({:.1}%) and {summing:.1} s summing gradients ({:.1}%)",
+                "{} ranks: of {training:.1} s of training, {waiting:.1} s waiting for the slowest rank ({:.1}%) and {summing:.1} s summing gradients ({:.1}%) after the backward pass, whose last {overlapped:.1} s ({:.1}%) ran while the output layer's were summed",
                 self.world.size(),
-                100.0 * waiting / training.max(1e-9),
-                100.0 * summing / training.max(1e-9)
+                share(waiting),
+                share(summing),
+                share(overlapped)
             );
         }
         if !self.committed {
@@ -308,21 +314,21 @@ impl<'a> Run<'a> {
         }
         let (config, world) = (self.config, self.world);
         let total_tokens: usize = step.clone().map(|i| batches.tokens(i)).sum();
-        let mine = step.clone().skip(world.rank()).step_by(world.size());
+        let mine: Vec<usize> = step.skip(world.rank()).step_by(world.size()).collect();
         let mut gradients: Option<Vec<Tensor>> = None;
+        let mut last = None;
         let mut loss_sum = 0.0;
-        for index in mine {
+        for (k, &index) in mine.iter().enumerate() {
             seed_batch(config.seed, self.state.epoch, index);
             let loss = batches.forward(index, &self.model, &config.regularization);
             loss_sum += f64::try_from(&loss.sum)?;
-            let mut objective = &loss.sum / total_tokens as f64;
-            if let Some(penalty) = loss.penalty {
-                objective = match loss.tokens == total_tokens {
-                    true => objective + penalty,
-                    false => objective + penalty * (loss.tokens as f64 / total_tokens as f64),
-                };
+            let batch = BatchObjective::of(loss, total_tokens);
+            if world.size() > 1 && k + 1 == mine.len() {
+                // Its backward pass runs while the ranks sum the output layer's part.
+                last = Some(batch);
+                break;
             }
-            let mut these = self.optimizer.backward(&objective);
+            let mut these = self.optimizer.backward(&batch.objective());
             if self.batches_per_step() > 1 {
                 these = self.optimizer.zero_filled(these);
             }
@@ -331,14 +337,21 @@ impl<'a> Run<'a> {
                 Some(sum) => sum.iter().zip(these).map(|(a, b)| a + b).collect(),
             });
         }
-        let mut gradients = gradients.unwrap_or_else(|| self.optimizer.zero_gradients());
-        if world.size() > 1 {
-            let lookups = self.optimizer.lookup_leaves();
-            let seconds;
-            (gradients, loss_sum, seconds) = sum_gradients(world, gradients, &lookups, loss_sum)?;
-            self.reduce_seconds.waiting += seconds.waiting;
-            self.reduce_seconds.summing += seconds.summing;
-        }
+        let gradients = match world.size() {
+            1 => gradients.unwrap_or_else(|| self.optimizer.zero_gradients()),
+            _ => {
+                let output = self
+                    .optimizer
+                    .output_leaves(&self.model.output_parameters());
+                let (summed, summed_loss, seconds) =
+                    sum_step(world, &self.optimizer, &output, last, gradients, loss_sum)?;
+                self.reduce_seconds.waiting += seconds.waiting;
+                self.reduce_seconds.summing += seconds.summing;
+                self.reduce_seconds.overlapped += seconds.overlapped;
+                loss_sum = summed_loss;
+                summed
+            }
+        };
         let per_token = loss_sum / total_tokens as f64;
         // Before the update, so that a non-finite loss never reaches the weights or
         // Adam's moments.
