@@ -666,8 +666,9 @@ def rank_rate(process):
     if process.returncode != 0:
         sys.exit(f"failed: {process.args}\n{err[-2000:]}")
     rate = logged_rate(err, r"\|\s+([0-9.]+) tok/s")
-    summed = re.search(r"of ([0-9.]+) s of training, ([0-9.]+) s waiting .* and ([0-9.]+) s summing", err)
-    return rate, tuple(float(summed.group(i)) for i in (2, 3, 1)) if summed else None
+    summed = re.search(r"of ([0-9.]+) s of training, ([0-9.]+) s waiting .* and ([0-9.]+) s summing"
+                       r".* whose last ([0-9.]+) s", err)
+    return rate, tuple(float(summed.group(i)) for i in (2, 3, 4, 1)) if summed else None
 
 
 def ranks_rows(workdir):
@@ -680,13 +681,13 @@ def ranks_rows(workdir):
         for suffix, extra in (("", []), ("-4", ["--accumulate", "4"])):
             pair = [rank_run(workdir, f"alone-{i}", 1, data=data, extra=extra) for i in range(2)]
             rates["alone" + suffix].append(sum(rank_rate(p)[0] for p in pair))
-            rate, (waiting, summing, training) = rank_rate(rank_run(workdir, "ranks", 1, ranks=2, data=data,
-                                                                     extra=extra))
+            rate, (waiting, summing, overlapped, training) = rank_rate(
+                rank_run(workdir, "ranks", 1, ranks=2, data=data, extra=extra))
             rates["ranks" + suffix].append(rate)
-            shares["ranks" + suffix].append((waiting / training, summing / training))
+            shares["ranks" + suffix].append((waiting / training, summing / training, overlapped / training))
         rates["threads"].append(rank_rate(rank_run(workdir, "threads", 2, data=data))[0])
     median = {key: statistics.median(values) for key, values in rates.items()}
-    share = {key: tuple(statistics.median(s[i] for s in values) for i in (0, 1)) for key, values in shares.items()}
+    share = {key: tuple(statistics.median(s[i] for s in values) for i in (0, 1, 2)) for key, values in shares.items()}
     return median, share, oversubscribed_gap(workdir), gloo_rows(workdir)
 
 
@@ -743,19 +744,21 @@ def ranks_section(rates, share, gap, gloo):
             f"The `make train-word` network (2x384 LSTM, class layer, tied), dropout off, batches of 32 sentences, "
             f"{length} of the first {TRAIN_SENTENCES} Brown train sentences; median of {REPEATS} runs, "
             "interleaved. A step of 2 ranks takes two batches, one each.", "",
-            "| run | tokens/s | against two independent runs | waiting for the slower rank | summing gradients |",
-            "| --- | ---: | ---: | ---: | ---: |",
-            f"| two independent 1-thread runs side by side (summed) | {alone:,.0f} | 1.00x | | |",
+            "| run | tokens/s | against two independent runs | waiting for the slower rank | summing after the backward pass | backward pass under the output layer's sum |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+            f"| two independent 1-thread runs side by side (summed) | {alone:,.0f} | 1.00x | | | |",
             f"| 2 ranks x 1 thread (scale/ranks.sh) | {rates['ranks']:,.0f} | {rates['ranks'] / alone:.2f}x | "
-            f"{100 * share['ranks'][0]:.1f}% | {100 * share['ranks'][1]:.1f}% |",
-            f"| 1 process x 2 threads | {rates['threads']:,.0f} | {rates['threads'] / alone:.2f}x | | |",
-            f"| two independent runs, `--accumulate 4` (summed) | {alone4:,.0f} | 1.00x | | |",
+            + " | ".join(f"{100 * x:.1f}%" for x in share['ranks']) + " |",
+            f"| 1 process x 2 threads | {rates['threads']:,.0f} | {rates['threads'] / alone:.2f}x | | | |",
+            f"| two independent runs, `--accumulate 4` (summed) | {alone4:,.0f} | 1.00x | | | |",
             f"| 2 ranks, `--accumulate 4` (one sum per 8 batches) | {rates['ranks-4']:,.0f} | "
-            f"{rates['ranks-4'] / alone4:.2f}x | {100 * share['ranks-4'][0]:.1f}% | {100 * share['ranks-4'][1]:.1f}% |",
+            f"{rates['ranks-4'] / alone4:.2f}x | " + " | ".join(f"{100 * x:.1f}%" for x in share['ranks-4']) + " |",
             "",
-            "Shares are of rank 0's training time. Summing is one all-reduce over Gloo on the loopback of the dense "
-            "gradients and of the embedding rows the ranks' batches touched; waiting is the small sum before it, "
-            "which ends when the slower rank's batch does.", "",
+            "Shares are of rank 0's training time. The output layer's gradients (its word vectors: 16.5 of the 26.0 MB) "
+            "are summed over Gloo on the loopback in the background while the rest of the last batch's backward pass "
+            "runs (last column); after it, one all-reduce sums the recurrent layers' gradients and the embedding rows "
+            "the ranks' batches touched, and waits for the background sum (summing); waiting is the small sum before "
+            "it, which ends when the slower rank's batch does.", "",
             f"4 ranks oversubscribed on the cores against one process with `--accumulate 4` (the character network, "
             f"{RANK_STEPS} steps): largest parameter difference {gap:.1e} of the parameter's scale.", "",
             "One all-reduce over Gloo between 2 processes on the loopback, by size (torch.distributed's Gloo, "
