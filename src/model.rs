@@ -263,6 +263,12 @@ impl RnnLm {
         self.output.direct_parameters()
     }
 
+    /// Rows to give [`RnnLm::target_log_probs`] at a time (see
+    /// [`OutputLayer::rows_per_call`]).
+    pub fn output_rows_per_call(&self) -> i64 {
+        self.output.rows_per_call()
+    }
+
     /// The configuration this model was built from.
     pub fn config(&self) -> &ModelConfig {
         &self.config

@@ -155,7 +155,7 @@ fn score_window(model: &RnnLm, sentences: &[Vec<i64>]) -> Result<(Vec<Vec<f32>>,
     // Every node below the root, scored from its parent's hidden state.
     let parent_rows: Vec<i64> = (1..nodes).map(|n| row[tree.parent[n]] as i64).collect();
     let targets: Vec<i64> = tree.token[1..].to_vec();
-    let block = crate::score::output_block_tokens(model.config().vocab_size) as usize;
+    let block = model.output_rows_per_call() as usize;
     let mut node_log_probs = vec![0f32; nodes];
     for (start, (rows_block, targets_block)) in parent_rows
         .chunks(block)

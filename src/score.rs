@@ -16,19 +16,6 @@ use serde::Serialize;
 /// Sentences per forward pass when scoring.
 pub const SCORE_BATCH: usize = 64;
 
-/// Bytes of one `[tokens, vocab]` block of logits when scoring. The logits are the
-/// largest tensors of scoring; taking a batch's tokens a block at a time bounds memory
-/// whatever the sentence lengths. Blocks under glibc's largest mmap threshold (32 MiB)
-/// are reused from the heap from one block to the next instead of being mapped and
-/// zeroed afresh each time, which doubles scoring speed; a block of a few hundred tokens
-/// keeps the matrix product as fast per token as one call over the whole batch.
-const OUTPUT_BLOCK_BYTES: i64 = 24 << 20;
-
-/// Tokens per output-layer call for a vocabulary of `vocab` words.
-pub(crate) fn output_block_tokens(vocab: i64) -> i64 {
-    (OUTPUT_BLOCK_BYTES / (4 * vocab.max(1))).clamp(64, 8192)
-}
-
 /// The chain rule: a sentence's log-probability (nats) is the sum of its tokens'
 /// conditional log-probabilities, `<EOS>` included.
 pub fn sentence_log_prob(token_log_probs: &[f32]) -> f64 {
@@ -56,7 +43,7 @@ pub fn token_log_probs(
         let batch = SentenceBatch::new(&rows, model.device());
         let (hidden, _) = model.forward(&batch.inputs, &model.zero_state(batch.size()), false);
         let hidden = batch.gather(&hidden);
-        let block = output_block_tokens(model.config().vocab_size);
+        let block = model.output_rows_per_call();
         let blocks: Vec<tch::Tensor> = hidden
             .split(block, 0)
             .iter()

@@ -471,6 +471,43 @@ fn class_layer_distribution_sums_to_one() {
     assert!(gap < 1e-5, "target path differs by {gap}");
 }
 
+/// A cluster wider than a scoring block's logits allow is taken a block of rows at a
+/// time (here 64 rows of the 100,000-word cluster); the targets' log-probabilities are
+/// still those of the whole distribution, row by row.
+#[test]
+fn a_wide_cluster_taken_in_blocks_gives_the_whole_distribution() {
+    let _rng = torch_rng();
+    tch::manual_seed(44);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let vocab = 100_150;
+    let config = ModelConfig {
+        output: OutputConfig::Class {
+            cutoffs: vec![40, 150],
+        },
+        embed: 4,
+        hidden: 4,
+        ..config(Cell::Lstm, vocab, 1)
+    };
+    let model = RnnLm::new(&vs.root(), &config);
+    let _guard = tch::no_grad_guard();
+    let rows = 160;
+    let hidden = Tensor::randn([rows, 4], (Kind::Float, Device::Cpu)) * 3.0;
+    // Three in four targets in the wide cluster, the rest anywhere.
+    let wide = Tensor::randint_low(150, vocab, [rows], (Kind::Int64, Device::Cpu));
+    let any = Tensor::randint(vocab, [rows], (Kind::Int64, Device::Cpu));
+    let pick = Tensor::arange(rows, (Kind::Int64, Device::Cpu))
+        .remainder(4)
+        .eq(0);
+    let targets = any.where_self(&pick, &wide);
+    let direct = model.target_log_probs(&hidden, &targets);
+    let gathered = model
+        .log_probs(&hidden)
+        .gather(1, &targets.unsqueeze(1), false)
+        .squeeze_dim(1);
+    let gap = f64::try_from((direct - gathered).abs().max()).unwrap();
+    assert!(gap < 1e-5, "the target path in blocks differs by {gap}");
+}
+
 /// The class factorization written densely, token by token: the head softmax over
 /// [head words, cluster tokens], then the target's cluster softmax.
 fn naive_class_log_prob(
