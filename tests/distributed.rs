@@ -225,6 +225,22 @@ fn three_ranks_with_a_tied_class_layer_train_as_one_process() {
     assert_close(&three, &one);
 }
 
+/// Each rank sums two batches of a step before the last one's backward pass is split
+/// around the output layer's sum: 2 ranks with `--accumulate 2` train as one process
+/// with `--accumulate 4`.
+#[test]
+fn two_ranks_accumulating_train_as_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let (two, one) = (dir.path().join("two"), dir.path().join("one"));
+    let tied = ["--tie", "--softmax", "class", "--ar", "2"];
+    let two_flags = [&tied[..], &["--accumulate", "2"]].concat();
+    assert_all_succeeded(&train_ranks(&data, &two, 2, &two_flags));
+    let one_flags = [&tied[..], &["--accumulate", "4"]].concat();
+    assert_all_succeeded(&train_ranks(&data, &one, 1, &one_flags));
+    assert_close(&two, &one);
+}
+
 /// Cut by `--max-steps` and resumed, two ranks end byte-identical to two ranks uncut;
 /// a resume by one process must take as many batches a step.
 #[test]
