@@ -81,7 +81,7 @@ pub(super) fn sum_step(
     let (early, through) = match &last {
         Some(batch) => {
             let mut grads =
-                optimizer.backward_part(&batch.error, output, true, &[&batch.hidden], true);
+                optimizer.backward_part(&batch.error, output, true, &[&batch.hidden], false);
             let through = grads.pop();
             (optimizer.zero_filled_part(grads, output, true), through)
         }
