@@ -343,3 +343,52 @@ fn score_output_is_the_same_with_and_without_sharing() {
         }
     }
 }
+
+/// With two threads or more the forward and backward models score each chunk at the
+/// same time, one thread each; with one thread, one after the other. The output is the
+/// same byte for byte.
+#[test]
+fn forward_and_backward_models_side_by_side_score_as_one_after_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let forward = train(dir.path(), "fwd", false);
+    let backward = train(dir.path(), "bwd", true);
+    let mut csv = String::from("utterance_id,sentence,am\n");
+    let candidates = [
+        "the apple and pear salad",
+        "the apple and pair salad",
+        "a pear",
+    ];
+    for u in 0..40 {
+        for (i, c) in candidates.iter().enumerate() {
+            csv += &format!("u{u},{c},{}\n", -10.0 - i as f64 * 0.3 - u as f64 * 0.01);
+        }
+    }
+    let input = write(dir.path(), "nbest.csv", csv);
+    let run = |threads: &str| {
+        let args = [
+            "score",
+            "--model",
+            &forward,
+            "--backward-model",
+            &backward,
+            "--backward-weight",
+            "0.4",
+            "--input",
+            &input,
+            "--am-column",
+            "am",
+            "--digits",
+            "17",
+            "--chunk-rows",
+            "30",
+            "--threads",
+            threads,
+        ];
+        let o = rnnlm(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let (apart, together) = (run("1"), run("2"));
+    assert!(apart.contains("backward_logprob"), "{apart}");
+    assert_eq!(apart, together);
+}
