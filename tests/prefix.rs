@@ -253,6 +253,22 @@ fn train(dir: &std::path::Path, name: &str, reverse: bool) -> String {
     out.to_str().unwrap().to_string()
 }
 
+/// A forward and a backward model trained on the same small text.
+fn train_pair(dir: &std::path::Path) -> (String, String) {
+    (train(dir, "fwd", false), train(dir, "bwd", true))
+}
+
+/// `utterances` N-best lists of `candidates` in CSV, acoustic scores falling down each.
+fn nbest_csv(candidates: &[&str], utterances: usize) -> String {
+    let mut csv = String::from("utterance_id,sentence,am\n");
+    for u in 0..utterances {
+        for (i, c) in candidates.iter().enumerate() {
+            csv += &format!("u{u},{c},{}\n", -10.0 - i as f64 * 0.3 - u as f64 * 0.01);
+        }
+    }
+    csv
+}
+
 /// Every field of two outputs: text equal, numbers within 1e-5.
 fn assert_same_output(a: &str, b: &str, what: &str) {
     let (a, b): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
@@ -272,9 +288,7 @@ fn assert_same_output(a: &str, b: &str, what: &str) {
 #[test]
 fn score_output_is_the_same_with_and_without_sharing() {
     let dir = tempfile::tempdir().unwrap();
-    let forward = train(dir.path(), "fwd", false);
-    let backward = train(dir.path(), "bwd", true);
-    let mut csv = String::from("utterance_id,sentence,am\n");
+    let (forward, backward) = train_pair(dir.path());
     let mut kaldi = String::new();
     let mut text = String::new();
     let candidates = [
@@ -285,9 +299,9 @@ fn score_output_is_the_same_with_and_without_sharing() {
         "a",
         "the apple and kiwi salad",
     ];
+    let csv = nbest_csv(&candidates, 30);
     for u in 0..30 {
         for (i, c) in candidates.iter().enumerate() {
-            csv += &format!("u{u},{c},{}\n", -10.0 - i as f64 * 0.3 - u as f64 * 0.01);
             kaldi += &format!("u{u}-{} {c}\n", i + 1);
             text += &format!("{c}\n");
         }
@@ -350,20 +364,13 @@ fn score_output_is_the_same_with_and_without_sharing() {
 #[test]
 fn forward_and_backward_models_side_by_side_score_as_one_after_the_other() {
     let dir = tempfile::tempdir().unwrap();
-    let forward = train(dir.path(), "fwd", false);
-    let backward = train(dir.path(), "bwd", true);
-    let mut csv = String::from("utterance_id,sentence,am\n");
+    let (forward, backward) = train_pair(dir.path());
     let candidates = [
         "the apple and pear salad",
         "the apple and pair salad",
         "a pear",
     ];
-    for u in 0..40 {
-        for (i, c) in candidates.iter().enumerate() {
-            csv += &format!("u{u},{c},{}\n", -10.0 - i as f64 * 0.3 - u as f64 * 0.01);
-        }
-    }
-    let input = write(dir.path(), "nbest.csv", csv);
+    let input = write(dir.path(), "nbest.csv", nbest_csv(&candidates, 40));
     let run = |threads: &str| {
         let args = [
             "score",
