@@ -234,12 +234,15 @@ impl World {
     }
 
     fn failed(&self, what: &str, e: anyhow::Error) -> anyhow::Error {
-        anyhow!(
-            "rank {} of {}: {what} failed (another rank died, hung past --dist-timeout, or was started differently): {e}",
-            self.rank,
-            self.size
-        )
+        collective_failed(self.rank, self.size, what, e)
     }
+}
+
+/// A collective that failed on rank `rank` of `size`, in one line with the likely causes.
+fn collective_failed(rank: usize, size: usize, what: &str, e: anyhow::Error) -> anyhow::Error {
+    anyhow!(
+        "rank {rank} of {size}: {what} failed (another rank died, hung past --dist-timeout, or was started differently): {e}"
+    )
 }
 
 /// A sum begun by [`World::start_all_reduce_sum`].
@@ -254,13 +257,9 @@ impl PendingSum {
     /// Waits for the sum and returns the tensors, summed in place.
     pub fn wait(mut self) -> Result<Vec<Tensor>> {
         if let Some(begun) = self.begun.take() {
-            begun.finish().map_err(|e| {
-                anyhow!(
-                    "rank {} of {}: all-reduce failed (another rank died, hung past --dist-timeout, or was started differently): {e}",
-                    self.rank,
-                    self.size
-                )
-            })?;
+            begun
+                .finish()
+                .map_err(|e| collective_failed(self.rank, self.size, "all-reduce", e))?;
         }
         Ok(std::mem::take(&mut self.tensors))
     }

@@ -281,16 +281,15 @@ impl Optimizer {
 
     /// The gradients of `loss` for the leaves where `mask` is `want`, in the order of
     /// [`Optimizer::backward`], followed by those for `extra` (tensors of the graph
-    /// that are not leaves); `keep_graph` keeps the graph for another pass. A
-    /// backward pass in two parts: the first part's gradients can be sent while the
-    /// second runs.
+    /// that are not leaves). A backward pass in two parts: the first part's gradients
+    /// can be sent while the second runs. The graph is not kept: a second part that
+    /// starts from an `extra` tensor runs nodes the first did not.
     pub fn backward_part(
         &self,
         loss: &Tensor,
         mask: &[bool],
         want: bool,
         extra: &[&Tensor],
-        keep_graph: bool,
     ) -> Vec<Tensor> {
         let mut inputs: Vec<Tensor> = self
             .leaves()
@@ -300,7 +299,7 @@ impl Optimizer {
             .map(|(leaf, _)| leaf)
             .collect();
         inputs.extend(extra.iter().map(|t| t.shallow_clone()));
-        Tensor::run_backward(&[loss], &inputs, keep_graph, false)
+        Tensor::run_backward(&[loss], &inputs, false, false)
     }
 
     /// `grads` from [`Optimizer::backward`] with a zero gradient where autograd gave

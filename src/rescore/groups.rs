@@ -79,14 +79,13 @@ fn score_chunk<'c>(
             (scored, Some(backward))
         }
         (forward, backward) => (
-            match forward {
-                Some(forward) => forward.score(&texts, batch_size)?,
-                None => Vec::new(),
-            },
-            match backward {
-                Some(backward) => Some(backward.log_probs(&texts, batch_size)?),
-                None => None,
-            },
+            forward
+                .map(|f| f.score(&texts, batch_size))
+                .transpose()?
+                .unwrap_or_default(),
+            backward
+                .map(|b| b.log_probs(&texts, batch_size))
+                .transpose()?,
         ),
     };
     Ok(ScoredChunk {

@@ -80,8 +80,7 @@ pub(super) fn sum_step(
     let zeros = || optimizer.zero_gradients();
     let (early, through) = match &last {
         Some(batch) => {
-            let mut grads =
-                optimizer.backward_part(&batch.error, output, true, &[&batch.hidden], false);
+            let mut grads = optimizer.backward_part(&batch.error, output, true, &[&batch.hidden]);
             let through = grads.pop();
             (optimizer.zero_filled_part(grads, output, true), through)
         }
@@ -97,7 +96,7 @@ pub(super) fn sum_step(
                 Some(penalty) => through + penalty,
                 None => through,
             };
-            let grads = optimizer.backward_part(&rest, output, false, &[], false);
+            let grads = optimizer.backward_part(&rest, output, false, &[]);
             optimizer.zero_filled_part(grads, output, false)
         }
         _ => split(zeros(), output).1,
@@ -123,7 +122,7 @@ fn split<T>(items: Vec<T>, mask: &[bool]) -> (Vec<T>, Vec<T>) {
 }
 
 /// `grads` plus `before`, leaf by leaf.
-fn added(grads: Vec<Tensor>, before: Option<Vec<Tensor>>) -> Vec<Tensor> {
+pub(super) fn added(grads: Vec<Tensor>, before: Option<Vec<Tensor>>) -> Vec<Tensor> {
     match before {
         None => grads,
         Some(before) => before.iter().zip(grads).map(|(a, b)| a + b).collect(),

@@ -6,7 +6,7 @@ use super::batches::{epoch_batches, Batches};
 use super::epoch::{
     check_begun, epoch_rng, seed_batch, Diverged, EpochStart, EpochStats, Schedule,
 };
-use super::reduce::{sum_step, BatchObjective, ReduceSeconds};
+use super::reduce::{added, sum_step, BatchObjective, ReduceSeconds};
 use super::start::{Data, Start};
 use super::{close_epoch, resume, EpochRecord, LrSchedule, TrainConfig, TrainSummary};
 use crate::average::WeightAverage;
@@ -332,10 +332,7 @@ impl<'a> Run<'a> {
             if self.batches_per_step() > 1 {
                 these = self.optimizer.zero_filled(these);
             }
-            gradients = Some(match gradients {
-                None => these,
-                Some(sum) => sum.iter().zip(these).map(|(a, b)| a + b).collect(),
-            });
+            gradients = Some(added(these, gradients));
         }
         let gradients = match world.size() {
             1 => gradients.unwrap_or_else(|| self.optimizer.zero_gradients()),
