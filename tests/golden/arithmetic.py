@@ -38,5 +38,6 @@ for _ in range(3):
     torch.nn.utils.clip_grad_norm_(parameters, 1.0)
     adam.step()
 for parameter in parameters:
-    digest.update(parameter.detach().numpy().tobytes())
+    # Bytes through a uint8 view: no numpy needed.
+    digest.update(bytes(parameter.detach().contiguous().view(torch.uint8).flatten().tolist()))
 print(digest.hexdigest())
