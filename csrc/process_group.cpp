@@ -122,7 +122,9 @@ extern "C" char *rnnlm_group_new(const char *host, uint16_t port, int rank, int 
 }
 
 // Sums each tensor over the ranks, in place: the tensors of each dtype flattened into
-// one buffer, one all-reduce per dtype, as DDP's buckets do.
+// one buffer, one all-reduce per dtype, as DDP's buckets do. Each tensor then reads
+// its slice of the summed buffer (`set_`), as DDP's gradient_as_bucket_view does, so
+// the sums are not copied back.
 extern "C" char *rnnlm_group_all_reduce_sum(void *group, void *const *pointers, int64_t n) {
   return guarded([&] {
     auto list = tensors(pointers, n);
@@ -146,7 +148,8 @@ extern "C" char *rnnlm_group_all_reduce_sum(void *group, void *const *pointers, 
       for (size_t k = 0; k < which.size(); ++k) {
         auto &tensor = list[which[k]];
         int64_t count = tensor.numel();
-        tensor.copy_(flat[0].narrow(0, offset, count).view(tensor.sizes()));
+        // The tensor takes the summed slice of the buffer as its storage: no copy back.
+        tensor.set_(flat[0].narrow(0, offset, count).view(tensor.sizes()));
         offset += count;
       }
     }
@@ -168,7 +171,7 @@ struct PendingSum {
     int64_t offset = 0;
     for (auto &tensor : tensors) {
       int64_t count = tensor.numel();
-      tensor.copy_(flat.narrow(0, offset, count).view(tensor.sizes()));
+      tensor.set_(flat.narrow(0, offset, count).view(tensor.sizes()));
       offset += count;
     }
   }
@@ -177,7 +180,7 @@ struct PendingSum {
 
 // Begins summing tensors of one dtype over the ranks, in one buffer, and returns while
 // Gloo's (or NCCL's) threads send it: the caller goes on computing, and
-// rnnlm_group_all_reduce_finish waits and writes the sums into the tensors.
+// rnnlm_group_all_reduce_finish waits and points the tensors at their sums.
 extern "C" char *rnnlm_group_all_reduce_start(void *group, void *const *pointers, int64_t n,
                                               void **out) {
   return guarded([&] {
@@ -204,7 +207,8 @@ extern "C" char *rnnlm_group_all_reduce_start(void *group, void *const *pointers
   });
 }
 
-// Waits for a sum begun by rnnlm_group_all_reduce_start and writes it into its tensors.
+// Waits for a sum begun by rnnlm_group_all_reduce_start and points its tensors at their
+// slices of the summed buffer.
 extern "C" char *rnnlm_group_all_reduce_finish(void *pending) {
   return guarded([&] { static_cast<PendingSum *>(pending)->finish(); });
 }
