@@ -155,33 +155,13 @@ fn pinned_arithmetic() -> String {
 fn train_pinned(dir: &Path, flags: &[&str], seed: &str) -> std::path::PathBuf {
     let data = tiny::data(dir, 4);
     let out = dir.join("model");
-    let mut args = vec![
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--min-count",
-        "1",
-        "--embed",
-        "8",
-        "--hidden",
-        "8",
-        "--layers",
-        "2",
-        "--batch-size",
-        "4",
-        "--epochs",
-        "3",
-        "--patience",
-        "0",
-        "--seed",
-        seed,
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-    ];
+    let mut args = vec!["train", "--data", data.to_str().unwrap()];
+    args.extend(["--out", out.to_str().unwrap(), "--seed", seed]);
+    args.extend(
+        "--min-count 1 --embed 8 --hidden 8 --layers 2 --batch-size 4 --epochs 3 \
+         --patience 0 --device cpu --threads 1"
+            .split_whitespace(),
+    );
     args.extend_from_slice(flags);
     let o = Command::new(env!("CARGO_BIN_EXE_rnnlm"))
         .args(&args)
