@@ -369,36 +369,10 @@ impl RnnLm {
             if training && regularization.weight_drop > 0.0 {
                 weights[1] = drop_connect(&weights[1], regularization.weight_drop);
             }
-            let one = |t: &Tensor| t.narrow(0, layer, 1);
-            x = match (c.cell, state) {
-                (Cell::Lstm, State::Lstm(h, cell)) => {
-                    let (out, h, cell) = x.lstm(
-                        &[one(h), one(cell)],
-                        &weights,
-                        true,
-                        1,
-                        0.0,
-                        training,
-                        false,
-                        true,
-                    );
-                    hs.push(h);
-                    cs.push(cell);
-                    out
-                }
-                (Cell::Gru, State::Hidden(h)) => {
-                    let (out, h) = x.gru(&one(h), &weights, true, 1, 0.0, training, false, true);
-                    hs.push(h);
-                    out
-                }
-                (Cell::Rnn, State::Hidden(h)) => {
-                    let (out, h) =
-                        x.rnn_tanh(&one(h), &weights, true, 1, 0.0, training, false, true);
-                    hs.push(h);
-                    out
-                }
-                _ => panic!("state does not match the {:?} cell", c.cell),
-            };
+            let (out, h, cell) = self.layer_pass(layer, &x, &weights, state, training);
+            hs.push(h);
+            cs.extend(cell);
+            x = out;
         }
         let state = match c.cell {
             Cell::Lstm => State::Lstm(Tensor::cat(&hs, 0), Tensor::cat(&cs, 0)),
@@ -408,6 +382,43 @@ impl RnnLm {
             output: drop(&x),
             raw: regularization.needs_raw_output().then_some(x),
             state,
+        }
+    }
+
+    /// Layer `layer`'s fused pass over `x` from its slice of `state`, with `weights`:
+    /// the layer's output, its last hidden state and (LSTM) its last cell state.
+    fn layer_pass(
+        &self,
+        layer: i64,
+        x: &Tensor,
+        weights: &[Tensor],
+        state: &State,
+        training: bool,
+    ) -> (Tensor, Tensor, Option<Tensor>) {
+        let one = |t: &Tensor| t.narrow(0, layer, 1);
+        match (self.config.cell, state) {
+            (Cell::Lstm, State::Lstm(h, cell)) => {
+                let (out, h, cell) = x.lstm(
+                    &[one(h), one(cell)],
+                    weights,
+                    true,
+                    1,
+                    0.0,
+                    training,
+                    false,
+                    true,
+                );
+                (out, h, Some(cell))
+            }
+            (Cell::Gru, State::Hidden(h)) => {
+                let (out, h) = x.gru(&one(h), weights, true, 1, 0.0, training, false, true);
+                (out, h, None)
+            }
+            (Cell::Rnn, State::Hidden(h)) => {
+                let (out, h) = x.rnn_tanh(&one(h), weights, true, 1, 0.0, training, false, true);
+                (out, h, None)
+            }
+            _ => panic!("state does not match the {:?} cell", self.config.cell),
         }
     }
 

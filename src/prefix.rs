@@ -105,20 +105,37 @@ pub fn shared_token_log_probs(
 
 fn score_window(model: &RnnLm, sentences: &[Vec<i64>]) -> Result<(Vec<Vec<f32>>, Work)> {
     let tree = Tree::new(sentences);
+    let (hidden, row, steps) = run_levels(model, &tree);
+    let node_log_probs = score_nodes(model, &tree, &hidden, &row)?;
+    let log_probs = tree
+        .paths
+        .iter()
+        .map(|path| path.iter().map(|&n| node_log_probs[n]).collect())
+        .collect();
+    let work = Work {
+        tokens: sentences.iter().map(|s| s.len() as u64).sum(),
+        recurrent_steps: steps as u64,
+        output_rows: (tree.parent.len() - 1) as u64,
+    };
+    Ok((log_probs, work))
+}
+
+/// Runs every node with children through the recurrent layers, a depth at a time from
+/// its parent's state: their hidden states `[steps, hidden]`, each node's row among
+/// them (`usize::MAX` for a leaf), and the steps run.
+fn run_levels(model: &RnnLm, tree: &Tree) -> (Tensor, Vec<usize>, usize) {
     let nodes = tree.parent.len();
     let device = model.device();
     // The nodes that need a hidden state, by depth; each one's row among them.
     let mut levels: Vec<Vec<usize>> = Vec::new();
     let mut row = vec![usize::MAX; nodes];
     let mut rows = 0;
-    for node in 0..nodes {
-        if tree.has_children[node] {
-            let depth = tree.depth[node];
-            if levels.len() <= depth {
-                levels.resize_with(depth + 1, Vec::new);
-            }
-            levels[depth].push(node);
+    for node in (0..nodes).filter(|&n| tree.has_children[n]) {
+        let depth = tree.depth[node];
+        if levels.len() <= depth {
+            levels.resize_with(depth + 1, Vec::new);
         }
+        levels[depth].push(node);
     }
     let mut hidden_blocks = Vec::with_capacity(levels.len());
     // Each node's position within its level, to pick its children's parent states.
@@ -151,8 +168,14 @@ fn score_window(model: &RnnLm, sentences: &[Vec<i64>]) -> Result<(Vec<Vec<f32>>,
         hidden_blocks.push(hidden.narrow(0, 0, level.len() as i64));
         state = next;
     }
-    let hidden = Tensor::cat(&hidden_blocks, 0);
-    // Every node below the root, scored from its parent's hidden state.
+    (Tensor::cat(&hidden_blocks, 0), row, rows)
+}
+
+/// log P(each node's token | its parent's hidden state) for every node below the root
+/// (the root's entry stays 0), the output layer given rows a block at a time.
+fn score_nodes(model: &RnnLm, tree: &Tree, hidden: &Tensor, row: &[usize]) -> Result<Vec<f32>> {
+    let nodes = tree.parent.len();
+    let device = model.device();
     let parent_rows: Vec<i64> = (1..nodes).map(|n| row[tree.parent[n]] as i64).collect();
     let targets: Vec<i64> = tree.token[1..].to_vec();
     let block = model.output_rows_per_call() as usize;
@@ -168,17 +191,7 @@ fn score_window(model: &RnnLm, sentences: &[Vec<i64>]) -> Result<(Vec<Vec<f32>>,
         let first = 1 + start * block;
         node_log_probs[first..first + lp.len()].copy_from_slice(&lp);
     }
-    let log_probs = tree
-        .paths
-        .iter()
-        .map(|path| path.iter().map(|&n| node_log_probs[n]).collect())
-        .collect();
-    let work = Work {
-        tokens: sentences.iter().map(|s| s.len() as u64).sum(),
-        recurrent_steps: rows as u64,
-        output_rows: (nodes - 1) as u64,
-    };
-    Ok((log_probs, work))
+    Ok(node_log_probs)
 }
 
 #[cfg(test)]

@@ -243,27 +243,38 @@ fn sum_gradients(
         buffers.push(values.shallow_clone());
     }
     world.all_reduce_sum(&buffers)?;
-    let mut gathered = placed.into_iter();
-    let mut summed = Vec::with_capacity(gradients.len());
-    for (gradient, part) in gradients.into_iter().zip(rows) {
-        summed.push(match part {
-            None => gradient,
-            Some(part) => {
-                let (indices, values) = gathered.next().expect("one buffer per lookup");
-                Tensor::f_sparse_coo_tensor_indices_size(
-                    &indices.unsqueeze(0),
-                    &values,
-                    part.size.as_slice(),
-                    (values.kind(), values.device()),
-                    false,
-                )?
-            }
-        });
-    }
+    let summed = with_gathered_rows(gradients, rows, placed)?;
     let seconds = ReduceSeconds {
         waiting: (waited - started).as_secs_f64(),
         summing: waited.elapsed().as_secs_f64(),
         overlapped: 0.0,
     };
     Ok((summed, small[0], seconds))
+}
+
+/// The summed `gradients`, each lookup's (where `rows` has its part) replaced by the
+/// sparse gradient of every rank's rows, from its `gathered` indices and values.
+fn with_gathered_rows(
+    gradients: Vec<Tensor>,
+    rows: Vec<Option<Rows>>,
+    gathered: Vec<(Tensor, Tensor)>,
+) -> Result<Vec<Tensor>> {
+    let mut gathered = gathered.into_iter();
+    gradients
+        .into_iter()
+        .zip(rows)
+        .map(|(gradient, part)| match part {
+            None => Ok(gradient),
+            Some(part) => {
+                let (indices, values) = gathered.next().expect("one buffer per lookup");
+                Ok(Tensor::f_sparse_coo_tensor_indices_size(
+                    &indices.unsqueeze(0),
+                    &values,
+                    part.size.as_slice(),
+                    (values.kind(), values.device()),
+                    false,
+                )?)
+            }
+        })
+        .collect()
 }
