@@ -150,77 +150,95 @@ impl RowReader {
     /// The next row; `Err` only for an I/O error.
     pub fn next_row(&mut self) -> Result<RowEvent> {
         match &mut self.source {
-            Source::Csv(reader, record) => match reader.read_byte_record(record) {
-                Ok(false) => Ok(RowEvent::End),
-                Ok(true) => {
-                    let line = record.position().map_or(0, |p| p.line());
-                    let expected = self.headers.len();
-                    if record.len() != expected {
-                        let reason =
-                            format!("{} fields where the header has {expected}", record.len());
-                        return Ok(RowEvent::Bad { line, reason });
-                    }
-                    Ok(match csv::StringRecord::from_byte_record(record.clone()) {
-                        Ok(fields) => RowEvent::Row { line, fields },
-                        Err(e) => RowEvent::Bad {
-                            line,
-                            reason: format!(
-                                "field {} is not valid UTF-8",
-                                e.utf8_error().field() + 1
-                            ),
-                        },
-                    })
-                }
-                Err(e) if e.is_io_error() => Err(anyhow!("cannot read the input: {e}")),
-                Err(e) => {
-                    let line = e.position().map_or(0, |p| p.line());
-                    let reason = match e.kind() {
-                        csv::ErrorKind::UnequalLengths {
-                            expected_len, len, ..
-                        } => format!("{len} fields where the header has {expected_len}"),
-                        _ => e.to_string(),
-                    };
-                    Ok(RowEvent::Bad { line, reason })
-                }
-            },
-            Source::Lines(format, reader, buffer, line, empty) => loop {
-                buffer.clear();
-                if reader
-                    .read_until(b'\n', buffer)
-                    .context("cannot read the input")?
-                    == 0
-                {
-                    return Ok(RowEvent::End);
-                }
-                *line += 1;
-                let raw = buffer.strip_suffix(b"\n").unwrap_or(buffer);
-                let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-                let Ok(text) = std::str::from_utf8(raw) else {
-                    return Ok(RowEvent::Bad {
-                        line: *line,
-                        reason: "invalid UTF-8".to_string(),
-                    });
-                };
-                if text.trim().is_empty() {
-                    *empty += 1;
-                    continue;
-                }
-                let fields = match format {
-                    LineFormat::Kaldi => kaldi_fields(text),
-                    LineFormat::Text => Ok(csv::StringRecord::from(vec![text])),
-                };
-                return Ok(match fields {
-                    Ok(fields) => RowEvent::Row {
-                        line: *line,
-                        fields,
-                    },
-                    Err(reason) => RowEvent::Bad {
-                        line: *line,
-                        reason,
-                    },
-                });
-            },
+            Source::Csv(reader, record) => next_csv_row(reader, record, self.headers.len()),
+            Source::Lines(format, reader, buffer, line, empty) => {
+                next_line_row(*format, reader, buffer, line, empty)
+            }
         }
+    }
+}
+
+/// The next record of a CSV input that has `expected` columns.
+fn next_csv_row(
+    reader: &mut csv::Reader<Box<dyn Read>>,
+    record: &mut csv::ByteRecord,
+    expected: usize,
+) -> Result<RowEvent> {
+    match reader.read_byte_record(record) {
+        Ok(false) => Ok(RowEvent::End),
+        Ok(true) => {
+            let line = record.position().map_or(0, |p| p.line());
+            if record.len() != expected {
+                let reason = format!("{} fields where the header has {expected}", record.len());
+                return Ok(RowEvent::Bad { line, reason });
+            }
+            Ok(match csv::StringRecord::from_byte_record(record.clone()) {
+                Ok(fields) => RowEvent::Row { line, fields },
+                Err(e) => RowEvent::Bad {
+                    line,
+                    reason: format!("field {} is not valid UTF-8", e.utf8_error().field() + 1),
+                },
+            })
+        }
+        Err(e) if e.is_io_error() => Err(anyhow!("cannot read the input: {e}")),
+        Err(e) => {
+            let line = e.position().map_or(0, |p| p.line());
+            let reason = match e.kind() {
+                csv::ErrorKind::UnequalLengths {
+                    expected_len, len, ..
+                } => format!("{len} fields where the header has {expected_len}"),
+                _ => e.to_string(),
+            };
+            Ok(RowEvent::Bad { line, reason })
+        }
+    }
+}
+
+/// The next non-empty line of a line-based input, counting `line` and the `empty`
+/// lines skipped.
+fn next_line_row(
+    format: LineFormat,
+    reader: &mut BufReader<Box<dyn Read>>,
+    buffer: &mut Vec<u8>,
+    line: &mut u64,
+    empty: &mut usize,
+) -> Result<RowEvent> {
+    loop {
+        buffer.clear();
+        if reader
+            .read_until(b'\n', buffer)
+            .context("cannot read the input")?
+            == 0
+        {
+            return Ok(RowEvent::End);
+        }
+        *line += 1;
+        let raw = buffer.strip_suffix(b"\n").unwrap_or(buffer);
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let Ok(text) = std::str::from_utf8(raw) else {
+            return Ok(RowEvent::Bad {
+                line: *line,
+                reason: "invalid UTF-8".to_string(),
+            });
+        };
+        if text.trim().is_empty() {
+            *empty += 1;
+            continue;
+        }
+        let fields = match format {
+            LineFormat::Kaldi => kaldi_fields(text),
+            LineFormat::Text => Ok(csv::StringRecord::from(vec![text])),
+        };
+        return Ok(match fields {
+            Ok(fields) => RowEvent::Row {
+                line: *line,
+                fields,
+            },
+            Err(reason) => RowEvent::Bad {
+                line: *line,
+                reason,
+            },
+        });
     }
 }
 

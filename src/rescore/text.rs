@@ -18,22 +18,7 @@ pub(super) fn score_text(
     report: &mut Option<RescoreReport>,
 ) -> Result<ScoreSummary> {
     let name = input_name(options.input.as_deref());
-    let reader = RowReader::new(
-        open_input(options.input.as_deref())?,
-        Format::Text,
-        &name,
-        None,
-    )?;
-    let names = ColumnNames {
-        text: "sentence".to_string(),
-        group: None,
-        am: None,
-        ngram: None,
-        ngram_base: LogBase::E,
-        headerless: None,
-        max_candidates: None,
-    };
-    let columns = Columns::find(&reader, &names, &name)?;
+    let (reader, columns) = open_text(options, &name)?;
     let mut sink = super::Sink::create(options.output.as_deref(), b'\t')?;
     let mut per_token = open_per_token(options)?;
     sink.writer.write_record([
@@ -87,6 +72,27 @@ pub(super) fn score_text(
     finish_outputs(report, sink, per_token)?;
     eprintln!("{}", srilm_summary(&name, &summary, empty));
     Ok(summary)
+}
+
+/// The input's lines, read as rows of one `sentence` column.
+fn open_text(options: &ScoreOptions, name: &str) -> Result<(RowReader, Columns)> {
+    let reader = RowReader::new(
+        open_input(options.input.as_deref())?,
+        Format::Text,
+        name,
+        None,
+    )?;
+    let names = ColumnNames {
+        text: "sentence".to_string(),
+        group: None,
+        am: None,
+        ngram: None,
+        ngram_base: LogBase::E,
+        headerless: None,
+        max_candidates: None,
+    };
+    let columns = Columns::find(&reader, &names, name)?;
+    Ok((reader, columns))
 }
 
 /// A line as the report shows it: one candidate, its own group.
