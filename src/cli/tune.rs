@@ -4,7 +4,7 @@ use super::args::{ColumnArgs, DeviceArgs, OovArgs};
 use super::values::{positive, values, Values};
 use anyhow::{Context, Result};
 use clap::Args;
-use rnnlm::checkpoint::ModelDir;
+use rnnlm::checkpoint::{LoadedModel, ModelDir};
 use rnnlm::oov::OovPolicy;
 use rnnlm::rescore::Format;
 use rnnlm::score::SCORE_BATCH;
@@ -93,6 +93,31 @@ pub(crate) struct TuneArgs {
     pub(crate) device: DeviceArgs,
 }
 
+/// The forward model and the backward one that `args` name (none with `--scored`).
+fn load_models(args: &TuneArgs) -> Result<(Option<LoadedModel>, Option<LoadedModel>)> {
+    let Some(dir) = &args.model else {
+        return Ok((None, None));
+    };
+    let device = args.device.resolve()?;
+    let forward = match args.backward_model {
+        Some(_) => ModelDir::new(dir).load_forward(device)?,
+        None => ModelDir::new(dir).load(device)?,
+    };
+    let backward = match &args.backward_model {
+        Some(dir) => Some(ModelDir::new(dir).load_backward(device)?),
+        None => None,
+    };
+    Ok((Some(forward), backward))
+}
+
+/// A report that `tune --json` (or `--save`) wrote, for `--apply`.
+fn read_report(path: &std::path::Path) -> Result<rnnlm::tune::report::TuneReport> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a `tune --json` report", path.display()))
+}
+
 pub(crate) fn run(args: TuneArgs) -> Result<()> {
     if args.columns.format == Format::Text {
         anyhow::bail!("tune reads N-best lists: --format csv or kaldi");
@@ -105,32 +130,8 @@ pub(crate) fn run(args: TuneArgs) -> Result<()> {
             anyhow::bail!("{flag}: {w} is not in [0, 1]");
         }
     }
-    let device = match &args.model {
-        Some(_) => Some(args.device.resolve()?),
-        None => None,
-    };
-    let loaded = match (&args.model, device) {
-        (Some(dir), Some(device)) if args.backward_model.is_some() => {
-            Some(ModelDir::new(dir).load_forward(device)?)
-        }
-        (Some(dir), Some(device)) => Some(ModelDir::new(dir).load(device)?),
-        _ => None,
-    };
-    let backward = match (&args.backward_model, device) {
-        (Some(dir), Some(device)) => Some(ModelDir::new(dir).load_backward(device)?),
-        _ => None,
-    };
-    let apply = match &args.apply {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            Some(
-                serde_json::from_str(&text)
-                    .with_context(|| format!("{}: not a `tune --json` report", path.display()))?,
-            )
-        }
-        None => None,
-    };
+    let (loaded, backward) = load_models(&args)?;
+    let apply = args.apply.as_deref().map(read_report).transpose()?;
     let options = TuneOptions {
         input: args.input,
         format: args.columns.format,
