@@ -7,6 +7,7 @@ use common::{rnnlm, stderr, stdout, write};
 mod tiny;
 use tiny::{assert_error_line, assert_one_line_error, data, state_epoch, train_args, trained};
 
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -181,6 +182,20 @@ fn killed_at_any_moment_with_the_two_rename_fallback_too() {
     kill_while_training(true);
 }
 
+/// Waits for `child` to exit, at most `limit`; past it, kills it and returns false.
+fn exited_within(child: &mut std::process::Child, limit: Duration) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if child.try_wait().unwrap().is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
 /// Kills a training (SIGKILL and SIGINT by turns) at moments that drift through its
 /// epochs and checkpoints, 8 times after the first checkpoint; each time the model
 /// directory must load as one checkpoint. `fallback`: as on NFS, where the atomic
@@ -206,6 +221,17 @@ fn kill_while_training(fallback: bool) {
         if fallback {
             command.env(rnnlm::swap::FORCE_RENAME_FALLBACK, "1");
         }
+        // A background job of a non-interactive shell (a CI runner's, say) starts with
+        // SIGINT ignored, and its children inherit that: a SIGINT that came before
+        // rnnlm installs its handler would then be lost and the training run on. The
+        // child gets SIGINT's default action, as from a terminal.
+        // SAFETY: signal() is async-signal-safe, and nothing else runs before exec.
+        unsafe {
+            command.pre_exec(|| match libc::signal(libc::SIGINT, libc::SIG_DFL) {
+                libc::SIG_ERR => Err(std::io::Error::last_os_error()),
+                _ => Ok(()),
+            });
+        }
         let mut child = command.spawn().unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
         delay_ms += 137;
@@ -215,7 +241,10 @@ fn kill_while_training(fallback: bool) {
             libc::SIGINT
         };
         unsafe { libc::kill(child.id() as i32, signal) };
-        child.wait().unwrap();
+        assert!(
+            exited_within(&mut child, Duration::from_secs(120)),
+            "rnnlm train still ran 120 s after signal {signal}"
+        );
         if !model.exists() && !aside.exists() {
             continue;
         }
