@@ -8,7 +8,7 @@
 //! not `<UNK>`.
 
 pub use crate::categorical::Sampler;
-use crate::model::{RnnLm, ZERO_INPUT};
+use crate::model::{RnnLm, State, ZERO_INPUT};
 use crate::vocab::{Tokenizer, Vocab, EOS_ID};
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
@@ -65,6 +65,24 @@ pub struct Step<'a> {
     pub running: &'a [bool],
 }
 
+/// `count` copies of `prefix` run from the zero state: the state after it, its last
+/// token as the next input ([`ZERO_INPUT`] for no prefix), and its log-probability.
+fn read_prefix(model: &RnnLm, prefix: &[i64], count: i64) -> (State, Tensor, Tensor) {
+    let device = model.device();
+    let mut state = model.zero_state(count);
+    let mut input = Tensor::full([count], ZERO_INPUT, (Kind::Int64, device));
+    let mut log_prob = Tensor::zeros([count], (Kind::Double, device));
+    for &token in prefix {
+        let (hidden, next) = model.forward_step(&input, &state);
+        state = next;
+        input = Tensor::full([count], token, (Kind::Int64, device));
+        log_prob += model
+            .target_log_probs(&hidden, &input)
+            .to_kind(Kind::Double);
+    }
+    (state, input, log_prob)
+}
+
 /// [`sample`], calling `watch` after each step's draw; the draws are the same as
 /// [`sample`]'s with the same sampler, whatever the watcher computes (it cannot
 /// reach the sampler).
@@ -80,19 +98,8 @@ pub fn sample_watched(
         return Ok(Vec::new());
     }
     let _guard = tch::no_grad_guard();
-    let device = model.device();
     let n = count as i64;
-    let mut state = model.zero_state(n);
-    let mut input = Tensor::full([n], ZERO_INPUT, (Kind::Int64, device));
-    let mut log_prob = Tensor::zeros([n], (Kind::Double, device));
-    for &token in prefix {
-        let (hidden, next) = model.forward_step(&input, &state);
-        state = next;
-        input = Tensor::full([n], token, (Kind::Int64, device));
-        log_prob += model
-            .target_log_probs(&hidden, &input)
-            .to_kind(Kind::Double);
-    }
+    let (mut state, mut input, mut log_prob) = read_prefix(model, prefix, n);
     let mut samples: Vec<Sample> = (0..count)
         .map(|_| Sample {
             tokens: prefix.to_vec(),
@@ -100,7 +107,7 @@ pub fn sample_watched(
             truncated: true,
         })
         .collect();
-    let mut running = Tensor::ones([n], (Kind::Bool, device));
+    let mut running = Tensor::ones([n], (Kind::Bool, model.device()));
     for _ in 0..max_len {
         let (hidden, next) = model.forward_step(&input, &state);
         state = next;

@@ -298,22 +298,8 @@ fn train_config(args: TrainArgs, matches: Option<&clap::ArgMatches>) -> TrainCon
         },
         valid: args.valid,
         out: args.out,
-        tokenizer: Tokenizer {
-            level: t.level,
-            lowercase: t.lowercase || t.recognizer_form,
-            split_punct: t.split_punct,
-            drop_punct: t.drop_punct || t.recognizer_form,
-            split_hyphens: t.split_hyphens || t.recognizer_form,
-            reverse: t.reverse,
-        },
-        vocab_limits: VocabLimits {
-            min_count: t.min_count.unwrap_or(if t.level == Level::Word {
-                defaults().vocab_limits.min_count
-            } else {
-                1
-            }),
-            max_size: t.max_size,
-        },
+        tokenizer: tokenizer_of(t),
+        vocab_limits: vocab_limits_of(t),
         model: ModelConfig {
             cell: args.cell,
             vocab_size: 0,
@@ -357,6 +343,30 @@ fn train_config(args: TrainArgs, matches: Option<&clap::ArgMatches>) -> TrainCon
         resume: args.resume,
         force: args.force,
         given: given_flags(matches),
+    }
+}
+
+/// The tokenizer the flags ask for; `--recognizer-form` is three of them at once.
+fn tokenizer_of(t: &TokenizerArgs) -> Tokenizer {
+    Tokenizer {
+        level: t.level,
+        lowercase: t.lowercase || t.recognizer_form,
+        split_punct: t.split_punct,
+        drop_punct: t.drop_punct || t.recognizer_form,
+        split_hyphens: t.split_hyphens || t.recognizer_form,
+        reverse: t.reverse,
+    }
+}
+
+/// The vocabulary's limits; `--min-count` defaults by level.
+fn vocab_limits_of(t: &TokenizerArgs) -> VocabLimits {
+    VocabLimits {
+        min_count: t.min_count.unwrap_or(if t.level == Level::Word {
+            defaults().vocab_limits.min_count
+        } else {
+            1
+        }),
+        max_size: t.max_size,
     }
 }
 
