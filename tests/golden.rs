@@ -19,6 +19,7 @@ use common::stderr;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::process::Command;
+use std::sync::OnceLock;
 
 /// The pinned environment, for the binary and for the arithmetic check alike.
 const PINNED: [(&str, &str); 4] = [
@@ -116,15 +117,28 @@ fn untimed_metrics(path: &Path) -> String {
         .collect()
 }
 
-fn pinned_arithmetic() -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/arithmetic.py");
-    let o = Command::new(PYTHON)
-        .arg(script)
-        .envs(PINNED)
-        .output()
-        .unwrap_or_else(|e| panic!("{PYTHON}: {e} (make test installs it)"));
-    assert!(o.status.success(), "{script}: {}", stderr(&o));
-    String::from_utf8(o.stdout).unwrap().trim().to_string()
+/// Whether libtorch's pinned kernels give this CPU the bits they gave where the sums
+/// were taken; asked once (the script loads torch) and shared by every test, which
+/// says so where they do not.
+fn pinned_arithmetic_matches() -> bool {
+    static MATCHES: OnceLock<bool> = OnceLock::new();
+    *MATCHES.get_or_init(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/arithmetic.py");
+        let o = Command::new(PYTHON)
+            .arg(script)
+            .envs(PINNED)
+            .output()
+            .unwrap_or_else(|e| panic!("{PYTHON}: {e} (make test installs it)"));
+        assert!(o.status.success(), "{script}: {}", stderr(&o));
+        let arithmetic = String::from_utf8(o.stdout).unwrap().trim().to_string();
+        if arithmetic != ARITHMETIC {
+            eprintln!(
+                "libtorch's pinned kernels give other bits on this CPU than where the golden \
+                 sums were taken ({arithmetic}); the byte-for-byte comparisons are skipped"
+            );
+        }
+        arithmetic == ARITHMETIC
+    })
 }
 
 fn train_pinned(dir: &Path, flags: &str, seed: &str) -> std::path::PathBuf {
@@ -148,12 +162,7 @@ fn train_pinned(dir: &Path, flags: &str, seed: &str) -> std::path::PathBuf {
 }
 
 fn assert_golden(golden: &Golden) {
-    let arithmetic = pinned_arithmetic();
-    if arithmetic != ARITHMETIC {
-        eprintln!(
-            "libtorch's pinned kernels give other bits on this CPU than where the golden \
-             sums were taken ({arithmetic}); the byte-for-byte comparison is skipped"
-        );
+    if !pinned_arithmetic_matches() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -192,7 +201,7 @@ fn a_stream_run_writes_the_golden_bytes() {
 #[test]
 fn another_seed_misses_the_golden_bytes() {
     // The comparison can fail: a one-flag change moves the weights' sum.
-    if pinned_arithmetic() != ARITHMETIC {
+    if !pinned_arithmetic_matches() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
